@@ -1,0 +1,142 @@
+"""HF Transformers: CPU and CUDA, fp32/fp16/bf16, per-token timestamps through a streamer.
+
+Output length is forced with ``min_new_tokens = max_new_tokens = N`` and greedy decoding is stated
+explicitly in a fresh ``GenerationConfig``, so the model's own ``generation_config.json`` (sampling
+defaults) never applies. Transformers has no cross-request prompt cache: each ``generate`` call
+starts with an empty KV cache.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Sequence
+
+from llmcompare import hookimpl
+from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, clock
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+class _TimestampStreamer:
+    """Receives each step's token(s) from ``generate``; the first ``put`` is the prompt.
+
+    ``value.tolist()`` copies the token to the host (a device sync on CUDA) *before* the timestamp is
+    taken, so a token's time is when the caller could really have it.
+    """
+
+    def __init__(self):
+        self.ids: list[int] = []
+        self.times: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        tokens = value.reshape(-1).tolist()
+        now = clock()
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.ids.extend(int(t) for t in tokens)
+        self.times.extend([now] * len(tokens))
+
+    def end(self) -> None:
+        pass
+
+
+class TransformersBackend:
+    capabilities = Capabilities(
+        streams=True, accepts_token_ids=True, supports_concurrency=False, devices=("cpu", "cuda"),
+        model_formats=("hf", "synthetic"), prefix_cache="none",
+    )
+
+    def __init__(self, config: BackendConfig):
+        self.config = config
+        self.model = None
+        self.tokenizer = None
+        self.extra = {k: v for k, v in config.options.items() if k not in ("compile", "cache_implementation", "threads")}
+
+    def load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        opts = self.config.options
+        if opts.get("threads"):
+            torch.set_num_threads(int(opts["threads"]))
+        dtype = getattr(torch, DTYPES[self.config.variant or "fp32"])
+        device = self.config.device
+        model = self.config.model
+        if model.kind == "synthetic":
+            from llmcompare import synthetic
+
+            self.model = synthetic.build_model(model.shape, dtype=dtype, device=device)
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                model.hf_dir(), dtype=dtype, device_map=device,
+                trust_remote_code=self.config.trust_remote_code, **self.extra,
+            ).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_dir(), trust_remote_code=self.config.trust_remote_code)
+        if opts.get("compile"):
+            self.model.forward = torch.compile(self.model.forward, mode="reduce-overhead", fullgraph=True)
+        self._device = torch.device(device)
+
+    def generate(self, prompt: Sequence[int] | str, max_new_tokens: int) -> Generation:
+        import torch
+        from transformers import GenerationConfig
+
+        ids = torch.tensor([list(prompt)], dtype=torch.long, device=self._device)
+        eos = self.model.config.eos_token_id
+        pad = eos[0] if isinstance(eos, list) else eos
+        gen_config = GenerationConfig(
+            do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+            eos_token_id=eos, pad_token_id=pad if pad is not None else 0,
+            cache_implementation=self.config.options.get("cache_implementation"),
+        )
+        streamer = _TimestampStreamer()
+        with torch.inference_mode():
+            self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen_config,
+                                streamer=streamer)
+        return Generation(streamer.ids, streamer.times, prompt_tokens=ids.shape[1], finish_reason="length")
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def engine_version(self) -> dict[str, str]:
+        import torch
+        import transformers
+
+        v = {"transformers": transformers.__version__, "torch": torch.__version__}
+        if self.config.device.startswith("cuda"):
+            v["cuda"] = str(torch.version.cuda)
+            v["gpu"] = torch.cuda.get_device_name(self._device)
+        return v
+
+    def unload(self) -> None:
+        self.model = None
+        gc.collect()
+        import sys
+
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+@hookimpl
+def register_backends(register):
+    register(
+        BackendSpec(
+            name="transformers",
+            target="llmcompare.backends.hf_transformers:TransformersBackend",
+            install="pip install 'llmcompare[transformers]'",
+            requires=("transformers", "torch"),
+            variants={"fp32": "float32 weights", "fp16": "float16 weights", "bf16": "bfloat16 weights"},
+            default_variant="fp32",
+            options={
+                "compile": OptionSpec(bool, False, "torch.compile the forward (mode=reduce-overhead)"),
+                "cache_implementation": OptionSpec(str, None, "KV cache kind, e.g. 'static'", ("static", "dynamic", "offloaded")),
+                "threads": OptionSpec(int, None, "torch CPU threads", minimum=1),
+                "attn_implementation": OptionSpec(str, None, "eager, sdpa, flash_attention_2 ..."),
+            },
+            passthrough=True,
+            description="HF Transformers generate() with a per-token streamer; CPU and CUDA.",
+            distributions=("transformers", "torch", "accelerate"),
+        )
+    )

@@ -1,0 +1,230 @@
+"""The backend protocol and the light data a backend declares.
+
+A backend is a class with five methods (``load``, ``generate``, ``count_tokens``, ``engine_version``,
+``unload``) plus a :class:`Capabilities` value. It never computes metrics: it returns the token ids it
+generated and the host-clock time at which each one reached the caller; ``llmcompare.metrics`` does the
+arithmetic once, for everyone.
+
+What a plugin registers is a :class:`BackendSpec`, which only names the class as ``"module:Class"``;
+the engine is imported when a run uses it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from .errors import BackendNotInstalled, OptionError, UserError, did_you_mean
+
+if TYPE_CHECKING:
+    from .models import ResolvedModel
+
+#: The clock every backend uses for token timestamps (seconds, monotonic, high resolution).
+clock = time.perf_counter
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared as data. The runner reads this; it never reads names."""
+
+    streams: bool = True
+    """Tokens arrive one step (or one chunk) at a time with their own timestamps."""
+    accepts_token_ids: bool = True
+    """``generate`` takes prompt token ids; otherwise it takes text and the count is checked."""
+    supports_concurrency: bool = False
+    """Several requests may be in flight at once (for the load runner)."""
+    devices: tuple[str, ...] = ("cpu",)
+    """Devices this backend can run on, e.g. ``("cpu", "cuda")``."""
+    in_process: bool = True
+    """The engine runs inside the worker process (False: over HTTP)."""
+    model_formats: tuple[str, ...] = ("hf",)
+    """Model formats it loads: ``"hf"`` (a transformers directory), ``"gguf"``, ``"synthetic"``."""
+    prefix_cache: str = "none"
+    """How prompt/prefix caching is kept out of the numbers: ``"none"`` (the engine has no cache),
+    ``"reset"`` (cleared before every request) or ``"disabled"`` (turned off at load)."""
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One declared engine option, validated before any process starts."""
+
+    type: type = str
+    default: Any = None
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+
+    def convert(self, backend: str, key: str, raw: Any) -> Any:
+        value = raw
+        try:
+            if isinstance(raw, str):
+                if self.type is bool:
+                    low = raw.strip().lower()
+                    if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                        raise ValueError(raw)
+                    value = low in ("1", "true", "yes", "on")
+                elif self.type is not str:
+                    value = self.type(raw)
+            elif self.type is float and isinstance(raw, int):
+                value = float(raw)
+            elif not isinstance(raw, self.type):
+                raise ValueError(raw)
+        except (TypeError, ValueError):
+            raise OptionError(
+                f"option {key}={raw!r} for backend {backend!r} is not a valid {self.type.__name__}"
+            ) from None
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(map(str, self.choices))
+            raise OptionError(f"option {key}={raw!r} for backend {backend!r} must be one of: {allowed}")
+        if self.type in (int, float) and value < (self.minimum if self.minimum is not None else 0):
+            least = self.minimum if self.minimum is not None else 0
+            raise OptionError(f"option {key}={raw!r} for backend {backend!r} must be at least {least:g}")
+        return value
+
+
+def parse_literal(raw: str) -> Any:
+    """Parse an untyped ``--option`` value: int, float, true/false, none, else the string."""
+    low = raw.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a plugin registers: light, importable without the engine."""
+
+    name: str
+    target: str
+    """``"package.module:Class"``; imported only when the backend is used."""
+    install: str
+    """The exact command that installs what it needs, e.g. ``pip install 'llmcompare[ctranslate2]'``."""
+    requires: tuple[str, ...] = ()
+    """Importable module names the backend needs; all present means it can run here."""
+    variants: Mapping[str, str] = field(default_factory=dict)
+    """Variant name -> one-line description (``transformers:bf16``)."""
+    default_variant: str | None = None
+    options: Mapping[str, OptionSpec] = field(default_factory=dict)
+    passthrough: bool = False
+    """Undeclared ``--option`` keys go to the engine's own constructor instead of being refused."""
+    description: str = ""
+    distributions: tuple[str, ...] = ()
+    """Distribution names whose versions go into the environment block (e.g. ``("ctranslate2",)``)."""
+    source: str = "built-in"
+    """Filled in by the plugin manager: ``built-in`` or the distribution that registered it."""
+
+    def missing_module(self) -> str | None:
+        for mod in self.requires:
+            try:
+                if importlib.util.find_spec(mod) is None:
+                    return mod
+            except (ImportError, ValueError):
+                return mod
+        return None
+
+    @property
+    def available(self) -> bool:
+        return self.missing_module() is None
+
+    def ensure_installed(self) -> None:
+        missing = self.missing_module()
+        if missing is not None:
+            raise BackendNotInstalled(self.name, self.install, missing)
+
+    def resolve_variant(self, variant: str | None) -> str | None:
+        if variant is None:
+            return self.default_variant
+        if variant not in self.variants:
+            known = ", ".join(self.variants) or "none"
+            raise UserError(
+                f"backend {self.name!r} has no variant {variant!r}{did_you_mean(variant, self.variants)}"
+                f" (variants: {known})"
+            )
+        return variant
+
+    def validate_options(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Typed, checked options; defaults filled in. Raises :class:`OptionError`."""
+        out: dict[str, Any] = {k: o.default for k, o in self.options.items() if o.default is not None}
+        for key, value in raw.items():
+            if key in self.options:
+                out[key] = self.options[key].convert(self.name, key, value)
+            elif self.passthrough:
+                out[key] = parse_literal(value) if isinstance(value, str) else value
+            else:
+                known = ", ".join(self.options) or "none"
+                raise OptionError(
+                    f"backend {self.name!r} has no option {key!r}{did_you_mean(key, self.options)}"
+                    f" (options: {known})"
+                )
+        return out
+
+    def load_class(self) -> type:
+        """Import the target class; the engine import happens here, never at registration."""
+        self.ensure_installed()
+        module_name, _, attr = self.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise BackendNotInstalled(self.name, self.install, getattr(exc, "name", None)) from exc
+        return getattr(module, attr)
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Everything a backend instance is built from. Frozen and validated before the worker starts."""
+
+    model: ResolvedModel
+    variant: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class Generation:
+    """What one ``generate`` call returns.
+
+    ``token_times[i]`` is the :data:`clock` reading when ``token_ids[i]`` was available to the caller
+    (on a GPU: after it was copied to the host). Tokens that arrive in one chunk share one timestamp.
+    """
+
+    token_ids: list[int]
+    token_times: list[float]
+    prompt_tokens: int | None = None
+    """The engine's own count of the prompt, where it reports one."""
+    finish_reason: str | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The protocol every backend implements. See ``backends/echo.py`` for the template."""
+
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, config: BackendConfig) -> None: ...
+
+    def load(self) -> None:
+        """Load the model (and convert it if needed). Timed as load time."""
+
+    def generate(self, prompt: Sequence[int] | str, max_new_tokens: int) -> Generation:
+        """Greedy-generate exactly ``max_new_tokens`` tokens, ignoring EOS, with no prefix cache."""
+
+    def count_tokens(self, text: str) -> int:
+        """The engine's own token count for ``text`` (no special tokens added)."""
+
+    def engine_version(self) -> dict[str, str]:
+        """Versions of the engine and what it runs on, e.g. ``{"ctranslate2": "4.8.5"}``."""
+
+    def unload(self) -> None:
+        """Free the model's memory (host and device)."""

@@ -1,0 +1,58 @@
+"""Errors that reach the user.
+
+Anything derived from :class:`UserError` is a problem with what the user asked for (a name, a path,
+a file, an option). The CLI prints its message on one line and exits with status 2; no traceback
+unless ``--debug``. Everything else is a bug or an engine failure and is reported as such.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """Bad input: one line that says what is wrong and what to do."""
+
+    exit_code = 2
+
+
+class UnknownBackend(UserError):
+    pass
+
+
+class BackendNotInstalled(UserError):
+    """The one path for "the engine is not installed": names the backend and the pip command."""
+
+    def __init__(self, backend: str, install: str, missing: str | None = None):
+        self.backend = backend
+        self.install = install
+        self.missing = missing
+        what = f" (cannot import {missing!r})" if missing else ""
+        super().__init__(f"backend {backend!r} is not installed{what}; install it with: {install}")
+
+
+class ModelNotFound(UserError):
+    pass
+
+
+class PromptFileError(UserError):
+    def __init__(self, path: str, line: int | None, problem: str):
+        self.path = path
+        self.line = line
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {problem}")
+
+
+class OptionError(UserError):
+    pass
+
+
+class BackendFailure(Exception):
+    """Raised inside a worker when an engine fails; becomes a failed row, never a crash of the run."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ``"; did you mean 'x'?"`` for the closest choice, or ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""

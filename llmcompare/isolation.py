@@ -1,0 +1,129 @@
+"""One subprocess per backend, with a timeout. A crash, an OOM kill or a hang becomes a failed row.
+
+The parent never imports an engine. It writes the job as JSON, starts ``python -m llmcompare.worker``
+in a new process group, and follows ``requests.jsonl`` while it runs (which also drives progress).
+If the worker ends without writing its ``backend`` record, the parent writes a failed one that
+says why: the signal, the exit status or the timeout, with the last line the worker printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .records import REQUESTS_FILE, BackendRecord, RecordWriter, RequestRecord
+from .runner import Job
+
+POLL_S = 0.2
+
+
+class _Follower:
+    """Reads records appended to ``requests.jsonl`` since the last call."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.buffer = ""
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path, encoding="utf-8") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read()
+            self.offset = fh.tell()
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split("\n")
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        return out
+
+
+def run_isolated(
+    job: Job,
+    timeout_s: float,
+    on_request: Callable[[RequestRecord], None] | None = None,
+) -> BackendRecord:
+    run_dir = Path(job.run_dir)
+    (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    safe = job.label.replace(":", "_").replace("/", "_")
+    job_path = run_dir / "jobs" / f"{safe}.json"
+    job_path.write_text(json.dumps(job.to_dict()), encoding="utf-8")
+    log_path = run_dir / "logs" / f"{safe}.log"
+    follower = _Follower(run_dir / REQUESTS_FILE)
+    status: BackendRecord | None = None
+
+    def drain() -> None:
+        nonlocal status
+        for d in follower.read():
+            if d.get("backend") != job.label:
+                continue
+            if d.get("type") == "request" and on_request is not None:
+                on_request(RequestRecord.from_dict(d))
+            elif d.get("type") == "backend":
+                status = BackendRecord.from_dict(d)
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llmcompare.worker", str(job_path)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        timed_out = False
+        try:
+            while proc.poll() is None:
+                drain()
+                if time.monotonic() > deadline:
+                    timed_out = True
+                    _kill_group(proc)
+                    break
+                time.sleep(POLL_S)
+        except BaseException:
+            _kill_group(proc)  # Ctrl-C: take the worker down with us; finished records stay on disk
+            raise
+        proc.wait()
+    drain()
+    if status is not None and not timed_out:
+        return status
+    if timed_out:
+        why = f"timed out after {timeout_s:g} s (the worker was killed; finished requests are kept)"
+    elif proc.returncode < 0:
+        sig = signal.Signals(-proc.returncode).name
+        hint = " (possibly out of memory)" if sig == "SIGKILL" else ""
+        why = f"worker process died from {sig}{hint}"
+    else:
+        why = f"worker process exited with status {proc.returncode}"
+    last = _last_line(log_path)
+    failed = BackendRecord(backend=job.label, name=job.name, variant=job.variant, status="failed",
+                           error=f"{why}{': ' + last if last else ''}", device=job.device, options=dict(job.options))
+    with RecordWriter(run_dir / REQUESTS_FILE) as writer:
+        writer.write(failed)
+    return failed
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _last_line(path: Path, limit: int = 300) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:limit] if lines else ""

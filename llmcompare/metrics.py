@@ -1,0 +1,259 @@
+"""Every formula llmcompare reports, in one place. ``docs/metrics.md`` documents each one.
+
+Per request (times in seconds from the moment the request is handed to the engine):
+
+* ``TTFT = t[0]``, the first generated token's arrival (prompt tokenization by the engine is inside);
+* ``e2e = t[n-1]``, the last token's arrival;
+* ``TPOT = (e2e - TTFT) / (n - 1)``, undefined for n < 2;
+* ``ITL``: gaps between consecutive *chunks* (tokens that share a timestamp arrived together; no gap
+  is invented between them);
+* ``tok/s = n / e2e``, output tokens over the request's end-to-end time.
+
+Per backend: ``output throughput = sum(n) / measured wall time`` (warm-up excluded), and for every
+metric n, mean, p50, p90, p99, std, min, max. Percentiles interpolate linearly between order
+statistics (NumPy's default). ``std`` is the sample standard deviation (n - 1).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from statistics import mean, median, stdev
+from typing import Any
+
+from .records import BackendRecord, RequestRecord
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks: rank = q/100 * (n - 1)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    xs = sorted(values)
+    rank = (q / 100.0) * (len(xs) - 1)
+    lo = math.floor(rank)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (rank - lo)
+
+
+def describe(values: Sequence[float]) -> dict[str, float | int | None]:
+    """n, mean, p50, p90, p99, std, min, max of ``values`` (None where undefined)."""
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return {"n": 0, "mean": None, "p50": None, "p90": None, "p99": None, "std": None, "min": None, "max": None}
+    return {
+        "n": len(vals),
+        "mean": mean(vals),
+        "p50": percentile(vals, 50),
+        "p90": percentile(vals, 90),
+        "p99": percentile(vals, 99),
+        "std": stdev(vals) if len(vals) > 1 else 0.0,
+        "min": min(vals),
+        "max": max(vals),
+    }
+
+
+# ---- per request -------------------------------------------------------------------------------
+
+def ttft(times: Sequence[float]) -> float | None:
+    return times[0] if times else None
+
+
+def e2e(times: Sequence[float]) -> float | None:
+    return times[-1] if times else None
+
+
+def tpot(times: Sequence[float]) -> float | None:
+    """(e2e - TTFT) / (n_out - 1); None when fewer than two tokens."""
+    if len(times) < 2:
+        return None
+    return (times[-1] - times[0]) / (len(times) - 1)
+
+
+def itl(times: Sequence[float]) -> list[float]:
+    """Gaps between consecutive chunk arrivals (tokens sharing a timestamp form one chunk)."""
+    chunks: list[float] = []
+    for t in times:
+        if not chunks or t != chunks[-1]:
+            chunks.append(t)
+    return [b - a for a, b in zip(chunks, chunks[1:])]
+
+
+def tokens_per_second(times: Sequence[float]) -> float | None:
+    """n_out / e2e for one request."""
+    if not times or times[-1] <= 0:
+        return None
+    return len(times) / times[-1]
+
+
+def request_row(r: RequestRecord) -> dict[str, Any]:
+    """The per-request metrics in milliseconds (and tok/s), for tables and CSV."""
+    t = r.token_times_s
+    ms = lambda x: None if x is None else x * 1000.0  # noqa: E731
+    return {
+        "ttft_ms": ms(ttft(t)),
+        "tpot_ms": ms(tpot(t)),
+        "e2e_ms": ms(e2e(t)),
+        "tok_s": tokens_per_second(t),
+    }
+
+
+# ---- per backend -------------------------------------------------------------------------------
+
+@dataclass
+class Summary:
+    backend: str
+    status: str
+    error: str | None
+    n_requests: int
+    n_errors: int
+    n_length_mismatch: int
+    n_prompt_mismatch: int
+    output_tokens: int
+    throughput_tok_s: float | None
+    ttft_ms: dict[str, Any]
+    tpot_ms: dict[str, Any]
+    e2e_ms: dict[str, Any]
+    itl_ms: dict[str, Any]
+    tok_s: dict[str, Any]
+    warmup: list[dict[str, Any]]
+    cold_ttft_ms: float | None
+    cold_e2e_ms: float | None
+    load_s: float | None
+    peak_rss_bytes: int | None
+    gpu_peak_bytes: int | None
+    info: dict[str, Any]
+    agreement: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarize(label: str, requests: list[RequestRecord], backends: list[BackendRecord]) -> Summary:
+    """One backend's summary from its records (all worker runs of it, e.g. after ``--resume``)."""
+    mine = [r for r in requests if r.backend == label]
+    measured = _dedupe([r for r in mine if not r.warmup])
+    warm = [r for r in mine if r.warmup]
+    ok = [r for r in measured if r.error is None]
+    brs = [b for b in backends if b.backend == label]
+    last = brs[-1] if brs else None
+    wall = sum(b.measured_wall_s for b in brs)
+    out_tokens = sum(r.output_tokens for r in ok)
+    rows = [request_row(r) for r in ok]
+    col = lambda k: [row[k] for row in rows if row[k] is not None]  # noqa: E731
+    first_warm = warm[0] if warm else None
+    ok_loads = [b.load_s for b in brs if b.load_s is not None]
+    return Summary(
+        backend=label,
+        status=last.status if last else "failed",
+        error=(last.error if last else "the worker wrote no status record"),
+        n_requests=len(measured),
+        n_errors=len(measured) - len(ok),
+        n_length_mismatch=sum(1 for r in ok if not r.length_ok),
+        n_prompt_mismatch=sum(
+            1 for r in ok if r.engine_prompt_tokens is not None and r.engine_prompt_tokens != r.input_tokens
+        ),
+        output_tokens=out_tokens,
+        throughput_tok_s=(out_tokens / wall) if wall > 0 and ok else None,
+        ttft_ms=describe(col("ttft_ms")),
+        tpot_ms=describe(col("tpot_ms")),
+        e2e_ms=describe(col("e2e_ms")),
+        itl_ms=describe([g * 1000.0 for r in ok for g in itl(r.token_times_s)]),
+        tok_s=describe(col("tok_s")),
+        warmup=[{"prompt_id": r.prompt_id, **request_row(r), "error": r.error} for r in warm],
+        cold_ttft_ms=request_row(first_warm)["ttft_ms"] if first_warm else None,
+        cold_e2e_ms=request_row(first_warm)["e2e_ms"] if first_warm else None,
+        load_s=ok_loads[0] if ok_loads else None,
+        peak_rss_bytes=max((b.peak_rss_bytes for b in brs if b.peak_rss_bytes), default=None),
+        gpu_peak_bytes=max((b.gpu_peak_bytes for b in brs if b.gpu_peak_bytes), default=None),
+        info={
+            "name": last.name if last else None,
+            "variant": last.variant if last else None,
+            "device": last.device if last else None,
+            "options": last.options if last else {},
+            "versions": last.versions if last else {},
+            "capabilities": last.capabilities if last else {},
+        },
+    )
+
+
+def _dedupe(records: list[RequestRecord]) -> list[RequestRecord]:
+    """One record per (prompt, repeat): the first that succeeded, else the first. A resumed run never
+    counts a request twice."""
+    best: dict[tuple, RequestRecord] = {}
+    for r in records:
+        if r.key not in best or (best[r.key].error is not None and r.error is None):
+            best[r.key] = r
+    return list(best.values())
+
+
+# ---- comparisons -------------------------------------------------------------------------------
+
+def agreement(reference: list[RequestRecord], other: list[RequestRecord]) -> dict[str, Any] | None:
+    """Greedy-token agreement of ``other`` with ``reference``, over prompts both generated.
+
+    Per prompt (first measured repeat of each): ``match = mean(ref[i] == out[i])`` over the common
+    length, and ``prefix = index of the first difference`` (the common length when none). Reported:
+    the mean match fraction, the mean prefix length, and the share of prompts that agree exactly.
+    """
+    def first(records: list[RequestRecord]) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for r in sorted((r for r in records if not r.warmup and r.error is None), key=lambda r: r.repeat):
+            out.setdefault(r.prompt_id, r.token_ids)
+        return out
+
+    ref, oth = first(reference), first(other)
+    common = sorted(set(ref) & set(oth))
+    if not common:
+        return None
+    matches, prefixes, exact = [], [], 0
+    for pid in common:
+        a, b = ref[pid], oth[pid]
+        n = min(len(a), len(b))
+        if n == 0:
+            continue
+        same = [x == y for x, y in zip(a[:n], b[:n])]
+        matches.append(sum(same) / n)
+        prefixes.append(same.index(False) if False in same else n)
+        exact += a == b
+    if not matches:
+        return None
+    return {
+        "prompts": len(matches),
+        "token_match": mean(matches),
+        "mean_prefix_tokens": mean(prefixes),
+        "exact_prompts": exact,
+    }
+
+
+def bootstrap_ratio(
+    a: Sequence[float],
+    b: Sequence[float],
+    stat: Callable[[Sequence[float]], float] = median,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float] | None:
+    """``stat(b) / stat(a)`` with a percentile bootstrap confidence interval (resampling each side).
+
+    ``within_noise`` is true when the interval contains 1.
+    """
+    if len(a) < 2 or len(b) < 2 or stat(a) == 0:
+        return None
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(resamples):
+        sa = [a[rng.randrange(len(a))] for _ in a]
+        sb = [b[rng.randrange(len(b))] for _ in b]
+        den = stat(sa)
+        if den:
+            ratios.append(stat(sb) / den)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = percentile(ratios, 100 * alpha), percentile(ratios, 100 * (1 - alpha))
+    return {"ratio": stat(b) / stat(a), "lo": lo, "hi": hi, "confidence": confidence, "within_noise": lo <= 1.0 <= hi}
+
+
+def cost_per_million(dollars_per_hour: float, tok_s: float) -> float:
+    """$ per 1M output tokens = $/h / (tok/s * 3600) * 1e6."""
+    return dollars_per_hour / (tok_s * 3600.0) * 1e6

@@ -1,0 +1,1 @@
+"""Built-in prompt sets, shipped as package data (``<name>.jsonl``)."""
