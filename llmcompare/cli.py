@@ -85,13 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from . import api
     from .report import write_all
     from .report.console import RichProgress, print_result
 
-    console = Console(stderr=False)
+    console = _console()
     progress = RichProgress(console) if not args.quiet else None
     with progress or _null():
         if args.resume:
@@ -109,7 +107,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_backends() -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from .plugins import get_registry
@@ -123,7 +120,7 @@ def cmd_backends() -> int:
         missing = spec.missing_module()
         t.add_row(name, spec.source, "yes" if missing is None else f"no (missing {missing})",
                   ", ".join(spec.variants) or "–", "–" if missing is None else spec.install, spec.description)
-    console = Console()
+    console = _console()
     console.print(t)
     for err in reg.errors:
         console.print(f"[red]plugin {err.plugin} ({err.source}) failed to load:[/red] {err.error}")
@@ -133,8 +130,6 @@ def cmd_backends() -> int:
 def cmd_report(run_dir: str) -> int:
     from pathlib import Path
 
-    from rich.console import Console
-
     from . import api
     from .errors import UserError
     from .report import write_all
@@ -143,8 +138,15 @@ def cmd_report(run_dir: str) -> int:
     if not (Path(run_dir) / "requests.jsonl").exists():
         raise UserError(f"{run_dir} holds no requests.jsonl; pass the directory of a run")
     result = api.load_result(run_dir)
-    print_result(Console(), result, write_all(result))
+    print_result(_console(), result, write_all(result))
     return 0
+
+
+def _console():
+    """A rich console; when output is not a terminal (CI logs, pipes) wide enough for the table."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 class _null:

@@ -81,7 +81,15 @@ def timed_generate(backend: Backend, label: str, prompt: Prompt, max_new_tokens:
 
 
 def _peak_rss() -> int:
-    # ru_maxrss is in KiB on Linux: the worker's own peak, since each backend has its own process.
+    """This process's peak resident set. On Linux ``VmHWM`` (reset at exec, so the worker's own peak:
+    ``ru_maxrss`` would carry the parent's peak across fork+exec)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * (1 if sys.platform == "darwin" else 1024)
 
 

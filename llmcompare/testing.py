@@ -1,0 +1,182 @@
+"""The conformance kit: check that a backend keeps the protocol, before anyone trusts its numbers.
+
+Use it in a plugin's own tests::
+
+    from llmcompare.testing import assert_conforms
+
+    def test_my_backend():
+        assert_conforms("mybackend", model="path/to/model.gguf")
+
+It runs the backend in-process on two real prompts and checks, each as a named check:
+
+* ``protocol``: the class has the five methods and declares :class:`~llmcompare.Capabilities`;
+* ``engine_version``: a non-empty ``{name: version}`` mapping;
+* ``forced_length``: exactly N token ids for N in two lengths, on two prompts;
+* ``token_ids``: every id is an ``int`` inside the tokenizer's vocabulary;
+* ``timestamps``: one per token, monotonic, between hand-over and return;
+* ``greedy_deterministic``: the same prompt gives the same ids twice;
+* ``count_tokens``: a positive int for a non-empty text;
+* ``unload_frees_memory``: unloading gives back at least half of what loading and generating took
+  (host RSS, and torch's CUDA allocator when the backend used it), measured on a second load after a
+  first load/unload cycle has done the one-off work (conversions, caches). Too little growth to
+  measure passes, and says so.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from .backend import Backend, BackendConfig, Capabilities, clock
+from .models import resolve_model
+from .plugins import get_registry
+from .prompting import read_prompts, tokenize
+
+MEASURABLE_BYTES = 32 * 2**20
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass
+class ConformanceReport:
+    backend: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def add(self, name: str, passed: bool, detail: str = "") -> None:
+        self.checks.append(Check(name, bool(passed), detail))
+
+    def __str__(self) -> str:
+        lines = [f"conformance of {self.backend!r}: {'PASS' if self.ok else 'FAIL'}"]
+        lines += [f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks]
+        return "\n".join(lines)
+
+
+def _rss() -> int:
+    """Resident set after a collection and, on glibc, ``malloc_trim(0)``: what the backend freed, not
+    what the allocator chose to keep for reuse."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return psutil.Process().memory_info().rss
+
+
+def _cuda_allocated() -> int | None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        return int(torch.cuda.memory_allocated())
+    return None
+
+
+def check_backend(
+    name: str,
+    *,
+    model: str | None = None,
+    variant: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    max_new_tokens: int = 8,
+) -> ConformanceReport:
+    """Run every check on backend ``name`` and return the report (it never raises for a failed check)."""
+    spec = get_registry().get(name)
+    cls = spec.load_class()
+    report = ConformanceReport(f"{name}:{variant}" if variant else name)
+    missing = [m for m in ("load", "generate", "count_tokens", "engine_version", "unload") if not callable(getattr(cls, m, None))]
+    report.add("protocol", not missing and isinstance(getattr(cls, "capabilities", None), Capabilities),
+               f"missing methods: {missing}" if missing else "five methods and declared capabilities")
+    if missing:
+        return report
+    resolved = resolve_model(model)
+    tokenizer = resolved.tokenizer()
+    prompts = tokenize(read_prompts("default")[:2], tokenizer)
+    config = BackendConfig(model=resolved, variant=spec.resolve_variant(variant),
+                           options=spec.validate_options(dict(options or {})), device=device)
+    # A first load/unload cycle does one-off work (conversions, caches, lazy imports) so that the
+    # measured cycle below sees only the model's own memory. It also checks that a backend reloads.
+    first: Backend = cls(config)
+    first.load()
+    first.unload()
+    del first
+    backend: Backend = cls(config)
+    rss0, cuda0 = _rss(), _cuda_allocated()
+    backend.load()
+
+    versions = backend.engine_version()
+    report.add("engine_version", isinstance(versions, Mapping) and bool(versions)
+               and all(isinstance(k, str) and isinstance(v, str) for k, v in versions.items()), repr(versions))
+
+    lengths_ok, ids_ok, times_ok, details = True, True, True, []
+    vocab = len(tokenizer)
+    first_ids: list[int] = []
+    for n in (max_new_tokens, max(1, max_new_tokens // 2 + 1)):
+        for p in prompts:
+            feed = list(p.token_ids) if cls.capabilities.accepts_token_ids else p.text
+            t0 = clock()
+            gen = backend.generate(feed, n)
+            t1 = clock()
+            first_ids = first_ids or list(gen.token_ids)
+            if len(gen.token_ids) != n:
+                lengths_ok = False
+                details.append(f"{p.id}: asked {n}, got {len(gen.token_ids)}")
+            if not all(isinstance(t, int) and 0 <= t < max(vocab, 1) for t in gen.token_ids):
+                ids_ok = False
+            ts = list(gen.token_times)
+            if len(ts) != len(gen.token_ids) or any(b < a for a, b in zip(ts, ts[1:])) or (ts and (ts[0] < t0 or ts[-1] > t1)):
+                times_ok = False
+    report.add("forced_length", lengths_ok, "; ".join(details) or f"exactly N tokens for N in ({max_new_tokens}, {max(1, max_new_tokens // 2 + 1)})")
+    report.add("token_ids", ids_ok, f"ints in [0, {vocab})")
+    report.add("timestamps", times_ok, "one per token, monotonic, within the call")
+
+    p = prompts[0]
+    again = backend.generate(list(p.token_ids) if cls.capabilities.accepts_token_ids else p.text, max_new_tokens)
+    report.add("greedy_deterministic", list(again.token_ids) == first_ids, "same prompt, same ids")
+
+    count = backend.count_tokens(p.text)
+    ours = len(tokenizer(p.text, add_special_tokens=False)["input_ids"])
+    report.add("count_tokens", isinstance(count, int) and count > 0,
+               f"engine counts {count}, the shared tokenizer {ours}")
+
+    rss1, cuda1 = _rss(), _cuda_allocated()  # after generating: weights paged in, caches allocated
+    backend.unload()
+    del backend, again
+    rss2, cuda2 = _rss(), _cuda_allocated()
+    grew = rss1 - rss0
+    if grew < MEASURABLE_BYTES:
+        host = (True, f"load grew RSS by {grew / 2**20:.0f} MiB only: too little to measure")
+    else:
+        freed = rss1 - rss2
+        host = (freed >= grew / 2, f"load+generate +{grew / 2**20:.0f} MiB, unload -{freed / 2**20:.0f} MiB")
+    dev_ok, dev_detail = True, ""
+    if cuda1 is not None and cuda0 is not None and cuda1 - cuda0 >= MEASURABLE_BYTES:
+        dev_ok = (cuda1 - cuda2) >= (cuda1 - cuda0) / 2 if cuda2 is not None else False
+        dev_detail = f"; CUDA load +{(cuda1 - cuda0) / 2**20:.0f} MiB, unload -{((cuda1 - (cuda2 or 0))) / 2**20:.0f} MiB"
+    report.add("unload_frees_memory", host[0] and dev_ok, host[1] + dev_detail)
+    return report
+
+
+def assert_conforms(name: str, **kwargs: Any) -> ConformanceReport:
+    """:func:`check_backend`, raising ``AssertionError`` with the full report when a check fails."""
+    report = check_backend(name, **kwargs)
+    assert report.ok, str(report)
+    return report
