@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmcompare import plugins
+
+PLUGIN_DIR = Path(__file__).parent / "plugins"
+
+
+def has_default_model() -> bool:
+    from llmcompare.models import default_model_path
+
+    return default_model_path() is not None and all(
+        importlib.util.find_spec(m) for m in ("transformers", "gguf")
+    )
+
+
+needs_model = pytest.mark.skipif(not has_default_model(), reason="default model (llmcompare[default-model]) not installed")
+
+
+@pytest.fixture
+def use_plugins(monkeypatch):
+    """Register plugin modules from tests/plugins for this process and every worker it starts."""
+
+    def use(*modules: str) -> plugins.Registry:
+        path = os.pathsep.join(filter(None, [str(PLUGIN_DIR), os.environ.get("PYTHONPATH", "")]))
+        monkeypatch.setenv("PYTHONPATH", path)
+        monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+        monkeypatch.setenv("LLMCOMPARE_PLUGINS", ",".join(modules))
+        return plugins.get_registry(reload=True)
+
+    yield use
+    monkeypatch.undo()
+    for name in [m for m in sys.modules if m.startswith(("llmcompare_testplugins", "broken_"))]:
+        del sys.modules[name]
+    plugins.get_registry(reload=True)
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    return tmp_path / "run"

@@ -1,0 +1,8 @@
+"""A plugin whose register hook raises."""
+
+from llmcompare import hookimpl
+
+
+@hookimpl
+def register_backends(register):
+    raise RuntimeError("this plugin is broken on purpose")

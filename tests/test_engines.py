@@ -1,0 +1,116 @@
+"""Real engines on the real model (SmolLM2-135M-Instruct, CPU). Skipped where an engine is missing."""
+
+import importlib.util
+
+import pytest
+
+import llmcompare
+from llmcompare.records import read_records
+from llmcompare.testing import check_backend
+from conftest import needs_model
+
+pytestmark = [pytest.mark.engine, needs_model]
+
+ENGINES = {"transformers": "transformers", "ctranslate2": "ctranslate2", "llamacpp": "llama_cpp"}
+N = 12
+
+
+def have(*mods):
+    return all(importlib.util.find_spec(m) for m in mods)
+
+
+@pytest.fixture(scope="module")
+def engine_run(tmp_path_factory):
+    if not have("torch", "transformers", "ctranslate2", "llama_cpp"):
+        pytest.skip("needs every CPU engine: pip install 'llmcompare[all]'")
+    out = tmp_path_factory.mktemp("engines") / "run"
+    result = llmcompare.compare(
+        ["transformers:fp32", "ctranslate2:int8", "llamacpp", "ctranslate2:float32"],
+        prompts="default", max_new_tokens=N, repeats=1, warmup=1, output=out,
+    )
+    return result
+
+
+def test_every_engine_produces_exactly_n_tokens(engine_run):
+    for s in engine_run.summaries:
+        assert s.status == "ok", (s.backend, s.error)
+        assert s.n_requests == 10 and s.n_errors == 0
+        assert s.n_length_mismatch == 0, s.backend
+        assert s.tpot_ms["p50"] > 0 and s.ttft_ms["p50"] > 0 and s.load_s is not None
+        assert s.peak_rss_bytes and s.peak_rss_bytes > 50 * 2**20
+
+
+def test_every_engine_got_identical_prompt_ids(engine_run):
+    reqs, _, runs = read_records(engine_run.run_dir / "requests.jsonl")
+    prompt_len = {p["id"]: len(p["token_ids"]) for p in runs[0]["prompts"]}
+    for r in reqs:
+        assert r.input_tokens == prompt_len[r.prompt_id]
+        assert r.engine_prompt_tokens == r.input_tokens, r.backend  # the engine saw exactly our ids
+        assert len(r.token_ids) == N
+
+
+def test_agreement_with_transformers_fp32_is_reported(engine_run):
+    comps = {c["backend"]: c for c in engine_run.comparisons}
+    assert set(comps) == {"ctranslate2:int8", "llamacpp", "ctranslate2:float32"}
+    for label, c in comps.items():
+        assert c["reference"] == "transformers:fp32"
+        a = c["agreement"]
+        assert a["prompts"] == 10 and 0.0 <= a["token_match"] <= 1.0
+        # every engine decodes the same model greedily: the first token agrees on most prompts
+        assert a["mean_prefix_tokens"] >= 1.0, (label, a)
+    # float32 CTranslate2 runs the same dequantized weights as transformers fp32
+    assert comps["ctranslate2:float32"]["agreement"]["token_match"] >= 0.9
+    assert engine_run.summary("llamacpp").agreement is not None
+
+
+def test_the_text_is_sensible(engine_run):
+    from transformers import AutoTokenizer
+
+    from llmcompare.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(None).tokenizer_dir())
+    reqs = [r for r in engine_run.requests if r.backend == "transformers:fp32" and r.prompt_id == "math-sum"]
+    text = tok.decode(reqs[0].token_ids)
+    assert any(w in text.lower() for w in ("sum", "200", "number", "formula")), text
+
+
+@pytest.mark.parametrize("name", ["echo", "transformers", "ctranslate2", "llamacpp"])
+def test_conformance_kit_on_every_builtin(name):
+    if name != "echo" and not have(ENGINES[name]):
+        pytest.skip(f"{name} not installed")
+    options = {"ballast_mb": 100} if name == "echo" else {}
+    report = check_backend(name, options=options)
+    assert report.ok, str(report)
+    assert [c.name for c in report.checks] == [
+        "protocol", "engine_version", "forced_length", "token_ids", "timestamps", "greedy_deterministic",
+        "count_tokens", "unload_frees_memory",
+    ]
+
+
+def test_conformance_kit_catches_a_broken_backend(use_plugins, tmp_path, monkeypatch):
+    (tmp_path / "shortplugin.py").write_text(
+        "from llmcompare import hookimpl\nfrom llmcompare.backend import BackendSpec, Generation\n"
+        "from llmcompare.backends.echo import EchoBackend\n"
+        "class Short(EchoBackend):\n"
+        "    def generate(self, prompt, n):\n"
+        "        g = super().generate(prompt, n)\n"
+        "        return Generation(g.token_ids[:-1], list(reversed(g.token_times[:-1])))\n"
+        "@hookimpl\ndef register_backends(register):\n"
+        "    register(BackendSpec(name='short', target='shortplugin:Short', install='-', passthrough=True))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    use_plugins("shortplugin")
+    report = check_backend("short", options={"per_token_ms": 1})
+    failed = {c.name for c in report.failures()}
+    assert {"forced_length", "timestamps"} <= failed and not report.ok
+
+
+@pytest.mark.skipif(not have("torch", "transformers"), reason="transformers not installed")
+def test_synthetic_model_runs_on_transformers(run_dir):
+    result = llmcompare.compare(["transformers"], model="synthetic:smollm2-135m", input_tokens=16,
+                                max_new_tokens=4, repeats=1, warmup=0, output=run_dir)
+    s = result.summary("transformers:fp32")
+    assert s.status == "ok", s.error
+    assert s.n_requests == 10 and s.n_length_mismatch == 0
+    assert all(p.token_ids and len(p.token_ids) == 16 for p in result.prompts)
+    assert result.environment["model"]["parameters"] == 134_515_008
