@@ -22,8 +22,9 @@ COMMANDS = ("run", "backends", "report")
 def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="compare backends at batch size 1 (the default command)",
                        description="Time a fixed prompt set on each backend, at batch size 1, with a forced output length.")
-    p.add_argument("--backend", "-b", action="append", default=[], metavar="NAME[:VARIANT]",
-                   help="a backend to run (repeat for a side-by-side table), e.g. ctranslate2, transformers:bf16")
+    p.add_argument("--backend", "-b", action="append", default=[], metavar="NAME[:VARIANT][@LABEL]",
+                   help="a backend to run (repeat for a side-by-side table), e.g. ctranslate2, transformers:bf16,"
+                        " transformers:fp16@static (a label lets one variant run twice with other options)")
     p.add_argument("--model", "-m", default=None,
                    help="GGUF file, HF model directory, hub id, or synthetic:<shape> (default: SmolLM2-135M-Instruct)")
     p.add_argument("--prompts", "-p", default=None, help="built-in set name or a .jsonl/.yaml/.txt file (default: default)")

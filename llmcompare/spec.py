@@ -1,8 +1,9 @@
 """The run specification: frozen, validated without starting any engine.
 
 ``--backend transformers:bf16`` becomes a :class:`BackendRequest` (label ``transformers:bf16``, name
-``transformers``, variant ``bf16``). ``--option KEY=VALUE`` applies to every backend in the run;
-``--option LABEL.KEY=VALUE`` (or ``NAME.KEY=VALUE``) to one of them only.
+``transformers``, variant ``bf16``); ``transformers:fp16@static`` names that run ``static``, so one
+variant can run twice with different options. ``--option KEY=VALUE`` applies to every backend in the
+run; ``--option LABEL.KEY=VALUE`` (or ``NAME.KEY=VALUE``) to one of them only.
 """
 
 from __future__ import annotations
@@ -69,17 +70,18 @@ def build_spec(
     device = kwargs.get("device", "cpu")
     requests: list[BackendRequest] = []
     for raw in backends:
-        name, _, variant = raw.partition(":")
+        base, _, alias = raw.partition("@")
+        name, _, variant = base.partition(":")
         spec = registry.get(name)
         variant = spec.resolve_variant(variant or None)
         spec.ensure_installed()
-        label = f"{name}:{variant}" if variant else name
+        label = alias or (f"{name}:{variant}" if variant else name)
         if any(r.label == label for r in requests):
             raise UserError(f"backend {label!r} is listed twice")
-        mine = {k: v for scope, k, v in parsed_opts if scope in (None, name, label, raw)}
+        mine = {k: v for scope, k, v in parsed_opts if scope in (None, name, label, base, raw)}
         requests.append(BackendRequest(label, name, variant, spec.validate_options(mine)))
     scopes = {s for s, _, _ in parsed_opts if s is not None}
-    known = {r.label for r in requests} | {r.name for r in requests} | set(backends)
+    known = {r.label for r in requests} | {r.name for r in requests} | {b.partition("@")[0] for b in backends}
     for s in sorted(scopes - known):
         raise OptionError(f"--option scope {s!r} names no backend in this run (backends: {', '.join(sorted(known))})")
     for r in requests:

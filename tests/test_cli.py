@@ -172,3 +172,14 @@ def test_help_and_version_are_fast_and_light():
     assert out.returncode == 0 and "llmcompare" in out.stdout
     out = cli("--help")
     assert out.returncode == 0 and "backends" in out.stdout
+
+
+@needs_model
+def test_label_runs_one_backend_twice_with_other_options(tmp_path):
+    out = cli("-b", "echo", "-b", "echo@slow", "-o", "slow.per_token_ms=2", "-n", "4", "-r", "1", "-w", "0",
+              "-O", str(tmp_path / "r"), "-q")
+    assert out.returncode == 0, out.stderr
+    s = {x["backend"]: x for x in json.loads((tmp_path / "r" / "results.json").read_text())["summaries"]}
+    assert s["slow"]["info"]["options"] == {"per_token_ms": 2.0, "ttft_ms": 0.0, "chunk": 1, "ballast_mb": 0}
+    assert s["echo"]["info"]["options"]["per_token_ms"] == 0.0
+    assert s["slow"]["tpot_ms"]["p50"] > s["echo"]["tpot_ms"]["p50"]
