@@ -108,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_backends() -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from .plugins import get_registry
@@ -119,12 +120,12 @@ def cmd_backends() -> int:
     for name in sorted(reg.backends):
         spec = reg.backends[name]
         missing = spec.missing_module()
-        t.add_row(name, spec.source, "yes" if missing is None else f"no (missing {missing})",
-                  ", ".join(spec.variants) or "–", "–" if missing is None else spec.install, spec.description)
+        t.add_row(*map(escape, (name, spec.source, "yes" if missing is None else f"no (missing {missing})",
+                  ", ".join(spec.variants) or "–", "–" if missing is None else spec.install, spec.description)))
     console = _console()
     console.print(t)
     for err in reg.errors:
-        console.print(f"[red]plugin {err.plugin} ({err.source}) failed to load:[/red] {err.error}")
+        console.print(f"[red]plugin {escape(err.plugin)} ({escape(err.source)}) failed to load:[/red] {escape(err.error)}")
     return 0
 
 

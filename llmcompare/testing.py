@@ -18,7 +18,7 @@ It runs the backend in-process on two real prompts and checks, each as a named c
 * ``count_tokens``: a positive int for a non-empty text;
 * ``unload_frees_memory``: unloading gives back at least half of what loading and generating took
   (host RSS, and torch's CUDA allocator when the backend used it), measured on a second load after a
-  first load/unload cycle has done the one-off work (conversions, caches). Too little growth to
+  first load/generate/unload cycle has done the one-off work (conversions, caches, a CUDA context). Too little growth to
   measure passes, and says so.
 """
 
@@ -112,10 +112,11 @@ def check_backend(
     prompts = tokenize(read_prompts("default")[:2], tokenizer)
     config = BackendConfig(model=resolved, variant=spec.resolve_variant(variant),
                            options=spec.validate_options(dict(options or {})), device=device)
-    # A first load/unload cycle does one-off work (conversions, caches, lazy imports) so that the
+    # A first load/generate/unload cycle does one-off work (conversions, caches, CUDA context) so the
     # measured cycle below sees only the model's own memory. It also checks that a backend reloads.
     first: Backend = cls(config)
     first.load()
+    first.generate(list(prompts[0].token_ids) if cls.capabilities.accepts_token_ids else prompts[0].text, 2)
     first.unload()
     del first
     backend: Backend = cls(config)

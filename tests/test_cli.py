@@ -89,7 +89,7 @@ def test_unknown_variant():
 
 def test_engine_not_installed_gives_pip_command():
     assert_user_error(cli("--backend", "notinstalled", env=_plugin_env()),
-                      "not installed", "pip install 'llmcompare-notinstalled'")
+                      "not installed", "pip install 'llmcompare[notinstalled]'")
 
 
 def test_missing_model_path(tmp_path):

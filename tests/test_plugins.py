@@ -62,7 +62,7 @@ def test_broken_plugin_shown_by_backends_command(use_plugins):
     assert "broken_import_plugin" in out.stdout and "failed to load" in out.stdout
     assert "crashy" in out.stdout and "LLMCOMPARE_PLUGINS" in out.stdout
     # a backend whose engine is missing says how to install it
-    assert "pip install 'llmcompare-notinstalled'" in out.stdout
+    assert "pip install 'llmcompare[notinstalled]'" in out.stdout
 
 
 def test_blocking_a_builtin(monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,18 +35,18 @@ class RichProgress(ProgressCallbacks):
         self.progress.stop()
 
     def backend_started(self, label: str, total: int) -> None:
-        self.tasks[label] = self.progress.add_task(label, total=total, status="loading…")
+        self.tasks[label] = self.progress.add_task(escape(label), total=total, status="loading…")
 
     def request_done(self, label: str, record: RequestRecord) -> None:
         task = self.tasks[label]
         if record.warmup:
             self.progress.update(task, status="warming up")
             return
-        status = "" if record.length_ok else f"[red]{record.error or 'length mismatch'}"
+        status = "" if record.length_ok else f"[red]{escape(record.error or 'length mismatch')}"
         self.progress.update(task, advance=1, status=status)
 
     def backend_done(self, label: str, record: BackendRecord) -> None:
-        status = "[green]done" if record.status == "ok" else f"[red]failed: {record.error}"
+        status = "[green]done" if record.status == "ok" else f"[red]failed: {escape(record.error or '')}"
         self.progress.update(self.tasks[label], status=status)
 
 
@@ -53,16 +54,19 @@ def table(result: RunResult) -> Table:
     spec = result.spec
     t = Table(title=f"llmcompare · {result.environment.get('model', {}).get('name')} · {len(result.prompts)} prompts ×"
                     f" {spec['repeats']} · {spec['max_new_tokens']} new tokens · batch 1 · {spec['device']}")
-    for col in ("backend", "status", "n", "TTFT p50 ms", "TPOT p50 ms", "TPOT p90 ms", "e2e p50 ms", "tok/s",
-                "load s", "peak RSS", "length ok", "agreement"):
+    gpu = any(s.gpu_peak_bytes for s in result.summaries)
+    cols = ["backend", "status", "n", "TTFT p50 ms", "TPOT p50 ms", "TPOT p90 ms", "e2e p50 ms", "tok/s",
+            "load s", "peak RSS"] + (["GPU peak"] if gpu else []) + ["length ok", "agreement"]
+    for col in cols:
         t.add_column(col, justify="left" if col in ("backend", "status") else "right")
     for s in result.summaries:
         ok_len = s.n_requests - s.n_errors - s.n_length_mismatch
         t.add_row(
-            s.backend,
-            "[green]ok" if s.status == "ok" else f"[red]failed[/red]: {s.error}",
+            escape(s.backend),
+            "[green]ok" if s.status == "ok" else f"[red]failed[/red]: {escape(s.error or '')}",
             str(s.n_requests), fmt(s.ttft_ms["p50"]), fmt(s.tpot_ms["p50"], 2), fmt(s.tpot_ms["p90"], 2),
             fmt(s.e2e_ms["p50"]), fmt(s.throughput_tok_s), fmt(s.load_s, 2), mib(s.peak_rss_bytes),
+            *([mib(s.gpu_peak_bytes)] if gpu else []),
             f"{ok_len}/{s.n_requests}" if ok_len == s.n_requests else f"[red]{ok_len}/{s.n_requests}",
             f"{s.agreement['token_match']:.0%}" if s.agreement else "–",
         )
@@ -72,12 +76,14 @@ def table(result: RunResult) -> Table:
 def print_result(console: Console, result: RunResult, paths: dict) -> None:
     console.print(table(result))
     for c in result.comparisons:
-        console.print(f"  {c['backend']} vs {c['reference']}: TPOT {ratio(c['tpot_ratio'])}")
+        console.print(escape(f"  {c['backend']} vs {c['reference']}: TPOT {ratio(c['tpot_ratio'])}"))
+    if result.comparisons and result.environment.get("model", {}).get("kind") == "synthetic":
+        console.print("  note: random weights make near-ties between logits, so token agreement means nothing here")
     for s in result.summaries:
         if s.n_length_mismatch:
-            console.print(f"[yellow]warning:[/yellow] {s.backend}: {s.n_length_mismatch} request(s) did not produce"
+            console.print(f"[yellow]warning:[/yellow] {escape(s.backend)}: {s.n_length_mismatch} request(s) did not produce"
                           f" exactly {spec_tokens(result)} tokens (flagged in the results, not averaged away)")
-    console.print(f"results: {paths['json']}  ·  {paths['csv']}  ·  {paths['markdown']}  ·  {result.run_dir / 'requests.jsonl'}")
+    console.print(escape(f"results: {paths['json']}  ·  {paths['csv']}  ·  {paths['markdown']}  ·  {result.run_dir / 'requests.jsonl'}"))
 
 
 def spec_tokens(result: RunResult) -> int:

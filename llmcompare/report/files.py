@@ -64,8 +64,8 @@ def markdown(result: RunResult) -> str:
         f" {env.get('os')}, Python {env.get('python')}, llmcompare {env.get('llmcompare')}.",
         "",
         "| backend | status | n | TTFT p50 ms | TPOT p50 ms | TPOT p90 ms | e2e p50 ms | tok/s p50 | throughput tok/s"
-        " | load s | peak RSS | length ok | agreement |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " | load s | peak RSS | GPU peak | length ok | agreement |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in result.summaries:
         agree = f"{s.agreement['token_match']:.0%}" if s.agreement else "–"
@@ -74,7 +74,7 @@ def markdown(result: RunResult) -> str:
         lines.append(
             f"| {s.backend} | {status} | {s.n_requests} | {fmt(s.ttft_ms['p50'])} | {fmt(s.tpot_ms['p50'], 2)}"
             f" | {fmt(s.tpot_ms['p90'], 2)} | {fmt(s.e2e_ms['p50'])} | {fmt(s.tok_s['p50'])} | {fmt(s.throughput_tok_s)}"
-            f" | {fmt(s.load_s, 2)} | {mib(s.peak_rss_bytes)} | {ok_len} | {agree} |"
+            f" | {fmt(s.load_s, 2)} | {mib(s.peak_rss_bytes)} | {mib(s.gpu_peak_bytes)} | {ok_len} | {agree} |"
         )
     if result.comparisons:
         lines += ["", f"## Against {result.comparisons[0]['reference']} (ratio of medians, 95% bootstrap CI)", "",
@@ -87,6 +87,8 @@ def markdown(result: RunResult) -> str:
                 f" | {a['token_match']:.1%} | {a['exact_prompts']}/{a['prompts']} |" if a else
                 f"| {c['backend']} | {ratio(c['tpot_ratio'])} | {ratio(c['ttft_ratio'])} | {ratio(c['e2e_ratio'])} | – | – |"
             )
+    if result.comparisons and model.get("kind") == "synthetic":
+        lines += ["", "Random weights make near-ties between logits, so token agreement is not meaningful for a synthetic model."]
     lines += ["", "Definitions: TTFT = first token time; TPOT = (e2e − TTFT)/(n − 1); tok/s = n/e2e per request;"
               " throughput = output tokens / measured wall time. See docs/metrics.md.", ""]
     flagged = [s for s in result.summaries if s.n_length_mismatch or s.n_prompt_mismatch]

@@ -46,5 +46,5 @@ def register_backends(register):
     ))
     register(BackendSpec(
         name="notinstalled", target="llmcompare_testplugins:CrashyBackend",
-        install="pip install 'llmcompare-notinstalled'", requires=("llmcompare_no_such_engine",),
+        install="pip install 'llmcompare[notinstalled]'", requires=("llmcompare_no_such_engine",),
     ))
