@@ -118,6 +118,7 @@ def compare(
     run_dir.mkdir(parents=True, exist_ok=True)
     dists = sorted({d for r in spec.backends for d in registry.get(r.name).distributions})
     env = environment.capture(dists, model=resolved.identity())
+    env["plugins"] = dict(registry.plugins)  # plugin -> "built-in" or "distribution==version"
     header = {"type": "run", "spec": spec.to_dict(), "model": resolved.to_dict(), "environment": env,
               "prompts": [p.to_dict() for p in prompt_set]}
     (run_dir / RUN_FILE).write_text(json.dumps(header, indent=2), encoding="utf-8")

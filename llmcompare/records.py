@@ -95,6 +95,16 @@ class RecordWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")
+        if self._ends_mid_line():
+            self._fh.write("\n")  # a writer killed mid-line: start on a fresh line, lose nothing after
+            self._fh.flush()
+
+    def _ends_mid_line(self) -> bool:
+        if self.path.stat().st_size == 0:
+            return False
+        with open(self.path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
 
     def write(self, record: RequestRecord | BackendRecord | dict[str, Any]) -> None:
         data = record if isinstance(record, dict) else record.to_dict()

@@ -34,8 +34,9 @@ def test_run_end_to_end_writes_every_report(tmp_path):
     results = json.loads((out_dir / "results.json").read_text())
     assert results["summaries"][0]["n_requests"] == 20
     env = results["environment"]
-    for key in ("os", "cpu", "ram_bytes", "python", "llmcompare", "packages", "model"):
+    for key in ("os", "cpu", "ram_bytes", "python", "llmcompare", "packages", "model", "plugins"):
         assert key in env
+    assert env["plugins"]["llmcompare.backends.echo"] == "built-in"
     assert env["model"]["name"] == "SmolLM2-135M-Instruct" and env["model"]["quantization"] == "Q4_1"
     csv_lines = (out_dir / "requests.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 20 + 1  # header, measured, warm-up

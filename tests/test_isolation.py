@@ -66,3 +66,14 @@ def test_resume_continues_without_redoing_finished_work(use_plugins, run_dir, tm
     assert second.summary("echo").n_requests == 20
     # the file kept everything the first run wrote, in order
     assert (run_dir / "requests.jsonl").read_text().splitlines()[: len(lines_before)] == lines_before
+
+
+def test_a_line_cut_short_by_a_crash_does_not_swallow_the_next_record(tmp_path):
+    from llmcompare.records import BackendRecord, RecordWriter
+
+    path = tmp_path / "requests.jsonl"
+    path.write_text('{"type":"run"}\n{"type":"request","backend":"x","prom')  # killed mid-write
+    with RecordWriter(path) as w:
+        w.write(BackendRecord("x", "x", None, "failed", error="worker process died from SIGKILL"))
+    reqs, backs, runs = read_records(path)
+    assert len(runs) == 1 and reqs == [] and [b.status for b in backs] == ["failed"]
