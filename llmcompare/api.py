@@ -101,7 +101,7 @@ def compare(
     )
     resolved = resolve_model(spec.model)
     for r in spec.backends:
-        formats = registry.get(r.name).load_class().capabilities.model_formats
+        formats = registry.get(r.name).capabilities().model_formats
         if not set(formats) & set(resolved.formats):
             raise UserError(
                 f"backend {r.label!r} loads {'/'.join(formats)} models, but {resolved.ref!r} is {resolved.kind!r};"

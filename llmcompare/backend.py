@@ -169,6 +169,10 @@ class BackendSpec:
                 )
         return out
 
+    def capabilities(self) -> Capabilities:
+        """The target class's declared capabilities (imports the adapter module, not the engine)."""
+        return self.load_class().capabilities
+
     def load_class(self) -> type:
         """Import the target class; the engine import happens here, never at registration."""
         self.ensure_installed()

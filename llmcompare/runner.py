@@ -14,7 +14,6 @@ import gc
 import resource
 import sys
 import traceback
-from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -103,7 +102,7 @@ def _gpu_peak() -> int | None:
     return None
 
 
-def run_job(job: Job, writer: RecordWriter, on_record: Callable[[RequestRecord], None] | None = None) -> BackendRecord:
+def run_job(job: Job, writer: RecordWriter) -> BackendRecord:
     """Run one backend through warm-up and measurement; always returns its status record."""
     record = BackendRecord(backend=job.label, name=job.name, variant=job.variant, status="failed",
                            device=job.device, options=dict(job.options))
@@ -123,10 +122,8 @@ def run_job(job: Job, writer: RecordWriter, on_record: Callable[[RequestRecord],
         record.rss_after_load_bytes = psutil.Process().memory_info().rss
         record.versions = dict(backend.engine_version())
         prompts = [Prompt.from_dict(p) for p in job.prompts]
-        emit = lambda r: (writer.write(r), on_record and on_record(r))  # noqa: E731
-
         for i in range(job.warmup):
-            emit(timed_generate(backend, job.label, prompts[i % len(prompts)], job.max_new_tokens, i, True))
+            writer.write(timed_generate(backend, job.label, prompts[i % len(prompts)], job.max_new_tokens, i, True))
 
         done = {(p, r) for p, r in job.done}
         start = end = None
@@ -136,7 +133,7 @@ def run_job(job: Job, writer: RecordWriter, on_record: Callable[[RequestRecord],
                     continue
                 t = clock()
                 start = t if start is None else start
-                emit(timed_generate(backend, job.label, p, job.max_new_tokens, rep, False))
+                writer.write(timed_generate(backend, job.label, p, job.max_new_tokens, rep, False))
                 end = clock()
         record.measured_wall_s = (end - start) if start is not None else 0.0
         record.peak_rss_bytes = _peak_rss()

@@ -85,8 +85,8 @@ def build_spec(
     for s in sorted(scopes - known):
         raise OptionError(f"--option scope {s!r} names no backend in this run (backends: {', '.join(sorted(known))})")
     for r in requests:
-        caps = _capabilities(registry, r.name)
-        if caps is not None and device not in caps.devices:
+        caps = registry.get(r.name).capabilities()
+        if device not in caps.devices:
             raise UserError(f"backend {r.label!r} does not run on device {device!r} (devices: {', '.join(caps.devices)})")
     for key in ("max_new_tokens", "repeats"):
         if key in kwargs and int(kwargs[key]) < 1:
@@ -107,12 +107,3 @@ def build_spec(
         kwargs["reference"] = matches[0]
     return RunSpec(backends=tuple(requests), **kwargs)
 
-
-def _capabilities(registry: Registry, name: str):
-    """The backend class's declared capabilities (importing the adapter module, never the engine)."""
-    try:
-        return registry.get(name).load_class().capabilities
-    except UserError:
-        raise
-    except Exception:
-        return None

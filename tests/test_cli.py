@@ -40,7 +40,9 @@ def test_run_end_to_end_writes_every_report(tmp_path):
     assert env["model"]["name"] == "SmolLM2-135M-Instruct" and env["model"]["quantization"] == "Q4_1"
     csv_lines = (out_dir / "requests.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 20 + 1  # header, measured, warm-up
-    assert "| echo | ok | 20 |" in (out_dir / "summary.md").read_text()
+    summary = (out_dir / "summary.md").read_text()
+    assert "| echo | ok | 20 |" in summary
+    assert "- **echo**: echo 0.1.0; device cpu; in-process; prefix cache: none across requests;" in summary
     # the report command rebuilds everything from requests.jsonl alone
     (out_dir / "results.json").unlink()
     assert cli("report", str(out_dir)).returncode == 0

@@ -63,6 +63,14 @@ def test_agreement_with_transformers_fp32_is_reported(engine_run):
     assert engine_run.summary("llamacpp").agreement is not None
 
 
+def test_report_states_how_prefix_caches_were_kept_out(engine_run):
+    from llmcompare.report.files import markdown
+
+    md = markdown(engine_run)
+    assert "- **llamacpp**: llama_cpp_python 0.3" in md and "prefix cache: reset before every request" in md
+    assert "- **ctranslate2:int8**: ctranslate2 4." in md
+
+
 def test_the_text_is_sensible(engine_run):
     from transformers import AutoTokenizer
 

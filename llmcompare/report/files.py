@@ -18,6 +18,13 @@ CSV_FIELDS = [
 ]
 
 
+PREFIX_CACHE = {
+    "none": "none across requests",
+    "reset": "reset before every request",
+    "disabled": "disabled at load",
+}
+
+
 def write_all(result: RunResult) -> dict[str, Path]:
     d = result.run_dir
     paths = {"json": d / "results.json", "csv": d / "requests.csv", "markdown": d / "summary.md"}
@@ -87,6 +94,15 @@ def markdown(result: RunResult) -> str:
                 f" | {a['token_match']:.1%} | {a['exact_prompts']}/{a['prompts']} |" if a else
                 f"| {c['backend']} | {ratio(c['tpot_ratio'])} | {ratio(c['ttft_ratio'])} | {ratio(c['e2e_ratio'])} | – | – |"
             )
+    lines += ["", "## Backends", ""]
+    for s in result.summaries:
+        info, caps = s.info, s.info.get("capabilities") or {}
+        versions = ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items()) or "–"
+        where = "in-process" if caps.get("in_process", True) else "over HTTP"
+        cache = PREFIX_CACHE.get(caps.get("prefix_cache"), "unknown")
+        opts = ", ".join(f"{k}={v}" for k, v in (info.get("options") or {}).items()) or "defaults"
+        lines.append(f"- **{s.backend}**: {versions}; device {info.get('device')}; {where}; prefix cache: {cache};"
+                     f" options: {opts}; cold request TTFT {fmt(s.cold_ttft_ms)} ms.")
     if result.comparisons and model.get("kind") == "synthetic":
         lines += ["", "Random weights make near-ties between logits, so token agreement is not meaningful for a synthetic model."]
     lines += ["", "Definitions: TTFT = first token time; TPOT = (e2e − TTFT)/(n − 1); tok/s = n/e2e per request;"
