@@ -96,3 +96,26 @@ def test_spec_is_light_and_typed():
     spec = plugins.get_registry().get("echo")
     assert isinstance(spec, BackendSpec) and spec.target.endswith(":EchoBackend")
     assert spec.validate_options({"ttft_ms": "5"})["ttft_ms"] == 5.0
+
+
+def test_entry_point_plugin_is_listed_with_its_distribution(tmp_path, monkeypatch):
+    # what `pip install llmcompare-fake` leaves behind: a dist-info with an entry point
+    dist = tmp_path / "llmcompare_fake-1.2.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: llmcompare-fake\nVersion: 1.2\n")
+    (dist / "entry_points.txt").write_text("[llmcompare]\nfake = fake_ep_plugin\n")
+    (tmp_path / "fake_ep_plugin.py").write_text(
+        "from llmcompare import hookimpl\nfrom llmcompare.backend import BackendSpec\n"
+        "@hookimpl\ndef register_backends(register):\n"
+        "    register(BackendSpec(name='fakeep', target='llmcompare.backends.echo:EchoBackend',"
+        " install='pip install llmcompare-fake'))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        reg = plugins.get_registry(reload=True)
+        assert reg.backends["fakeep"].source == "llmcompare-fake==1.2"
+        assert reg.plugins["fake"] == "llmcompare-fake==1.2"
+    finally:
+        monkeypatch.undo()
+        sys.modules.pop("fake_ep_plugin", None)
+        plugins.get_registry(reload=True)
