@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from .plugins import get_registry
 from .prompting import Prompt, exact_length, read_prompts, tokenize
 from .records import REQUESTS_FILE, BackendRecord, RecordWriter, RequestRecord, read_records
 from .runner import Job
-from .spec import RunSpec, build_spec
+from .spec import build_spec
 
 RUN_FILE = "run.json"
 

@@ -46,7 +46,7 @@ def test_hang_times_out(use_plugins, run_dir):
 def test_resume_continues_without_redoing_finished_work(use_plugins, run_dir, tmp_path):
     use_plugins("llmcompare_testplugins")
     marker = tmp_path / "crashed-once"
-    first = llmcompare.compare(["echo", "crashy"], options=[f"crashy.crash_after=4", f"crashy.marker={marker}"],
+    first = llmcompare.compare(["echo", "crashy"], options=["crashy.crash_after=4", f"crashy.marker={marker}"],
                                max_new_tokens=4, repeats=2, warmup=1, output=run_dir)
     assert first.summary("crashy").status == "failed" and marker.exists()
     lines_before = (run_dir / "requests.jsonl").read_text().splitlines()
