@@ -173,7 +173,8 @@ class ResolvedModel:
 
             key = {"synthetic": self.shape, "seed": synthetic.SEED, "v": CONVERTER_VERSION}
             return str(cached_build("synthetic", key, lambda out: synthetic.save(self.shape, str(out))))
-        _need(("transformers", "gguf", "torch"), "converting a GGUF model to a transformers checkpoint", "transformers")
+        _need(("transformers", "gguf", "torch", "accelerate"), "converting a GGUF model to a transformers checkpoint",
+              "transformers")
         key = {"gguf_to_hf": fingerprint(self.path), "v": CONVERTER_VERSION}
         return str(cached_build("hf-from-gguf", key, lambda out: _gguf_to_hf(self.path, out)))
 

@@ -109,3 +109,14 @@ def test_interrupted_conversion_leaves_no_cache_entry(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         models.cached_build("test", {"k": 1}, fail)
     assert not [p for p in (tmp_path / "cache" / "test").iterdir() if p.is_dir()]
+
+
+def test_every_extra_that_reads_the_default_gguf_has_what_the_conversion_needs():
+    # transformers refuses a GGUF without accelerate; a fresh install of these extras must have it
+    import tomllib
+    from pathlib import Path
+
+    extras = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for extra in ("transformers", "ctranslate2", "default-model"):
+        names = {d.split(">")[0].split("=")[0].split("[")[0] for d in extras[extra]}
+        assert {"transformers", "torch", "gguf", "accelerate"} <= names, extra
