@@ -113,8 +113,9 @@ def test_interrupted_conversion_leaves_no_cache_entry(tmp_path, monkeypatch):
 
 def test_every_extra_that_reads_the_default_gguf_has_what_the_conversion_needs():
     # transformers refuses a GGUF without accelerate; a fresh install of these extras must have it
-    import tomllib
     from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     extras = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     for extra in ("transformers", "ctranslate2", "default-model"):
