@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from .backend import Backend, BackendConfig, clock
+from .backend import Backend, BackendConfig, Generation, clock
 from .models import ResolvedModel
 from .plugins import get_registry
 from .prompting import Prompt
@@ -49,10 +49,28 @@ class Job:
         return asdict(self)
 
 
+def prompt_input(backend: Backend, prompt: Prompt) -> list[int] | str:
+    """What ``generate`` is handed: our token ids, or the text for a backend that only takes text."""
+    return list(prompt.token_ids) if backend.capabilities.accepts_token_ids else prompt.text
+
+
+def timestamp_problem(gen: Generation, t0: float, t1: float | None = None) -> str | None:
+    """Why ``gen``'s timestamps cannot be trusted, or None: one per token, monotonic, not before the
+    hand-over ``t0`` (and, when given, not after the call returned at ``t1``)."""
+    times = gen.token_times
+    if len(times) != len(gen.token_ids):
+        return f"backend returned {len(gen.token_ids)} token ids but {len(times)} timestamps"
+    if any(b < a for a, b in zip(times, times[1:])) or (times and times[0] < t0):
+        return "backend returned timestamps that go backwards"
+    if t1 is not None and times and times[-1] > t1:
+        return "backend returned timestamps after the call returned"
+    return None
+
+
 def timed_generate(backend: Backend, label: str, prompt: Prompt, max_new_tokens: int, repeat: int,
                    warmup: bool) -> RequestRecord:
     """One request: hand over, collect tokens with timestamps, check the count."""
-    feed = list(prompt.token_ids) if backend.capabilities.accepts_token_ids else prompt.text
+    feed = prompt_input(backend, prompt)
     base = dict(backend=label, prompt_id=prompt.id, repeat=repeat, warmup=warmup,
                 input_tokens=len(prompt.token_ids), expected_output_tokens=max_new_tokens)
     t0 = clock()
@@ -61,11 +79,7 @@ def timed_generate(backend: Backend, label: str, prompt: Prompt, max_new_tokens:
     except Exception as exc:  # one failed request is a failed request, not a failed run
         return RequestRecord(**base, output_tokens=0, ttft_s=None, e2e_s=None, error=f"{type(exc).__name__}: {exc}")
     times = [t - t0 for t in gen.token_times]
-    error = None
-    if len(times) != len(gen.token_ids):
-        error = f"backend returned {len(gen.token_ids)} token ids but {len(times)} timestamps"
-    elif any(b < a for a, b in zip(times, times[1:])) or (times and times[0] < 0):
-        error = "backend returned timestamps that go backwards"
+    error = timestamp_problem(gen, t0)
     return RequestRecord(
         **base,
         output_tokens=len(gen.token_ids),

@@ -17,9 +17,9 @@ It runs the backend in-process on two real prompts and checks, each as a named c
 * ``greedy_deterministic``: the same prompt gives the same ids twice;
 * ``count_tokens``: a positive int for a non-empty text;
 * ``unload_frees_memory``: unloading gives back at least half of what loading and generating took,
-  where the model lives: torch's CUDA allocator when the backend grew it, host RSS otherwise, measured on a second load after a
-  first load/generate/unload cycle has done the one-off work (conversions, caches, a CUDA context). Too little growth to
-  measure passes, and says so.
+  where the model lives: torch's CUDA allocator when the backend grew it, host RSS otherwise. It is
+  measured on a second load, after a first load/generate/unload cycle has done the one-off work
+  (conversions, caches, a CUDA context). Too little growth to measure passes, and says so.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .backend import Backend, BackendConfig, Capabilities, clock
 from .models import resolve_model
 from .plugins import get_registry
 from .prompting import read_prompts, tokenize
+from .runner import prompt_input, timestamp_problem
 
 MEASURABLE_BYTES = 32 * 2**20
 
@@ -116,7 +117,7 @@ def check_backend(
     # measured cycle below sees only the model's own memory. It also checks that a backend reloads.
     first: Backend = cls(config)
     first.load()
-    first.generate(list(prompts[0].token_ids) if cls.capabilities.accepts_token_ids else prompts[0].text, 2)
+    first.generate(prompt_input(first, prompts[0]), 2)
     first.unload()
     del first
     backend: Backend = cls(config)
@@ -130,9 +131,10 @@ def check_backend(
     lengths_ok, ids_ok, times_ok, details = True, True, True, []
     vocab = len(tokenizer)
     first_ids: list[int] = []
-    for n in (max_new_tokens, max(1, max_new_tokens // 2 + 1)):
+    lengths = (max_new_tokens, max(1, max_new_tokens // 2 + 1))
+    for n in lengths:
         for p in prompts:
-            feed = list(p.token_ids) if cls.capabilities.accepts_token_ids else p.text
+            feed = prompt_input(backend, p)
             t0 = clock()
             gen = backend.generate(feed, n)
             t1 = clock()
@@ -142,15 +144,14 @@ def check_backend(
                 details.append(f"{p.id}: asked {n}, got {len(gen.token_ids)}")
             if not all(isinstance(t, int) and 0 <= t < max(vocab, 1) for t in gen.token_ids):
                 ids_ok = False
-            ts = list(gen.token_times)
-            if len(ts) != len(gen.token_ids) or any(b < a for a, b in zip(ts, ts[1:])) or (ts and (ts[0] < t0 or ts[-1] > t1)):
+            if timestamp_problem(gen, t0, t1) is not None:
                 times_ok = False
-    report.add("forced_length", lengths_ok, "; ".join(details) or f"exactly N tokens for N in ({max_new_tokens}, {max(1, max_new_tokens // 2 + 1)})")
+    report.add("forced_length", lengths_ok, "; ".join(details) or f"exactly N tokens for N in {lengths}")
     report.add("token_ids", ids_ok, f"ints in [0, {vocab})")
     report.add("timestamps", times_ok, "one per token, monotonic, within the call")
 
     p = prompts[0]
-    again = backend.generate(list(p.token_ids) if cls.capabilities.accepts_token_ids else p.text, max_new_tokens)
+    again = backend.generate(prompt_input(backend, p), max_new_tokens)
     report.add("greedy_deterministic", list(again.token_ids) == first_ids, "same prompt, same ids")
 
     count = backend.count_tokens(p.text)
