@@ -126,6 +126,11 @@ class Summary:
     info: dict[str, Any]
     agreement: dict[str, Any] | None = None
 
+    @property
+    def n_length_ok(self) -> int:
+        """Measured requests that succeeded with exactly the forced number of tokens."""
+        return self.n_requests - self.n_errors - self.n_length_mismatch
+
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 

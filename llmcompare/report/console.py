@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..api import Progress as ProgressCallbacks
-from .files import fmt, mib, ratio
+from .files import SYNTHETIC_AGREEMENT_NOTE, agreement_pct, fmt, mib, ratio
 
 if TYPE_CHECKING:
     from ..api import RunResult
@@ -60,7 +60,7 @@ def table(result: RunResult) -> Table:
     for col in cols:
         t.add_column(col, justify="left" if col in ("backend", "status") else "right")
     for s in result.summaries:
-        ok_len = s.n_requests - s.n_errors - s.n_length_mismatch
+        ok_len = s.n_length_ok
         t.add_row(
             escape(s.backend),
             "[green]ok" if s.status == "ok" else f"[red]failed[/red]: {escape(s.error or '')}",
@@ -68,7 +68,7 @@ def table(result: RunResult) -> Table:
             fmt(s.e2e_ms["p50"]), fmt(s.throughput_tok_s), fmt(s.load_s, 2), mib(s.peak_rss_bytes),
             *([mib(s.gpu_peak_bytes)] if gpu else []),
             f"{ok_len}/{s.n_requests}" if ok_len == s.n_requests else f"[red]{ok_len}/{s.n_requests}",
-            f"{s.agreement['token_match']:.0%}" if s.agreement else "–",
+            agreement_pct(s),
         )
     return t
 
@@ -78,7 +78,7 @@ def print_result(console: Console, result: RunResult, paths: dict) -> None:
     for c in result.comparisons:
         console.print(escape(f"  {c['backend']} vs {c['reference']}: TPOT {ratio(c['tpot_ratio'])}"))
     if result.comparisons and result.environment.get("model", {}).get("kind") == "synthetic":
-        console.print("  note: random weights make near-ties between logits, so token agreement means nothing here")
+        console.print(f"  note: {SYNTHETIC_AGREEMENT_NOTE}")
     for s in result.summaries:
         if s.n_length_mismatch:
             console.print(f"[yellow]warning:[/yellow] {escape(s.backend)}: {s.n_length_mismatch} request(s) did not produce"

@@ -18,6 +18,10 @@ CSV_FIELDS = [
 ]
 
 
+SYNTHETIC_AGREEMENT_NOTE = (
+    "Random weights make near-ties between logits, so token agreement is not meaningful for a synthetic model."
+)
+
 PREFIX_CACHE = {
     "none": "none across requests",
     "reset": "reset before every request",
@@ -75,8 +79,8 @@ def markdown(result: RunResult) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in result.summaries:
-        agree = f"{s.agreement['token_match']:.0%}" if s.agreement else "–"
-        ok_len = f"{s.n_requests - s.n_errors - s.n_length_mismatch}/{s.n_requests}"
+        agree = agreement_pct(s)
+        ok_len = f"{s.n_length_ok}/{s.n_requests}"
         status = s.status if s.status == "ok" else f"FAILED: {s.error}"
         lines.append(
             f"| {s.backend} | {status} | {s.n_requests} | {fmt(s.ttft_ms['p50'])} | {fmt(s.tpot_ms['p50'], 2)}"
@@ -104,7 +108,7 @@ def markdown(result: RunResult) -> str:
         lines.append(f"- **{s.backend}**: {versions}; device {info.get('device')}; {where}; prefix cache: {cache};"
                      f" options: {opts}; cold request TTFT {fmt(s.cold_ttft_ms)} ms.")
     if result.comparisons and model.get("kind") == "synthetic":
-        lines += ["", "Random weights make near-ties between logits, so token agreement is not meaningful for a synthetic model."]
+        lines += ["", SYNTHETIC_AGREEMENT_NOTE]
     lines += ["", "Definitions: TTFT = first token time; TPOT = (e2e − TTFT)/(n − 1); tok/s = n/e2e per request;"
               " throughput = output tokens / measured wall time. See docs/metrics.md.", ""]
     flagged = [s for s in result.summaries if s.n_length_mismatch or s.n_prompt_mismatch]
@@ -112,6 +116,10 @@ def markdown(result: RunResult) -> str:
         lines.append(f"**Warning:** {s.backend}: {s.n_length_mismatch} request(s) did not produce exactly"
                      f" {spec['max_new_tokens']} tokens; {s.n_prompt_mismatch} prompt count mismatch(es).")
     return "\n".join(lines) + "\n"
+
+
+def agreement_pct(s: Any) -> str:
+    return f"{s.agreement['token_match']:.0%}" if s.agreement else "–"
 
 
 def ratio(r: dict[str, Any] | None) -> str:
