@@ -23,15 +23,22 @@ def has_default_model() -> bool:
 needs_model = pytest.mark.skipif(not has_default_model(), reason="default model (llmcompare[default-model]) not installed")
 
 
+def plugin_env(*modules: str) -> dict[str, str]:
+    """The variables that make a process (and its workers) load ``modules`` from tests/plugins."""
+    return {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGIN_DIR), os.environ.get("PYTHONPATH", "")])),
+        "LLMCOMPARE_PLUGINS": ",".join(modules),
+    }
+
+
 @pytest.fixture
 def use_plugins(monkeypatch):
     """Register plugin modules from tests/plugins for this process and every worker it starts."""
 
     def use(*modules: str) -> plugins.Registry:
-        path = os.pathsep.join(filter(None, [str(PLUGIN_DIR), os.environ.get("PYTHONPATH", "")]))
-        monkeypatch.setenv("PYTHONPATH", path)
+        for key, value in plugin_env(*modules).items():
+            monkeypatch.setenv(key, value)
         monkeypatch.syspath_prepend(str(PLUGIN_DIR))
-        monkeypatch.setenv("LLMCOMPARE_PLUGINS", ",".join(modules))
         return plugins.get_registry(reload=True)
 
     yield use

@@ -1,12 +1,17 @@
 """The CLI end to end, and every user error: one line, exit 2, no traceback unless --debug."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import needs_model
+from conftest import needs_model, plugin_env
+
+
+def _plugin_env():
+    return dict(os.environ, **plugin_env("llmcompare_testplugins"))
 
 
 def cli(*args, env=None):
@@ -69,17 +74,6 @@ def test_failed_backend_exit_status_1_and_others_reported(tmp_path):
     assert out.returncode == 1
     assert "failed" in out.stdout and "SIGKILL" in out.stdout
     assert "| echo | ok |" in (tmp_path / "r" / "summary.md").read_text()
-
-
-def _plugin_env():
-    import os
-    from pathlib import Path
-
-    env = dict(os.environ)
-    plugin_dir = str(Path(__file__).parent / "plugins")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [plugin_dir, env.get("PYTHONPATH")]))
-    env["LLMCOMPARE_PLUGINS"] = "llmcompare_testplugins"
-    return env
 
 
 def test_unknown_backend_did_you_mean():
