@@ -28,10 +28,6 @@ VARIANTS = {
 
 
 class CTranslate2Backend:
-    capabilities = Capabilities(
-        streams=True, accepts_token_ids=True, supports_concurrency=False, devices=("cpu", "cuda"),
-        model_formats=("hf", "synthetic"), prefix_cache="none",
-    )
 
     def __init__(self, config: BackendConfig):
         self.config = config
@@ -114,6 +110,7 @@ def register_backends(register):
                 "compute_type": OptionSpec(str, None, "override the compute type at load", tuple(VARIANTS) + ("auto", "default")),
             },
             passthrough=True,
+            capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("hf", "synthetic"), prefix_cache="none"),
             description="CTranslate2 Generator, HF model converted on first use and cached.",
             distributions=("ctranslate2", "transformers"),
         )

@@ -5,25 +5,26 @@ token ``i`` is released at ``t0 + ttft_ms + i * per_token_ms``. Because it sched
 hand-over time instead of sleeping a fixed amount per token, the configured latency is what the
 harness should measure back: ``tests/test_timing.py`` checks that it does, within 5%.
 
+It has both paths: ``generate`` (sync, one request at a time) and ``astream`` (async chunks), and
+declares ``concurrent=True``: under the load driver it behaves like an ideal server whose requests
+never slow each other down, which is what the load driver's own tests need.
+
 Copy this file to write a backend for a new engine: declare capabilities, import the engine inside
 ``load`` (never at module top), and register one :class:`~llmcompare.BackendSpec`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from llmcompare import __version__, hookimpl
-from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, clock
+from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, Generation, OptionSpec, clock
 
 
 class EchoBackend:
-    capabilities = Capabilities(
-        streams=True, accepts_token_ids=True, supports_concurrency=False, devices=("cpu",),
-        model_formats=("gguf", "hf", "synthetic"), prefix_cache="none",
-    )
 
     def __init__(self, config: BackendConfig):
         self.config = config
@@ -55,6 +56,20 @@ class EchoBackend:
             times.append(now)
         return Generation(out, times, prompt_tokens=len(ids), finish_reason="length")
 
+    async def astream(self, prompt: Sequence[int] | str, max_new_tokens: int) -> AsyncIterator[Chunk]:
+        if not self.loaded:
+            raise RuntimeError("echo backend is not loaded")
+        t0 = clock()
+        ids = (list(prompt) if not isinstance(prompt, str) else list(prompt.encode("utf-8"))) or [0]
+        for start in range(0, max_new_tokens, self.chunk):
+            delay = t0 + self.ttft_s + start * self.per_token_s - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            n = min(self.chunk, max_new_tokens - start)
+            last = start + n == max_new_tokens
+            yield Chunk([int(ids[i % len(ids)]) for i in range(start, start + n)], clock(),
+                        finish_reason="length" if last else None, prompt_tokens=len(ids) if last else None)
+
     def count_tokens(self, text: str) -> int:
         return len(text.encode("utf-8"))
 
@@ -84,6 +99,8 @@ def register_backends(register):
             name="echo",
             target="llmcompare.backends.echo:EchoBackend",
             install="pip install llmcompare",
+            capabilities=Capabilities(devices=("cpu",), model_formats=("gguf", "hf", "synthetic"), prefix_cache="none",
+                                      concurrent=True),
             description="Deterministic fake engine with configurable latency (test double and plugin template).",
             options={
                 "ttft_ms": OptionSpec(float, 0.0, "time to first token, ms"),

@@ -43,10 +43,6 @@ class _TimestampStreamer:
 
 
 class TransformersBackend:
-    capabilities = Capabilities(
-        streams=True, accepts_token_ids=True, supports_concurrency=False, devices=("cpu", "cuda"),
-        model_formats=("hf", "synthetic"), prefix_cache="none",
-    )
 
     def __init__(self, config: BackendConfig):
         self.config = config
@@ -136,6 +132,7 @@ def register_backends(register):
                 "attn_implementation": OptionSpec(str, None, "eager, sdpa, flash_attention_2 ..."),
             },
             passthrough=True,
+            capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("hf", "synthetic"), prefix_cache="none"),
             description="HF Transformers generate() with a per-token streamer; CPU and CUDA.",
             distributions=("transformers", "torch", "accelerate"),
         )

@@ -18,10 +18,6 @@ from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generat
 
 
 class LlamaCppBackend:
-    capabilities = Capabilities(
-        streams=True, accepts_token_ids=True, supports_concurrency=False, devices=("cpu", "cuda"),
-        model_formats=("gguf",), prefix_cache="reset",
-    )
 
     def __init__(self, config: BackendConfig):
         self.config = config
@@ -87,6 +83,7 @@ def register_backends(register):
                 "n_batch": OptionSpec(int, None, "prompt batch size", minimum=1),
             },
             passthrough=True,
+            capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("gguf",), prefix_cache="reset"),
             description="llama-cpp-python on a GGUF file; prompt cache reset before every request.",
             distributions=("llama_cpp_python",),
         )

@@ -2,7 +2,7 @@
 
     python benchmarks/overhead.py [--tokens 64] [--rounds 1] [--json benchmarks/results/overhead-cpu.json]
 
-1. Per-token overhead on a zero-delay echo backend: the runner's request path (timed_generate:
+1. Per-token overhead on a zero-delay echo backend: the session's request path (``session.request``:
    timestamps, the Generation -> RequestRecord conversion and the JSONL append) against calling the
    backend's generate() bare, in the same process.
 2. For each CPU engine (transformers fp32, ctranslate2 int8, llamacpp): llmcompare's tok/s (the
@@ -23,33 +23,36 @@ import tempfile
 import time
 
 from llmcompare import environment
-from llmcompare.backend import BackendConfig, clock
+from llmcompare.backend import clock
 from llmcompare.metrics import bootstrap_ratio
 from llmcompare.models import resolve_model
 from llmcompare.plugins import get_registry
-from llmcompare.prompting import read_prompts, tokenize
+from llmcompare.prompting import Prompt, read_prompts, tokenize
 from llmcompare.records import RecordWriter
-from llmcompare.runner import timed_generate
+from llmcompare.session import BackendSession
+from llmcompare.spec import BackendRequest
+
+
+def open_session(name: str, variant: str | None, model) -> BackendSession:
+    spec = get_registry().get(name)
+    request = BackendRequest(name, name, variant, spec.validate_options({}))
+    return BackendSession(request, model, raise_errors=True)
 
 
 def echo_overhead(n_tokens: int, n_requests: int = 2000) -> dict:
-    from llmcompare.backends.echo import EchoBackend
-
     model = resolve_model("synthetic:smollm2-135m")  # no file needed: echo never reads it
-    b = EchoBackend(BackendConfig(model))
-    b.load()
     prompt_ids = list(range(100, 132))
-    from llmcompare.prompting import Prompt
-
     prompt = Prompt("p", "x", tuple(prompt_ids))
-    with tempfile.TemporaryDirectory() as d, RecordWriter(os.path.join(d, "r.jsonl")) as w:
+    with tempfile.TemporaryDirectory() as d, RecordWriter(os.path.join(d, "r.jsonl")) as w, \
+            open_session("echo", None, model) as session:
+        b = session.backend
         bare, harness = [], []
         for i in range(n_requests):
             t = clock()
             b.generate(prompt_ids, n_tokens)
             bare.append(clock() - t)
             t = clock()
-            w.write(timed_generate(b, "echo", prompt, n_tokens, i, False))
+            w.write(session.request(prompt, n_tokens, request_id=f"p/r{i}", repeat=i))
             harness.append(clock() - t)
     bare_us = statistics.median(bare) / n_tokens * 1e6
     harness_us = statistics.median(harness) / n_tokens * 1e6
@@ -103,15 +106,13 @@ ENGINES = [("transformers", "fp32", bare_transformers, "transformers"),
 def engine_overhead(n_tokens: int, rounds: int) -> list[dict]:
     model = resolve_model(None)
     prompts = tokenize(read_prompts("default"), model.tokenizer())
-    reg = get_registry()
     out = []
     for name, variant, bare_fn, module in ENGINES:
         if importlib.util.find_spec(module) is None:
             print(f"skip {name}: not installed", file=sys.stderr)
             continue
-        spec = reg.get(name)
-        backend = spec.load_class()(BackendConfig(model, variant=variant, options=spec.validate_options({})))
-        backend.load()
+        session = open_session(name, variant, model).__enter__()
+        backend = session.backend
         backend.generate(list(prompts[0].token_ids), 4)  # warm-up
         bare_fn(backend, list(prompts[0].token_ids), 4)
         bare, harness = [], []
@@ -125,11 +126,11 @@ def engine_overhead(n_tokens: int, rounds: int) -> list[dict]:
                             bare.append(n_tokens / bare_fn(backend, ids, n_tokens))
                         else:
                             t = clock()
-                            rec = timed_generate(backend, name, p, n_tokens, r, False)
+                            rec = session.request(p, n_tokens, request_id=f"{p.id}/r{r}", repeat=r)
                             w.write(rec)
                             assert rec.output_tokens == n_tokens, rec.error
                             harness.append(n_tokens / (clock() - t))
-        backend.unload()
+        session.__exit__(None, None, None)
         b, h = statistics.median(bare), statistics.median(harness)
         ci = bootstrap_ratio(bare, harness)  # llmcompare / bare, 95% CI
         out.append({"backend": f"{name}:{variant}" if variant else name, "requests_each": len(bare),

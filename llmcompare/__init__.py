@@ -13,22 +13,22 @@ __version__ = "0.1.0"
 
 from .hookspecs import hookimpl  # noqa: E402
 
-__all__ = ["__version__", "hookimpl", "compare", "BackendSpec", "Capabilities", "Generation", "BackendConfig",
-           "OptionSpec", "RunResult", "UserError"]
+__all__ = ["__version__", "hookimpl", "compare", "load", "resume", "BackendSpec", "Capabilities", "Generation", "Chunk",
+           "BackendConfig", "OptionSpec", "RunResult", "UserError", "RequestFailed"]
+
+_LAZY = {
+    "compare": "api", "load": "api", "resume": "api", "RunResult": "result",
+    "BackendSpec": "backend", "Capabilities": "backend", "Generation": "backend", "Chunk": "backend",
+    "BackendConfig": "backend", "OptionSpec": "backend", "UserError": "errors", "RequestFailed": "errors",
+}
 
 
 def __getattr__(name: str):
     # Lazy exports keep `import llmcompare` and `llmcompare --help` fast.
-    if name in ("compare", "RunResult"):
-        from . import api
+    import importlib
 
-        return getattr(api, name)
-    if name in ("BackendSpec", "Capabilities", "Generation", "BackendConfig", "OptionSpec"):
-        from . import backend
-
-        return getattr(backend, name)
-    if name == "UserError":
-        from .errors import UserError
-
-        return UserError
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in ("api", "session", "records", "metrics", "spec", "testing", "result"):
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'llmcompare' has no attribute {name!r}")

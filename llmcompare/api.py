@@ -1,6 +1,8 @@
-"""The Python API: :func:`compare` runs a comparison and returns a :class:`RunResult`.
+"""The Python API: plan a run, execute it backend by backend in workers, and read the results back.
 
-It does what the CLI does, minus argument parsing and printing::
+:func:`compare` runs the batch-1 latency scenario and :func:`load` the load scenario; both build a
+typed :class:`~llmcompare.spec.RunSpec` and hand it to :func:`start`. It does what the CLI does,
+minus argument parsing and printing::
 
     import llmcompare
     result = llmcompare.compare(["ctranslate2", "llamacpp"], max_new_tokens=64, repeats=3)
@@ -10,63 +12,39 @@ It does what the CLI does, minus argument parsing and printing::
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from . import environment, metrics
-from .errors import UserError
+from . import environment
+from .drivers import Header, Job, StagePlan
+from .errors import BackendNotInstalled, UserError
 from .isolation import run_isolated
-from .models import resolve_model
+from .models import ResolvedModel, resolve_model
 from .plugins import get_registry
 from .prompting import Prompt, exact_length, read_prompts, tokenize
-from .records import REQUESTS_FILE, BackendRecord, RecordWriter, RequestRecord, read_records
-from .runner import Job
-from .spec import build_spec
+from .records import RecordWriter, RequestRecord, StageRecord, read_records
+from .result import RunResult, load_result
+from .rundir import RunDir
+from .spec import (LatencyScenario, LoadScenario, RunSpec, parse_backends, parse_prices, parse_slo,
+                   resolve_reference)
 
-RUN_FILE = "run.json"
+__all__ = ["compare", "load", "start", "resume", "load_result", "RunResult", "Progress"]
 
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    spec: dict[str, Any]
-    environment: dict[str, Any]
-    prompts: list[Prompt]
-    summaries: list[metrics.Summary]
-    comparisons: list[dict[str, Any]]
-    requests: list[RequestRecord] = field(repr=False, default_factory=list)
-
-    def summary(self, label: str) -> metrics.Summary:
-        return next(s for s in self.summaries if s.backend == label)
-
-    @property
-    def failed(self) -> list[metrics.Summary]:
-        return [s for s in self.summaries if s.status != "ok"]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "llmcompare_version": self.environment.get("llmcompare"),
-            "run_dir": str(self.run_dir),
-            "spec": self.spec,
-            "environment": self.environment,
-            "prompts": [{"id": p.id, "category": p.category, "input_tokens": len(p.token_ids)} for p in self.prompts],
-            "summaries": [s.to_dict() for s in self.summaries],
-            "comparisons": self.comparisons,
-        }
+#: A prompt longer than this many characters per context token is refused before tokenizing it.
+MAX_CHARS_PER_TOKEN = 64
 
 
 class Progress:
-    """Callbacks the runner calls; the console report implements them with rich progress bars."""
+    """Callbacks the orchestration calls; the console implements them with rich progress bars."""
 
-    def backend_started(self, label: str, total: int) -> None: ...
+    def backend_started(self, label: str, total: int | None) -> None: ...
 
     def request_done(self, label: str, record: RequestRecord) -> None: ...
 
-    def backend_done(self, label: str, record: BackendRecord) -> None: ...
+    def stage_done(self, label: str, record: StageRecord) -> None: ...
+
+    def backend_done(self, label: str, record) -> None: ...
 
 
 def compare(
@@ -74,7 +52,7 @@ def compare(
     *,
     model: str | None = None,
     prompts: str | None = None,
-    input_tokens: int | None = None,
+    input_tokens: int | Sequence[int] | None = None,
     max_new_tokens: int = 64,
     repeats: int = 3,
     warmup: int = 1,
@@ -84,124 +62,258 @@ def compare(
     chat_template: bool = True,
     reference: str | None = None,
     trust_remote_code: bool = False,
+    python: dict[str, str] | None = None,
     output: str | Path | None = None,
     progress: Progress | None = None,
 ) -> RunResult:
-    """Run ``backends`` on one model and prompt set; return summaries and comparisons.
+    """Run ``backends`` at batch size 1 on one model and prompt set; return summaries and comparisons.
 
-    Raises :class:`~llmcompare.UserError` for bad input before anything runs. A backend that fails
-    at run time becomes a failed summary; the others still run. Results are written under ``output``
-    (default ``llmcompare-results/<timestamp>``) as they happen.
+    ``input_tokens`` (one length or several) makes every prompt exactly that long, one stage per
+    length. Raises :class:`~llmcompare.UserError` for bad input before anything runs. A backend that
+    fails at run time becomes a failed summary; the others still run. Results are written under
+    ``output`` (default ``llmcompare-results/<timestamp>``) as they happen.
     """
-    registry = get_registry()
-    spec = build_spec(
-        registry, backends, options, model=model, prompts=prompts, input_tokens=input_tokens,
-        max_new_tokens=max_new_tokens, repeats=repeats, warmup=warmup, device=device, timeout_s=timeout_s,
-        chat_template=chat_template, reference=reference, trust_remote_code=trust_remote_code,
+    lengths = () if input_tokens is None else (
+        (int(input_tokens),) if isinstance(input_tokens, int) else tuple(int(n) for n in input_tokens))
+    scenario = LatencyScenario(max_new_tokens=max_new_tokens, repeats=repeats, warmup=warmup, input_tokens=lengths)
+    return start(_spec(backends, scenario, options=options, model=model, prompts=prompts, device=device,
+                       timeout_s=timeout_s, chat_template=chat_template, reference=reference,
+                       trust_remote_code=trust_remote_code, python=python), output=output, progress=progress)
+
+
+def load(
+    backends: Sequence[str],
+    *,
+    concurrency: Sequence[int] = (),
+    rates: Sequence[float] = (),
+    arrivals: str = "constant",
+    seed: int = 0,
+    duration_s: float | None = None,
+    requests: int | None = None,
+    warmup: int | None = None,
+    max_new_tokens: int = 64,
+    output_tokens_dist: str = "fixed",
+    input_tokens: int | None = None,
+    input_tokens_dist: str = "fixed",
+    sweep: bool = False,
+    sweep_levels: int = 5,
+    slo: str | dict[str, float] | None = None,
+    price_per_hour: Sequence[str] | None = None,
+    request_timeout_s: float | None = None,
+    model: str | None = None,
+    prompts: str | None = None,
+    options: Sequence[str] = (),
+    device: str = "cpu",
+    timeout_s: float = 3600.0,
+    chat_template: bool = True,
+    trust_remote_code: bool = False,
+    python: dict[str, str] | None = None,
+    output: str | Path | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Drive ``backends`` under load: closed-loop ``concurrency`` levels or open-loop ``rates``
+    (requests/s, ``arrivals`` constant or poisson), each level for ``duration_s`` or ``requests``."""
+    scenario = LoadScenario(
+        concurrency=tuple(int(c) for c in concurrency), rates=tuple(float(r) for r in rates), arrivals=arrivals,
+        seed=seed, duration_s=duration_s, requests=requests, warmup_requests=warmup, max_new_tokens=max_new_tokens,
+        output_tokens_dist=output_tokens_dist, input_tokens=input_tokens, input_tokens_dist=input_tokens_dist,
+        sweep=sweep, sweep_levels=sweep_levels, slo=slo if isinstance(slo, dict) else parse_slo(slo),
+        request_timeout_s=request_timeout_s,
     )
-    resolved = resolve_model(spec.model)
+    spec = _spec(backends, scenario, options=options, model=model, prompts=prompts, device=device, timeout_s=timeout_s,
+                 chat_template=chat_template, reference=None, trust_remote_code=trust_remote_code, python=python,
+                 prices=parse_prices(price_per_hour or ()))
+    return start(spec, output=output, progress=progress)
+
+
+def _spec(backends: Sequence[str], scenario, *, options: Sequence[str], model, prompts, device, timeout_s,
+          chat_template, reference, trust_remote_code, python, prices=None) -> RunSpec:
+    registry = get_registry()
+    requests = parse_backends(registry, backends, options, device)
+    if timeout_s <= 0:
+        raise UserError("--timeout must be positive")
+    labels = {r.label for r in requests} | {r.name for r in requests} | {"*"}
+    for key in (prices or {}):
+        if key not in labels:
+            raise UserError(f"--price-per-hour names {key!r}, which is not a backend of this run")
+    return RunSpec(backends=requests, scenario=scenario, model=model, prompts=prompts, device=device,
+                   timeout_s=timeout_s, chat_template=chat_template,
+                   reference=resolve_reference(requests, reference), trust_remote_code=trust_remote_code,
+                   prices=prices or {}, python=dict(python or {}))
+
+
+def worker_python(spec: RunSpec, name: str) -> str | None:
+    """The interpreter a backend's worker runs under: ``--python NAME=PATH``, else this one when it has
+    the engine, else the backend's managed environment (``llmcompare env create NAME``)."""
+    if name in spec.python:
+        path = Path(spec.python[name]).expanduser()
+        if not path.exists():
+            raise UserError(f"--python {name}={spec.python[name]}: no such interpreter")
+        return str(path)
+    backend_spec = get_registry().get(name)
+    if backend_spec.missing_module() is None:
+        return None
+    try:
+        from .envs import managed_python
+    except ImportError:  # per-backend environments are optional
+        managed = None
+    else:
+        managed = managed_python(name)
+    if managed:
+        return managed
+    raise BackendNotInstalled(name, backend_spec.install, backend_spec.missing_module())
+
+
+def _check_formats(spec: RunSpec, resolved: ResolvedModel) -> None:
+    registry = get_registry()
     for r in spec.backends:
-        formats = registry.get(r.name).capabilities().model_formats
-        if not set(formats) & set(resolved.formats):
+        formats = registry.get(r.name).capabilities.model_formats
+        if "any" not in formats and not set(formats) & set(resolved.formats):
             raise UserError(
                 f"backend {r.label!r} loads {'/'.join(formats)} models, but {resolved.ref!r} is {resolved.kind!r};"
                 f" pass a suitable --model (e.g. a .gguf file for llamacpp)"
             )
+
+
+def _check_lengths(texts: list[Prompt], prompt_sets: list[list[Prompt]], context: int | None, new_tokens: int,
+                   source: str | None) -> None:
+    """Refuse prompts that cannot fit the model's context, before anything runs."""
+    if context is None:
+        return
+    for p in texts:
+        if len(p.text) > context * MAX_CHARS_PER_TOKEN:
+            raise UserError(
+                f"prompt {p.id!r} of {source or 'the prompt set'} is {len(p.text):,} characters, far beyond the model's"
+                f" context of {context:,} tokens; shorten it or pass --input-tokens N"
+            )
+    for prompts in prompt_sets:
+        for p in prompts:
+            if len(p.token_ids) + new_tokens > context:
+                raise UserError(
+                    f"prompt {p.id!r} is {len(p.token_ids):,} tokens; with {new_tokens} new tokens that exceeds the"
+                    f" model's context of {context:,} tokens; shorten it, lower --input-tokens or --max-new-tokens"
+                )
+
+
+def _workload(spec: RunSpec, resolved: ResolvedModel) -> tuple[list[Prompt], list[StagePlan], dict]:
+    """Tokenize once, with the model's own tokenizer, what every backend will be handed."""
     texts = read_prompts(spec.prompts)
+    scenario = spec.scenario
+    context = resolved.context_length()
+    if isinstance(scenario, LoadScenario) and scenario.input_tokens is not None:
+        _check_lengths([], [], context, 0, spec.prompts)
+    else:
+        _check_lengths(texts, [], context, scenario.max_new_tokens, spec.prompts)
     tokenizer = resolved.tokenizer(trust_remote_code=spec.trust_remote_code)
-    prompt_set = exact_length(texts, tokenizer, spec.input_tokens) if spec.input_tokens else tokenize(
-        texts, tokenizer, chat=spec.chat_template
-    )
-    run_dir = Path(output) if output else Path("llmcompare-results") / time.strftime("%Y%m%d-%H%M%S")
-    if (run_dir / REQUESTS_FILE).exists():
+    all_prompts: list[Prompt] = []
+    stages: list[StagePlan] = []
+    if isinstance(scenario, LatencyScenario):
+        for stage, n in scenario.stages():
+            prompts = exact_length(texts, tokenizer, n) if n else tokenize(texts, tokenizer, chat=spec.chat_template)
+            all_prompts += prompts
+            stages.append(StagePlan(stage, n, tuple(p.id for p in prompts)))
+    else:
+        all_prompts = tokenize(texts, tokenizer, chat=spec.chat_template)
+    longest = max((len(p.token_ids) for p in all_prompts), default=0)
+    limit = scenario.max_new_tokens
+    if isinstance(scenario, LoadScenario):
+        from .spec import parse_dist
+
+        limit = max(limit, parse_dist(scenario.output_tokens_dist, "")[2])
+        if scenario.input_tokens is not None:
+            longest = max(scenario.input_tokens, parse_dist(scenario.input_tokens_dist, "")[2])
+        else:
+            from .drivers.load import NONCE_TOKENS
+
+            longest += NONCE_TOKENS
+    if context is not None and longest + limit > context:
+        raise UserError(
+            f"the longest prompt is {longest:,} tokens; with {limit} new tokens that exceeds the model's context of"
+            f" {context:,} tokens; shorten the prompts, lower --input-tokens or --max-new-tokens"
+        )
+    nonce = tokenizer(" ".join(f"r{i}" for i in range(64)) + " alpha bravo charlie delta echo foxtrot golf hotel",
+                      add_special_tokens=False)["input_ids"]
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    nonce_ids = sorted({int(i) for i in nonce} - special)
+    workload = {
+        "nonce_ids": nonce_ids,
+        "nonce_text": {str(i): tokenizer.decode([i]) for i in nonce_ids},
+        "context_length": context,
+        "vocab_size": len(tokenizer),
+    }
+    return all_prompts, stages, workload
+
+
+def start(spec: RunSpec, *, output: str | Path | None = None, progress: Progress | None = None) -> RunResult:
+    """Validate everything, write the run header, run every backend in its worker, return the result."""
+    resolved = resolve_model(spec.model)
+    _check_formats(spec, resolved)
+    pythons = {r.label: worker_python(spec, r.name) for r in spec.backends}
+    prompts, stages, workload = _workload(spec, resolved)
+    run_dir = RunDir(output or Path("llmcompare-results") / time.strftime("%Y%m%d-%H%M%S"))
+    if run_dir.exists():
         raise UserError(f"{run_dir} already holds a run; pass another --output, or --resume {run_dir}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dists = sorted({d for r in spec.backends for d in registry.get(r.name).distributions})
-    env = environment.capture(dists, model=resolved.identity())
-    env["plugins"] = dict(registry.plugins)  # plugin -> "built-in" or "distribution==version"
-    header = {"type": "run", "spec": spec.to_dict(), "model": resolved.to_dict(), "environment": env,
-              "prompts": [p.to_dict() for p in prompt_set]}
-    (run_dir / RUN_FILE).write_text(json.dumps(header, indent=2), encoding="utf-8")
-    with RecordWriter(run_dir / REQUESTS_FILE) as w:
-        w.write(header)
-    return _execute(run_dir, header, progress)
+    registry = get_registry()
+    with run_dir:
+        dists = sorted({d for r in spec.backends for d in registry.get(r.name).distributions})
+        env = environment.capture(dists, model=resolved.identity())
+        env["plugins"] = dict(registry.plugins)  # plugin -> "built-in" or "distribution==version"
+        header = Header(spec, resolved, env, prompts, stages, workload)
+        run_dir.run_json.write_text(__import__("json").dumps(header.to_dict(), indent=2), encoding="utf-8")
+        with RecordWriter(run_dir.requests) as w:
+            w.write(header.to_dict())
+        _execute(run_dir, header, pythons, progress)
+    return load_result(run_dir)
 
 
 def resume(run_dir: str | Path, progress: Progress | None = None) -> RunResult:
     """Continue an interrupted run: finished requests are kept, only the missing ones are run."""
-    run_dir = Path(run_dir)
-    path = run_dir / RUN_FILE
-    if not path.exists():
-        raise UserError(f"nothing to resume in {run_dir}: no {RUN_FILE} there (pass the directory of an earlier run)")
-    try:
-        header = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: not valid JSON; cannot resume this run") from None
-    return _execute(run_dir, header, progress)
+    rd = RunDir(run_dir)
+    if not rd.run_json.exists():
+        raise UserError(f"nothing to resume in {rd}: no {rd.run_json.name} there (pass the directory of an earlier run)")
+    with rd:
+        try:
+            header = Header.read(rd)
+        except ValueError as exc:
+            raise UserError(f"{rd.run_json}: not a valid run record ({exc}); cannot resume this run") from None
+        pythons = {r.label: worker_python(header.spec, r.name) for r in header.spec.backends}
+        _execute(rd, header, pythons, progress)
+    return load_result(rd)
 
 
-def _execute(run_dir: Path, header: dict[str, Any], progress: Progress | None) -> RunResult:
-    spec_d = header["spec"]
-    prompts = [Prompt.from_dict(p) for p in header["prompts"]]
-    requests, backs, _ = read_records(run_dir / REQUESTS_FILE)
-    for b in spec_d["backends"]:
-        label = b["label"]
-        finished = {(r.prompt_id, r.repeat) for r in requests if r.backend == label and not r.warmup and r.error is None}
-        total = spec_d["repeats"] * len(prompts)
-        if len(finished) >= total and any(x.backend == label and x.status == "ok" for x in backs):
+def _progress(header: Header, records, label: str) -> tuple[set[tuple[str, str]], int | None, bool]:
+    """What ``label`` already finished (keyed by stage and request id, a load level as a whole), how
+    many requests remain (None when a level's length is a duration), and whether it is complete."""
+    finished_ok = any(b.backend == label and b.status == "ok" for b in records.backends)
+    if isinstance(header.spec.scenario, LatencyScenario):
+        stages = {s.stage for s in header.stages}
+        done = {(r.stage, r.request_id) for r in records.for_backend(label)
+                if not r.warmup and r.error is None and r.stage in stages}
+        remaining = sum(len(s.prompt_ids) for s in header.stages) * header.spec.scenario.repeats - len(done)
+        return done, remaining, finished_ok and remaining == 0
+    levels = {(s.stage, "*") for s in records.stages if s.backend == label}
+    return levels, None, finished_ok
+
+
+def _execute(run_dir: RunDir, header: Header, pythons: dict[str, str | None], progress: Progress | None) -> None:
+    for r in header.spec.backends:
+        records = read_records(run_dir.requests)
+        done, remaining, complete = _progress(header, records, r.label)
+        if complete:
             continue  # complete in an earlier run
-        job = Job(
-            run_dir=str(run_dir), label=label, name=b["name"], variant=b["variant"], options=dict(b["options"]),
-            model=header["model"], prompts=header["prompts"], max_new_tokens=spec_d["max_new_tokens"],
-            repeats=spec_d["repeats"], warmup=spec_d["warmup"], device=spec_d["device"],
-            trust_remote_code=spec_d["trust_remote_code"], done=[list(k) for k in sorted(finished)],
-        )
+        job = Job(str(run_dir.path), r.label, done)
         if progress:
-            progress.backend_started(label, total - len(finished))
-        rec = run_isolated(job, spec_d["timeout_s"], on_request=(lambda r, l=label: progress.request_done(l, r))
-                           if progress else None)
+            progress.backend_started(r.label, remaining)
+
+        def on_record(rec, label=r.label) -> None:
+            if progress is None:
+                return
+            if isinstance(rec, RequestRecord):
+                progress.request_done(label, rec)
+            else:
+                progress.stage_done(label, rec)
+
+        rec = run_isolated(run_dir, job, r, header.spec.timeout_s, python=pythons.get(r.label),
+                           device=header.spec.device, on_record=on_record)
         if progress:
-            progress.backend_done(label, rec)
-    return load_result(run_dir, header)
-
-
-def load_result(run_dir: str | Path, header: dict[str, Any] | None = None) -> RunResult:
-    """Rebuild every summary and comparison from ``requests.jsonl`` (the durable truth)."""
-    run_dir = Path(run_dir)
-    requests, backs, runs = read_records(run_dir / REQUESTS_FILE)
-    header = header or (runs[0] if runs else json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")))
-    spec_d = header["spec"]
-    labels = [b["label"] for b in spec_d["backends"]]
-    summaries = [metrics.summarize(label, requests, backs) for label in labels]
-    comparisons = compare_summaries(labels, requests, spec_d.get("reference"))
-    by_label = {c["backend"]: c for c in comparisons}
-    for s in summaries:
-        if s.backend in by_label:
-            s.agreement = by_label[s.backend].get("agreement")
-    return RunResult(run_dir, spec_d, header["environment"], [Prompt.from_dict(p) for p in header["prompts"]],
-                     summaries, comparisons, requests)
-
-
-def compare_summaries(labels: list[str], requests: list[RequestRecord], reference: str | None) -> list[dict[str, Any]]:
-    """Each backend against the reference (default: the first one): ratios with bootstrap CIs, agreement."""
-    if len(labels) < 2:
-        return []
-    ref = reference or labels[0]
-    by = {label: [r for r in requests if r.backend == label and not r.warmup and r.error is None] for label in labels}
-
-    def series(label: str, key: str) -> list[float]:
-        return [v for r in by[label] if (v := metrics.request_row(r)[key]) is not None]
-
-    out = []
-    for label in labels:
-        if label == ref or not by[label] or not by[ref]:
-            continue
-        out.append({
-            "backend": label,
-            "reference": ref,
-            "tpot_ratio": metrics.bootstrap_ratio(series(ref, "tpot_ms"), series(label, "tpot_ms")),
-            "ttft_ratio": metrics.bootstrap_ratio(series(ref, "ttft_ms"), series(label, "ttft_ms")),
-            "e2e_ratio": metrics.bootstrap_ratio(series(ref, "e2e_ms"), series(label, "e2e_ms")),
-            "agreement": metrics.agreement(by[ref], by[label]),
-        })
-    return out
+            progress.backend_done(r.label, rec)

@@ -1,12 +1,19 @@
 """The backend protocol and the light data a backend declares.
 
-A backend is a class with five methods (``load``, ``generate``, ``count_tokens``, ``engine_version``,
-``unload``) plus a :class:`Capabilities` value. It never computes metrics: it returns the token ids it
-generated and the host-clock time at which each one reached the caller; ``llmcompare.metrics`` does the
-arithmetic once, for everyone.
+A backend is a class with ``load``, ``count_tokens``, ``engine_version``, ``unload`` and at least one
+of two ways to generate:
 
-What a plugin registers is a :class:`BackendSpec`, which only names the class as ``"module:Class"``;
-the engine is imported when a run uses it.
+* ``generate(prompt, max_new_tokens) -> Generation``: synchronous, one request at a time;
+* ``astream(prompt, max_new_tokens)``: an async generator of :class:`Chunk` (token ids and the time
+  they arrived), for HTTP clients and batching engines that serve many requests at once with no
+  thread per request. A chunk may hold several tokens: they share its time.
+
+A backend never computes metrics: it returns the token ids it generated and the host-clock time at
+which each one reached the caller; ``llmcompare.metrics`` does the arithmetic once, for everyone.
+:mod:`llmcompare.session` turns either form into the other where a driver needs it.
+
+What a plugin registers is a :class:`BackendSpec`, which names the class as ``"module:Class"`` and
+declares its :class:`Capabilities` as data; the engine is imported when a run uses it.
 """
 
 from __future__ import annotations
@@ -14,9 +21,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import BackendNotInstalled, OptionError, UserError, did_you_mean
 
@@ -29,14 +36,14 @@ clock = time.perf_counter
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend can do, declared as data. The runner reads this; it never reads names."""
+    """What a backend can do, declared as data on its :class:`BackendSpec`. Drivers read this; they
+    never read names, and ``llmcompare backends`` shows it without importing the engine."""
 
-    streams: bool = True
-    """Tokens arrive one step (or one chunk) at a time with their own timestamps."""
     accepts_token_ids: bool = True
     """``generate`` takes prompt token ids; otherwise it takes text and the count is checked."""
-    supports_concurrency: bool = False
-    """Several requests may be in flight at once (for the load runner)."""
+    concurrent: bool = False
+    """Many requests may be in flight at once through ``astream`` (a server, a batching engine). A
+    backend without it serves the load driver one request at a time, the others queueing."""
     devices: tuple[str, ...] = ("cpu",)
     """Devices this backend can run on, e.g. ``("cpu", "cuda")``."""
     in_process: bool = True
@@ -119,6 +126,8 @@ class BackendSpec:
     passthrough: bool = False
     """Undeclared ``--option`` keys go to the engine's own constructor instead of being refused."""
     description: str = ""
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    """What the backend can do (devices, formats, concurrency, prefix-cache handling), as data."""
     distributions: tuple[str, ...] = ()
     """Distribution names whose versions go into the environment block (e.g. ``("ctranslate2",)``)."""
     source: str = "built-in"
@@ -132,10 +141,6 @@ class BackendSpec:
             except (ImportError, ValueError):
                 return mod
         return None
-
-    @property
-    def available(self) -> bool:
-        return self.missing_module() is None
 
     def ensure_installed(self) -> None:
         missing = self.missing_module()
@@ -169,10 +174,6 @@ class BackendSpec:
                 )
         return out
 
-    def capabilities(self) -> Capabilities:
-        """The target class's declared capabilities (imports the adapter module, not the engine)."""
-        return self.load_class().capabilities
-
     def load_class(self) -> type:
         """Import the target class; the engine import happens here, never at registration."""
         self.ensure_installed()
@@ -193,14 +194,22 @@ class BackendConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     trust_remote_code: bool = False
+    logs_dir: str | None = None
+    """A directory the backend may write logs to (a managed server's output): the run's ``logs/``."""
+
+
+COUNT_SOURCES = ("ids", "usage", "retokenized")
 
 
 @dataclass
 class Generation:
     """What one ``generate`` call returns.
 
-    ``token_times[i]`` is the :data:`clock` reading when ``token_ids[i]`` was available to the caller
-    (on a GPU: after it was copied to the host). Tokens that arrive in one chunk share one timestamp.
+    ``token_times[i]`` is the :data:`clock` reading when output token ``i`` was available to the
+    caller (on a GPU: after it was copied to the host). Tokens that arrive in one chunk share one
+    timestamp. ``token_ids`` holds the ids when the engine gives them (``count_source="ids"``);
+    otherwise it may be empty and the count comes from the server's ``usage`` (``"usage"``) or from
+    re-tokenizing text (``"retokenized"``, approximate and flagged as such).
     """
 
     token_ids: list[int]
@@ -208,13 +217,57 @@ class Generation:
     prompt_tokens: int | None = None
     """The engine's own count of the prompt, where it reports one."""
     finish_reason: str | None = None
+    count_source: str = "ids"
+    """Where the output count comes from: ``ids`` (exact), ``usage`` (the server's own count) or
+    ``retokenized`` (text re-tokenized with the shared tokenizer: approximate)."""
+    engine_output_tokens: int | None = None
+    """The engine's or server's own count of the output (``usage.completion_tokens``), where given."""
+
+
+@dataclass
+class Chunk:
+    """One piece of a stream: the tokens that arrived together and the :data:`clock` time they did.
+
+    ``n_tokens`` is the number of tokens the chunk carries; it defaults to ``len(token_ids)`` and is
+    set by adapters whose server sends text without ids. The final chunk may carry no tokens and only
+    the closing facts (``finish_reason``, the engine's counts).
+    """
+
+    token_ids: list[int]
+    time: float
+    n_tokens: int | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    engine_output_tokens: int | None = None
+    count_source: str | None = None
+    """Set on any chunk when the count is not exact ids (``usage`` or ``retokenized``)."""
+
+    @property
+    def count(self) -> int:
+        return len(self.token_ids) if self.n_tokens is None else self.n_tokens
+
+
+def collect(chunks: Iterable[Chunk]) -> Generation:
+    """Fold a stream's chunks into one :class:`Generation` (tokens of a chunk share its time)."""
+    gen = Generation([], [])
+    for c in chunks:
+        gen.token_ids.extend(int(t) for t in c.token_ids)
+        gen.token_times.extend([c.time] * c.count)
+        gen.finish_reason = c.finish_reason or gen.finish_reason
+        gen.prompt_tokens = c.prompt_tokens if c.prompt_tokens is not None else gen.prompt_tokens
+        if c.engine_output_tokens is not None:
+            gen.engine_output_tokens = c.engine_output_tokens
+        if c.count_source is not None:
+            gen.count_source = c.count_source
+    return gen
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """The protocol every backend implements. See ``backends/echo.py`` for the template."""
+    """The protocol every backend implements. See ``backends/echo.py`` for the template.
 
-    capabilities: ClassVar[Capabilities]
+    Implement ``generate`` or ``astream`` (or both); :mod:`llmcompare.session` provides the other.
+    """
 
     def __init__(self, config: BackendConfig) -> None: ...
 
@@ -232,3 +285,10 @@ class Backend(Protocol):
 
     def unload(self) -> None:
         """Free the model's memory (host and device)."""
+
+
+class AsyncStreaming(Protocol):
+    """The optional async path: many requests in flight on one event loop, no thread per request."""
+
+    def astream(self, prompt: Sequence[int] | str, max_new_tokens: int) -> AsyncIterator[Chunk]:
+        """Yield :class:`Chunk` values as tokens arrive; same rules as ``generate``."""

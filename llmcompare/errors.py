@@ -48,8 +48,30 @@ class OptionError(UserError):
     pass
 
 
-class BackendFailure(Exception):
-    """Raised inside a worker when an engine fails; becomes a failed row, never a crash of the run."""
+class RequestFailed(Exception):
+    """One request failed in a way that is counted by kind (a row of the results, never a crash).
+
+    Adapters raise it; drivers record ``kind`` and the message in the request's record and go on.
+    """
+
+    KINDS = (
+        "connect",              # connection refused or reset before a response
+        "timeout_connect",      # no connection within the connect timeout
+        "timeout_first_token",  # connected, but no first token in time
+        "timeout_total",        # the whole request took longer than allowed
+        "overload",             # HTTP 429 or 503, or a "model overloaded" answer
+        "server_error",         # another 5xx
+        "client_error",         # a 4xx other than 429: the request itself was refused
+        "stream_cut",           # the stream ended before its final event
+        "malformed",            # an event that is not valid SSE/JSON of the expected schema
+        "engine",               # an in-process engine raised
+    )
+
+    def __init__(self, kind: str, message: str):
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown request failure kind {kind!r}")
+        self.kind = kind
+        super().__init__(message)
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -1,9 +1,11 @@
 """One subprocess per backend, with a timeout. A crash, an OOM kill or a hang becomes a failed row.
 
 The parent never imports an engine. It writes the job as JSON, starts ``python -m llmcompare.worker``
-in a new process group, and follows ``requests.jsonl`` while it runs (which also drives progress).
-If the worker ends without writing its ``backend`` record, the parent writes a failed one that
-says why: the signal, the exit status or the timeout, with the last line the worker printed.
+(under the backend's own interpreter when it has one) in a new process group, and follows
+``requests.jsonl`` while it runs (which also drives progress). If the worker ends without writing its
+``backend`` record, the parent writes a failed one that says why: the signal, the exit status or the
+timeout, with the last line the worker printed. The worker dies with the parent (see
+:mod:`llmcompare.worker`), and the parent kills the worker's whole group on every way out.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .records import REQUESTS_FILE, BackendRecord, RecordWriter, RequestRecord
-from .runner import Job
+from .drivers import Job
+from .records import BackendRecord, RecordWriter, RequestRecord, StageRecord, parse
+from .rundir import RunDir
+from .spec import BackendRequest
+from .worker import PARENT_ENV
 
 POLL_S = 0.2
 
@@ -50,18 +55,21 @@ class _Follower:
 
 
 def run_isolated(
+    run_dir: RunDir,
     job: Job,
+    request: BackendRequest,
     timeout_s: float,
-    on_request: Callable[[RequestRecord], None] | None = None,
+    *,
+    python: str | None = None,
+    device: str = "cpu",
+    on_record: Callable[[RequestRecord | StageRecord], None] | None = None,
 ) -> BackendRecord:
-    run_dir = Path(job.run_dir)
-    (run_dir / "jobs").mkdir(parents=True, exist_ok=True)
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    safe = job.label.replace(":", "_").replace("/", "_")
-    job_path = run_dir / "jobs" / f"{safe}.json"
-    job_path.write_text(json.dumps(job.to_dict()), encoding="utf-8")
-    log_path = run_dir / "logs" / f"{safe}.log"
-    follower = _Follower(run_dir / REQUESTS_FILE)
+    """Run ``job`` in a worker process; return its backend record (a failed one if it wrote none)."""
+    job_path = run_dir.job(job.label)
+    job.write(job_path)
+    run_dir.logs.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir.log(job.label)
+    follower = _Follower(run_dir.requests)
     status: BackendRecord | None = None
 
     def drain() -> None:
@@ -69,15 +77,16 @@ def run_isolated(
         for d in follower.read():
             if d.get("backend") != job.label:
                 continue
-            if d.get("type") == "request" and on_request is not None:
-                on_request(RequestRecord.from_dict(d))
-            elif d.get("type") == "backend":
-                status = BackendRecord.from_dict(d)
+            rec = parse(d)
+            if isinstance(rec, BackendRecord):
+                status = rec
+            elif isinstance(rec, (RequestRecord, StageRecord)) and on_record is not None:
+                on_record(rec)
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(os.getpid())})
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llmcompare.worker", str(job_path)],
+            [python or sys.executable, "-m", "llmcompare.worker", str(job_path)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
@@ -87,13 +96,10 @@ def run_isolated(
                 drain()
                 if time.monotonic() > deadline:
                     timed_out = True
-                    _kill_group(proc)
                     break
                 time.sleep(POLL_S)
-        except BaseException:
-            _kill_group(proc)  # Ctrl-C: take the worker down with us; finished records stay on disk
-            raise
-        proc.wait()
+        finally:
+            _kill_group(proc)  # timeout, Ctrl-C, or a normal end: nothing of the worker's group survives
     drain()
     if status is not None and not timed_out:
         return status
@@ -106,9 +112,9 @@ def run_isolated(
     else:
         why = f"worker process exited with status {proc.returncode}"
     last = _last_line(log_path)
-    failed = BackendRecord(backend=job.label, name=job.name, variant=job.variant, status="failed",
-                           error=f"{why}{': ' + last if last else ''}", device=job.device, options=dict(job.options))
-    with RecordWriter(run_dir / REQUESTS_FILE) as writer:
+    failed = BackendRecord(backend=job.label, name=request.name, variant=request.variant, status="failed",
+                           error=f"{why}{': ' + last if last else ''}", options=dict(request.options), python=python, device=device)
+    with RecordWriter(run_dir.requests) as writer:
         writer.write(failed)
     return failed
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from statistics import mean, median, stdev
 from typing import Any
 
-from .records import BackendRecord, RequestRecord
+from .records import BackendRecord, RequestRecord, StageRecord
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -103,6 +103,8 @@ def request_row(r: RequestRecord) -> dict[str, Any]:
 
 @dataclass
 class Summary:
+    """One backend in one stage: every latency figure with its distribution, counts and flags."""
+
     backend: str
     status: str
     error: str | None
@@ -125,6 +127,13 @@ class Summary:
     gpu_peak_bytes: int | None
     info: dict[str, Any]
     agreement: dict[str, Any] | None = None
+    stage: str = "latency"
+    input_tokens: int | None = None
+    """The stage's prompt length, when every prompt of it has one length (``--input-tokens``)."""
+    n_approximate: int = 0
+    """Requests whose output count was not exact ids (server usage, or re-tokenized text)."""
+    n_duplicates: int = 0
+    """Requests recorded twice (two writers on one run): kept out of the statistics, reported."""
 
     @property
     def n_length_ok(self) -> int:
@@ -135,15 +144,20 @@ class Summary:
         return dict(self.__dict__)
 
 
-def summarize(label: str, requests: list[RequestRecord], backends: list[BackendRecord]) -> Summary:
-    """One backend's summary from its records (all worker runs of it, e.g. after ``--resume``)."""
-    mine = [r for r in requests if r.backend == label]
+def summarize(label: str, requests: list[RequestRecord], backends: list[BackendRecord], stage: str | None = None,
+              stages: list[StageRecord] | None = None, duplicates: int = 0) -> Summary:
+    """One backend's summary from its records (all worker runs of it, e.g. after ``--resume``), in
+    one ``stage`` (all of its records when None). Output throughput divides by the stage records'
+    measured wall time where there are any, else by the backend records'."""
+    mine = [r for r in requests if r.backend == label and (stage is None or r.stage == stage)]
     measured = _dedupe([r for r in mine if not r.warmup])
     warm = [r for r in mine if r.warmup]
     ok = [r for r in measured if r.error is None]
     brs = [b for b in backends if b.backend == label]
     last = brs[-1] if brs else None
-    wall = sum(b.measured_wall_s for b in brs)
+    srs = [s for s in stages or [] if s.backend == label and (stage is None or s.stage == stage)]
+    wall = sum(s.wall_s for s in srs) if srs else sum(b.measured_wall_s for b in brs)
+    lengths = {r.input_tokens for r in measured}
     out_tokens = sum(r.output_tokens for r in ok)
     rows = [request_row(r) for r in ok]
     col = lambda k: [row[k] for row in rows if row[k] is not None]  # noqa: E731
@@ -159,6 +173,10 @@ def summarize(label: str, requests: list[RequestRecord], backends: list[BackendR
         n_prompt_mismatch=sum(
             1 for r in ok if r.engine_prompt_tokens is not None and r.engine_prompt_tokens != r.input_tokens
         ),
+        n_approximate=sum(1 for r in ok if r.count_source != "ids"),
+        n_duplicates=duplicates,
+        stage=stage or (mine[0].stage if mine else "latency"),
+        input_tokens=lengths.pop() if len(lengths) == 1 else None,
         output_tokens=out_tokens,
         throughput_tok_s=(out_tokens / wall) if wall > 0 and ok else None,
         ttft_ms=describe(col("ttft_ms")),
@@ -179,13 +197,15 @@ def summarize(label: str, requests: list[RequestRecord], backends: list[BackendR
             "options": last.options if last else {},
             "versions": last.versions if last else {},
             "capabilities": last.capabilities if last else {},
+            "gpu_memory": last.gpu_memory if last else {},
+            "python": last.python if last else None,
         },
     )
 
 
 def _dedupe(records: list[RequestRecord]) -> list[RequestRecord]:
-    """One record per (prompt, repeat): the first that succeeded, else the first. A resumed run never
-    counts a request twice."""
+    """One record per (stage, request id): the first that succeeded, else the first. A resumed run
+    never counts a request twice."""
     best: dict[tuple, RequestRecord] = {}
     for r in records:
         if r.key not in best or (best[r.key].error is not None and r.error is None):

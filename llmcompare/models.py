@@ -153,6 +153,28 @@ class ResolvedModel:
             )
         return out
 
+    def context_length(self) -> int | None:
+        """The model's context window in tokens, read from its metadata without loading weights."""
+        try:
+            if self.kind == "synthetic" and self.shape:
+                from .synthetic import SHAPES
+
+                return int(SHAPES[self.shape]["max_position_embeddings"])
+            if self.kind == "hf" and self.path:
+                cfg = json.loads((Path(self.path) / "config.json").read_text(encoding="utf-8"))
+                n = cfg.get("max_position_embeddings") or cfg.get("n_positions") or cfg.get("max_seq_len")
+                return int(n) if n else None
+            if self.kind == "gguf" and self.path and importlib.util.find_spec("gguf") is not None:
+                from gguf import GGUFReader
+
+                reader = GGUFReader(self.path)
+                for name, f in reader.fields.items():
+                    if name.endswith(".context_length"):
+                        return int(f.parts[f.data[0]][0])
+        except (OSError, ValueError, KeyError, IndexError):
+            return None
+        return None
+
     # ---- the formats backends ask for ----
     def gguf_path(self) -> str:
         if self.kind != "gguf":

@@ -101,6 +101,17 @@ def load_registry() -> Registry:
     for modname in _env_list("LLMCOMPARE_PLUGINS"):
         add(modname, "LLMCOMPARE_PLUGINS", lambda m=modname: importlib.import_module(m))
 
+    # A misspelt hook implementation (``register_backend``) is an error, not silence: the plugin is
+    # reported as broken and left out, and the others still load.
+    while True:
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or "unknown"
+            reg.errors.append(PluginError(name, sources.pop(name, "unknown"), str(exc)))
+            pm.unregister(exc.plugin)
+
     # Call each implementation on its own so a failing one is attributed and isolated.
     for impl in pm.hook.register_backends.get_hookimpls():
         source = sources.get(impl.plugin_name, "unknown")

@@ -56,6 +56,8 @@ def read_prompts(source: str | None) -> list[Prompt]:
                 " or pass a .jsonl, .yaml or .txt file)"
             )
         raise PromptFileError(source, None, "no such prompt file")
+    if path.is_dir():
+        raise PromptFileError(source, None, "is a directory; pass a .jsonl, .yaml or .txt file or a built-in set name")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

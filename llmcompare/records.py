@@ -1,13 +1,17 @@
 """The durable truth of a run: ``requests.jsonl``, one JSON object per line, appended as work finishes.
 
-Three record types share the file:
+Four record types share the file:
 
-* ``request``: one generation (prompt id, repeat, warm-up flag, token ids, token timestamps, counts);
-* ``backend``: one per worker run of a backend (status, error, load time, memory, versions);
-* ``run``: written once by the parent with the spec and the environment.
+* ``run``: written once by the parent with the spec, the model, the workload and the environment;
+* ``request``: one generation. It has an id and a stage (the driver and its level, e.g. ``latency``,
+  ``latency:in=256``, ``load:c=4``), the absolute times it was scheduled and actually sent (Unix
+  seconds), the token ids and each token's arrival in seconds after the send, and the counts;
+* ``stage``: one per finished load level (what was asked, what was achieved, its wall time);
+* ``backend``: one per worker run of a backend (status, error, load time, memory, versions).
 
 Every number in a report can be recomputed from this file. A run that was killed half-way leaves at
-worst one truncated last line, which :func:`read_records` skips.
+worst one truncated last line, which :func:`read_records` skips. :func:`read_records` returns one
+:class:`RunRecords` container; a request recorded twice is reported there, never silently dropped.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REQUESTS_FILE = "requests.jsonl"
+
+def _fields(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
 
 
 @dataclass
@@ -34,20 +40,43 @@ class RequestRecord:
     ttft_s: float | None
     e2e_s: float | None
     token_times_s: list[float] = field(default_factory=list)
-    """Seconds from hand-over to each token's arrival; tokens of one chunk share a value."""
+    """Seconds from the actual send to each token's arrival; tokens of one chunk share a value."""
     token_ids: list[int] = field(default_factory=list)
     engine_prompt_tokens: int | None = None
+    engine_output_tokens: int | None = None
+    count_source: str = "ids"
     finish_reason: str | None = None
     error: str | None = None
+    error_kind: str | None = None
+    """For a failed request: one of :attr:`llmcompare.errors.RequestFailed.KINDS`."""
+    stage: str = "latency"
+    request_id: str = ""
+    scheduled_at: float | None = None
+    """Unix time the request was due to be sent (open loop: from the arrival schedule)."""
+    sent_at: float | None = None
+    """Unix time it was actually handed to the backend. ``sent_at - scheduled_at`` is client queueing."""
+    session: str | None = None
+    """The worker run that produced it (a load level counts only its own session's requests)."""
     type: str = "request"
+
+    def __post_init__(self) -> None:
+        if not self.request_id:
+            self.request_id = f"{self.prompt_id}/r{self.repeat}" + ("/warmup" if self.warmup else "")
 
     @property
     def length_ok(self) -> bool:
         return self.error is None and self.output_tokens == self.expected_output_tokens
 
     @property
-    def key(self) -> tuple[str, str, int, bool]:
-        return (self.backend, self.prompt_id, self.repeat, self.warmup)
+    def queue_s(self) -> float:
+        """Client-side queueing: actual send minus scheduled send (0 when not scheduled)."""
+        if self.scheduled_at is None or self.sent_at is None:
+            return 0.0
+        return max(0.0, self.sent_at - self.scheduled_at)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.backend, self.stage, self.request_id)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -56,8 +85,32 @@ class RequestRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RequestRecord:
-        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**d)
+        return cls(**_fields(cls, d))
+
+
+@dataclass
+class StageRecord:
+    """One finished load level: what was asked for and what the client achieved."""
+
+    backend: str
+    stage: str
+    session: str
+    started_at: float
+    """Unix time of the first measured request's scheduled send."""
+    wall_s: float
+    """First measured scheduled send to the last measured token."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """What was asked: ``concurrency`` or ``rate`` (req/s), ``arrivals``, ``duration_s``/``requests``."""
+    achieved: dict[str, Any] = field(default_factory=dict)
+    """What happened: ``rate`` (sends/s), ``max_in_flight``, ``mean_in_flight``, ``fell_behind``."""
+    type: str = "stage"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageRecord:
+        return cls(**_fields(cls, d))
 
 
 @dataclass
@@ -73,10 +126,15 @@ class BackendRecord:
     measured_wall_s: float = 0.0
     """Wall time of this worker's measured (non-warm-up) requests, first hand-over to last token."""
     peak_rss_bytes: int | None = None
-    rss_after_load_bytes: int | None = None
     gpu_peak_bytes: int | None = None
+    """Peak bytes allocated through torch's CUDA allocator, where the engine uses it."""
+    gpu_memory: dict[str, Any] = field(default_factory=dict)
+    """Device memory facts where available: torch ``peak_allocated``/``peak_reserved``, NVML ``used``."""
     versions: dict[str, str] = field(default_factory=dict)
     capabilities: dict[str, Any] = field(default_factory=dict)
+    session: str | None = None
+    python: str | None = None
+    """The interpreter the worker ran under (a per-backend environment, or the main one)."""
     type: str = "backend"
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,8 +142,37 @@ class BackendRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BackendRecord:
-        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**d)
+        return cls(**_fields(cls, d))
+
+
+Record = RequestRecord | StageRecord | BackendRecord
+
+
+@dataclass
+class RunRecords:
+    """Everything in one ``requests.jsonl``, in file order, by type."""
+
+    run: dict[str, Any] | None = None
+    requests: list[RequestRecord] = field(default_factory=list)
+    stages: list[StageRecord] = field(default_factory=list)
+    backends: list[BackendRecord] = field(default_factory=list)
+    duplicates: list[RequestRecord] = field(default_factory=list)
+    """Successful requests whose (backend, stage, id) had already succeeded earlier in the file: the
+    sign of two writers on one run. Kept out of the statistics and reported."""
+
+    def for_backend(self, label: str, stage: str | None = None) -> list[RequestRecord]:
+        return [r for r in self.requests if r.backend == label and (stage is None or r.stage == stage)]
+
+    def stage_names(self, label: str) -> list[str]:
+        """The stages ``label`` has records of, in the order they first appear."""
+        seen: dict[str, None] = {}
+        for r in self.requests:
+            if r.backend == label:
+                seen.setdefault(r.stage)
+        for s in self.stages:
+            if s.backend == label:
+                seen.setdefault(s.stage)
+        return list(seen)
 
 
 class RecordWriter:
@@ -106,7 +193,7 @@ class RecordWriter:
             fh.seek(-1, os.SEEK_END)
             return fh.read(1) != b"\n"
 
-    def write(self, record: RequestRecord | BackendRecord | dict[str, Any]) -> None:
+    def write(self, record: Record | dict[str, Any]) -> None:
         data = record if isinstance(record, dict) else record.to_dict()
         self._fh.write(json.dumps(data, separators=(",", ":")) + "\n")
         self._fh.flush()
@@ -139,15 +226,37 @@ def iter_raw(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
                 continue  # a line cut short by a crash
 
 
-def read_records(path: str | os.PathLike) -> tuple[list[RequestRecord], list[BackendRecord], list[dict[str, Any]]]:
-    """All request, backend and run records in file order."""
-    reqs, backs, runs = [], [], []
+def parse(d: dict[str, Any]) -> Record | dict[str, Any] | None:
+    """One raw line as its record type (the run header stays a dict; unknown types are None)."""
+    kind = d.get("type")
+    if kind == "request":
+        return RequestRecord.from_dict(d)
+    if kind == "stage":
+        return StageRecord.from_dict(d)
+    if kind == "backend":
+        return BackendRecord.from_dict(d)
+    if kind == "run":
+        return d
+    return None
+
+
+def read_records(path: str | os.PathLike) -> RunRecords:
+    """All records in file order, in one container; duplicates reported, not dropped silently."""
+    out = RunRecords()
+    succeeded: set[tuple[str, str, str]] = set()
     for d in iter_raw(path):
-        kind = d.get("type")
-        if kind == "request":
-            reqs.append(RequestRecord.from_dict(d))
-        elif kind == "backend":
-            backs.append(BackendRecord.from_dict(d))
-        elif kind == "run":
-            runs.append(d)
-    return reqs, backs, runs
+        rec = parse(d)
+        if isinstance(rec, RequestRecord):
+            if rec.error is None and rec.key in succeeded:
+                out.duplicates.append(rec)
+                continue
+            if rec.error is None:
+                succeeded.add(rec.key)
+            out.requests.append(rec)
+        elif isinstance(rec, StageRecord):
+            out.stages.append(rec)
+        elif isinstance(rec, BackendRecord):
+            out.backends.append(rec)
+        elif isinstance(rec, dict) and out.run is None:
+            out.run = rec
+    return out

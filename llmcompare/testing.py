@@ -7,9 +7,11 @@ Use it in a plugin's own tests::
     def test_my_backend():
         assert_conforms("mybackend", model="path/to/model.gguf")
 
-It runs the backend in-process on two real prompts and checks, each as a named check:
+It runs the backend in-process, through the same :class:`~llmcompare.session.BackendSession` the
+drivers use, on two real prompts, and checks, each as a named check (a backend with both ``generate``
+and ``astream`` is checked through both, and the two must agree):
 
-* ``protocol``: the class has the five methods and declares :class:`~llmcompare.Capabilities`;
+* ``protocol``: the class has the protocol's methods and its spec declares :class:`~llmcompare.Capabilities`;
 * ``engine_version``: a non-empty ``{name: version}`` mapping;
 * ``forced_length``: exactly N token ids for N in two lengths, on two prompts;
 * ``token_ids``: every id is an ``int`` inside the tokenizer's vocabulary;
@@ -32,11 +34,12 @@ from typing import Any
 
 import psutil
 
-from .backend import Backend, BackendConfig, Capabilities, clock
+from .backend import Capabilities, clock
 from .models import resolve_model
 from .plugins import get_registry
 from .prompting import read_prompts, tokenize
-from .runner import prompt_input, timestamp_problem
+from .session import BackendSession, timestamp_problem
+from .spec import BackendRequest
 
 MEASURABLE_BYTES = 32 * 2**20
 
@@ -90,6 +93,23 @@ def _cuda_allocated() -> int | None:
     return None
 
 
+def _both_paths(session: BackendSession, feed, n: int) -> tuple[list, list[str]]:
+    """Generate through ``generate`` and, where the backend also streams asynchronously, ``astream``:
+    returns ``[(generation, t0, t1), ...]`` and problems found between the two paths."""
+    out, problems = [], []
+    t0 = clock()
+    gen = session.generate(feed, n)
+    out.append((gen, t0, clock()))
+    backend = session.backend
+    if hasattr(backend, "astream") and hasattr(backend, "generate"):
+        t0 = clock()
+        streamed = session.run(session._collect(feed, n))
+        out.append((streamed, t0, clock()))
+        if list(streamed.token_ids) != list(gen.token_ids):
+            problems.append("astream and generate gave different ids for the same prompt")
+    return out, problems
+
+
 def check_backend(
     name: str,
     *,
@@ -99,69 +119,68 @@ def check_backend(
     device: str = "cpu",
     max_new_tokens: int = 8,
 ) -> ConformanceReport:
-    """Run every check on backend ``name`` and return the report (it never raises for a failed check)."""
+    """Run every check on backend ``name`` and return the report (it never raises for a failed check;
+    an exception from the engine itself propagates, with its traceback, for the plugin author)."""
     spec = get_registry().get(name)
     cls = spec.load_class()
     report = ConformanceReport(f"{name}:{variant}" if variant else name)
-    missing = [m for m in ("load", "generate", "count_tokens", "engine_version", "unload") if not callable(getattr(cls, m, None))]
-    report.add("protocol", not missing and isinstance(getattr(cls, "capabilities", None), Capabilities),
-               f"missing methods: {missing}" if missing else "five methods and declared capabilities")
+    missing = [m for m in ("load", "count_tokens", "engine_version", "unload") if not callable(getattr(cls, m, None))]
+    if not (callable(getattr(cls, "generate", None)) or callable(getattr(cls, "astream", None))):
+        missing.append("generate or astream")
+    report.add("protocol", not missing and isinstance(spec.capabilities, Capabilities),
+               f"missing methods: {missing}" if missing else "the protocol's methods; capabilities declared on the spec")
     if missing:
         return report
     resolved = resolve_model(model)
     tokenizer = resolved.tokenizer()
     prompts = tokenize(read_prompts("default")[:2], tokenizer)
-    config = BackendConfig(model=resolved, variant=spec.resolve_variant(variant),
-                           options=spec.validate_options(dict(options or {})), device=device)
+    request = BackendRequest(report.backend, name, spec.resolve_variant(variant), spec.validate_options(dict(options or {})))
+
+    def session() -> BackendSession:
+        return BackendSession(request, resolved, device=device, raise_errors=True, spec=spec)
+
     # A first load/generate/unload cycle does one-off work (conversions, caches, CUDA context) so the
     # measured cycle below sees only the model's own memory. It also checks that a backend reloads.
-    first: Backend = cls(config)
-    first.load()
-    first.generate(prompt_input(first, prompts[0]), 2)
-    first.unload()
-    del first
-    backend: Backend = cls(config)
+    with session() as s:
+        s.generate(s.feed(prompts[0]), 2)
     rss0, cuda0 = _rss(), _cuda_allocated()
-    backend.load()
+    with session() as s:
+        versions = s.backend.engine_version()
+        report.add("engine_version", isinstance(versions, Mapping) and bool(versions)
+                   and all(isinstance(k, str) and isinstance(v, str) for k, v in versions.items()), repr(versions))
 
-    versions = backend.engine_version()
-    report.add("engine_version", isinstance(versions, Mapping) and bool(versions)
-               and all(isinstance(k, str) and isinstance(v, str) for k, v in versions.items()), repr(versions))
+        lengths_ok, ids_ok, times_ok, details = True, True, True, []
+        vocab = len(tokenizer)
+        first_ids: list[int] = []
+        lengths = (max_new_tokens, max(1, max_new_tokens // 2 + 1))
+        for n in lengths:
+            for p in prompts:
+                runs, problems = _both_paths(s, s.feed(p), n)
+                details += problems
+                lengths_ok = lengths_ok and not problems
+                for gen, t0, t1 in runs:
+                    first_ids = first_ids or list(gen.token_ids)
+                    if len(gen.token_times) != n:
+                        lengths_ok = False
+                        details.append(f"{p.id}: asked {n}, got {len(gen.token_times)}")
+                    if not all(isinstance(t, int) and 0 <= t < max(vocab, 1) for t in gen.token_ids):
+                        ids_ok = False
+                    if timestamp_problem(gen, t0, t1) is not None:
+                        times_ok = False
+        report.add("forced_length", lengths_ok, "; ".join(details) or f"exactly N tokens for N in {lengths}")
+        report.add("token_ids", ids_ok, f"ints in [0, {vocab})")
+        report.add("timestamps", times_ok, "one per token, monotonic, within the call")
 
-    lengths_ok, ids_ok, times_ok, details = True, True, True, []
-    vocab = len(tokenizer)
-    first_ids: list[int] = []
-    lengths = (max_new_tokens, max(1, max_new_tokens // 2 + 1))
-    for n in lengths:
-        for p in prompts:
-            feed = prompt_input(backend, p)
-            t0 = clock()
-            gen = backend.generate(feed, n)
-            t1 = clock()
-            first_ids = first_ids or list(gen.token_ids)
-            if len(gen.token_ids) != n:
-                lengths_ok = False
-                details.append(f"{p.id}: asked {n}, got {len(gen.token_ids)}")
-            if not all(isinstance(t, int) and 0 <= t < max(vocab, 1) for t in gen.token_ids):
-                ids_ok = False
-            if timestamp_problem(gen, t0, t1) is not None:
-                times_ok = False
-    report.add("forced_length", lengths_ok, "; ".join(details) or f"exactly N tokens for N in {lengths}")
-    report.add("token_ids", ids_ok, f"ints in [0, {vocab})")
-    report.add("timestamps", times_ok, "one per token, monotonic, within the call")
+        p = prompts[0]
+        again = s.generate(s.feed(p), max_new_tokens)
+        report.add("greedy_deterministic", list(again.token_ids) == first_ids, "same prompt, same ids")
 
-    p = prompts[0]
-    again = backend.generate(prompt_input(backend, p), max_new_tokens)
-    report.add("greedy_deterministic", list(again.token_ids) == first_ids, "same prompt, same ids")
-
-    count = backend.count_tokens(p.text)
-    ours = len(tokenizer(p.text, add_special_tokens=False)["input_ids"])
-    report.add("count_tokens", isinstance(count, int) and count > 0,
-               f"engine counts {count}, the shared tokenizer {ours}")
-
-    rss1, cuda1 = _rss(), _cuda_allocated()  # after generating: weights paged in, caches allocated
-    backend.unload()
-    del backend, again
+        count = s.backend.count_tokens(p.text)
+        ours = len(tokenizer(p.text, add_special_tokens=False)["input_ids"])
+        report.add("count_tokens", isinstance(count, int) and count > 0,
+                   f"engine counts {count}, the shared tokenizer {ours}")
+        rss1, cuda1 = _rss(), _cuda_allocated()  # after generating: weights paged in, caches allocated
+        del again
     rss2, cuda2 = _rss(), _cuda_allocated()
     grew = rss1 - rss0
     host_detail = f"host load+generate +{grew / 2**20:.0f} MiB, unload -{(rss1 - rss2) / 2**20:.0f} MiB"

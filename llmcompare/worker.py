@@ -1,17 +1,34 @@
 """Worker entry point: ``python -m llmcompare.worker JOB.json``. One backend, one process.
 
 The parent (:mod:`llmcompare.isolation`) starts one of these per backend, so an engine that crashes,
-runs out of memory or hangs takes only its own process down.
+runs out of memory or hangs takes only its own process down. The worker dies with its parent: it asks
+the kernel for SIGKILL when the parent goes (``PR_SET_PDEATHSIG``), and exits at once if the parent
+is already gone, so a killed ``llmcompare`` never leaves a worker appending to the run.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
-from .records import REQUESTS_FILE, RecordWriter
-from .runner import Job, run_job
+PARENT_ENV = "LLMCOMPARE_PARENT_PID"
+
+
+def die_with_parent() -> None:
+    """SIGKILL this process when the parent that started it dies (Linux), even by SIGKILL."""
+    parent = os.environ.get(PARENT_ENV)
+    if sys.platform.startswith("linux"):
+        try:
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if parent and os.getppid() != int(parent):
+        os._exit(3)  # the parent died before the request above took effect
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,10 +36,23 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m llmcompare.worker JOB.json", file=sys.stderr)
         return 2
-    job = Job(**json.loads(Path(argv[0]).read_text(encoding="utf-8")))
-    with RecordWriter(Path(job.run_dir) / REQUESTS_FILE) as writer:
-        record = run_job(job, writer)
-    return 0 if record.status == "ok" else 1
+    die_with_parent()
+    from .drivers import Context, Header, Job, driver_for
+    from .records import RecordWriter
+    from .rundir import RunDir
+    from .session import BackendSession
+
+    job = Job.from_dict(json.loads(Path(argv[0]).read_text(encoding="utf-8")))
+    run_dir = RunDir(job.run_dir)
+    header = Header.read(run_dir)
+    request = header.spec.backend(job.label)
+    driver = driver_for(header.spec.scenario.kind)
+    with RecordWriter(run_dir.requests) as writer:
+        with BackendSession(request, header.model, device=header.spec.device,
+                            trust_remote_code=header.spec.trust_remote_code, logs_dir=str(run_dir.logs),
+                            writer=writer) as session:
+            driver.run(session, Context(job, header, request), writer)
+    return 0 if session.record.status == "ok" else 1
 
 
 if __name__ == "__main__":

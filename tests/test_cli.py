@@ -14,8 +14,8 @@ def _plugin_env():
     return dict(os.environ, **plugin_env("llmcompare_testplugins"))
 
 
-def cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "llmcompare", *args], capture_output=True, text=True, env=env)
+def cli(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "llmcompare", *args], capture_output=True, text=True, env=env, cwd=cwd)
 
 
 def assert_user_error(out, *fragments):
@@ -180,3 +180,39 @@ def test_label_runs_one_backend_twice_with_other_options(tmp_path):
     assert s["slow"]["info"]["options"] == {"per_token_ms": 2.0, "ttft_ms": 0.0, "chunk": 1, "ballast_mb": 0}
     assert s["echo"]["info"]["options"]["per_token_ms"] == 0.0
     assert s["slow"]["tpot_ms"]["p50"] > s["echo"]["tpot_ms"]["p50"]
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (("--resume", "run"), "nothing to resume in run"),
+        (("-b", "ctranslate", "-O", "report"), "unknown backend 'ctranslate'"),
+        (("-b", "echo", "--prompts", "backends"), "unknown prompt set 'backends'"),
+        (("--prompts=backends", "-b", "echo"), "unknown prompt set 'backends'"),
+    ],
+)
+def test_option_values_are_never_taken_for_commands(args, fragment, tmp_path):
+    assert_user_error(cli(*args, cwd=tmp_path), fragment)
+
+
+def test_command_after_global_debug_flag_and_options():
+    out = cli("--debug", "backends")
+    assert out.returncode == 0 and "llmcompare backends" in out.stdout
+
+
+@needs_model
+def test_a_huge_prompt_is_refused_before_tokenizing(tmp_path):
+    import time
+
+    path = tmp_path / "huge.txt"
+    path.write_text("word " * 2_600_000 + "\n")  # 13 MB on one line
+    t = time.monotonic()
+    out = cli("-b", "echo", "--prompts", str(path), "-O", str(tmp_path / "r"))
+    assert_user_error(out, "12,999,999 characters", "context of 8,192 tokens")
+    assert time.monotonic() - t < 30
+    assert not (tmp_path / "r").exists()
+
+
+@needs_model
+def test_a_prompt_longer_than_the_context_is_refused_with_its_length():
+    assert_user_error(cli("-b", "echo", "--input-tokens", "9000"), "9,000 tokens", "context of 8,192 tokens")

@@ -41,8 +41,9 @@ def test_every_engine_produces_exactly_n_tokens(engine_run):
 
 
 def test_every_engine_got_identical_prompt_ids(engine_run):
-    reqs, _, runs = read_records(engine_run.run_dir / "requests.jsonl")
-    prompt_len = {p["id"]: len(p["token_ids"]) for p in runs[0]["prompts"]}
+    recs = read_records(engine_run.run_dir / "requests.jsonl")
+    reqs = recs.requests
+    prompt_len = {p["id"]: len(p["token_ids"]) for p in recs.run["prompts"]}
     for r in reqs:
         assert r.input_tokens == prompt_len[r.prompt_id]
         assert r.engine_prompt_tokens == r.input_tokens, r.backend  # the engine saw exactly our ids

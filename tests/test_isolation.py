@@ -20,7 +20,8 @@ def test_crash_leaves_failed_row_and_others_finish(use_plugins, run_dir):
     assert crashy.status == "failed"
     assert "SIGKILL" in crashy.error and "out of memory" in crashy.error
     # the three requests finished before the crash are on disk, and counted
-    reqs, backs, _ = read_records(run_dir / "requests.jsonl")
+    recs = read_records(run_dir / "requests.jsonl")
+    reqs, backs = recs.requests, recs.backends
     assert len([r for r in reqs if r.backend == "crashy"]) == 3
     assert crashy.n_requests == 3
     assert [b.status for b in backs if b.backend == "crashy"] == ["failed"]
@@ -57,7 +58,8 @@ def test_resume_continues_without_redoing_finished_work(use_plugins, run_dir, tm
     second = llmcompare.api.resume(run_dir)
     crashy = second.summary("crashy")
     assert crashy.status == "ok" and crashy.n_requests == 20 and crashy.n_errors == 0
-    reqs, backs, _ = read_records(run_dir / "requests.jsonl")
+    recs = read_records(run_dir / "requests.jsonl")
+    reqs, backs = recs.requests, recs.backends
     measured = [r for r in reqs if r.backend == "crashy" and not r.warmup]
     assert len(measured) == 20  # 3 from the first run + 17 new: nothing done twice
     assert len({(r.prompt_id, r.repeat) for r in measured}) == 20
@@ -75,5 +77,81 @@ def test_a_line_cut_short_by_a_crash_does_not_swallow_the_next_record(tmp_path):
     path.write_text('{"type":"run"}\n{"type":"request","backend":"x","prom')  # killed mid-write
     with RecordWriter(path) as w:
         w.write(BackendRecord("x", "x", None, "failed", error="worker process died from SIGKILL"))
-    reqs, backs, runs = read_records(path)
-    assert len(runs) == 1 and reqs == [] and [b.status for b in backs] == ["failed"]
+    recs = read_records(path)
+    assert recs.run is not None and recs.requests == [] and [b.status for b in recs.backends] == ["failed"]
+
+
+def _start_cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "llmcompare", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_for_requests(path, n, timeout=60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count('"type":"request"') >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {n} requests in {path} after {timeout} s")
+
+
+def test_kill_9_of_the_parent_leaves_no_worker_and_resume_is_clean(run_dir):
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    parent = _start_cli("-b", "echo", "-o", "per_token_ms=20", "-n", "10", "-r", "3", "-w", "0", "-q", "-O", str(run_dir))
+    _wait_for_requests(run_dir / "requests.jsonl", 2)
+    workers = psutil.Process(parent.pid).children(recursive=True)
+    assert workers, "the worker should be running"
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"workers outlived their parent: {alive}"
+    lines_after_kill = (run_dir / "requests.jsonl").read_text()
+    time.sleep(1.0)
+    assert (run_dir / "requests.jsonl").read_text() == lines_after_kill  # nothing appends any more
+
+    resumed = llmcompare.api.resume(run_dir)
+    echo = resumed.summary("echo")
+    assert echo.status == "ok" and echo.n_requests == 30 and echo.n_duplicates == 0
+    assert resumed.duplicates == []
+
+
+def test_resume_of_a_run_a_live_process_holds_is_refused(run_dir):
+    import subprocess
+    import sys
+
+    parent = _start_cli("-b", "echo", "-o", "per_token_ms=20", "-n", "10", "-r", "3", "-w", "0", "-q", "-O", str(run_dir))
+    try:
+        _wait_for_requests(run_dir / "requests.jsonl", 1)
+        out = subprocess.run([sys.executable, "-m", "llmcompare", "--resume", str(run_dir)], capture_output=True, text=True)
+        assert out.returncode == 2, out.stderr
+        assert "is in use by pid" in out.stderr and f"pid {parent.pid}" in out.stderr
+        assert "Traceback" not in out.stderr
+    finally:
+        parent.wait(timeout=120)
+    assert parent.returncode == 0
+
+
+def test_a_request_recorded_twice_is_reported_not_dropped(use_plugins, run_dir):
+    use_plugins("llmcompare_testplugins")
+    llmcompare.compare(["echo"], max_new_tokens=4, repeats=1, warmup=0, output=run_dir)
+    path = run_dir / "requests.jsonl"
+    lines = path.read_text().splitlines()
+    first_request = next(x for x in lines if '"type":"request"' in x)
+    path.write_text("\n".join(lines + [first_request]) + "\n")  # as a second writer would have done
+    result = llmcompare.api.load_result(run_dir)
+    s = result.summary("echo")
+    assert s.n_duplicates == 1 and s.n_requests == 10
+    assert [d.request_id for d in result.duplicates] == [json.loads(first_request)["request_id"]]
+    from llmcompare.report.files import markdown
+
+    assert "1 request(s) recorded twice" in markdown(result)

@@ -10,17 +10,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..api import Progress as ProgressCallbacks
-from .files import SYNTHETIC_AGREEMENT_NOTE, agreement_pct, fmt, mib, ratio
+from .columns import latency_columns, ratio, ttft_by_input_length
+from .files import SYNTHETIC_AGREEMENT_NOTE, headline
 
 if TYPE_CHECKING:
-    from ..api import RunResult
-    from ..records import BackendRecord, RequestRecord
+    from ..records import BackendRecord, RequestRecord, StageRecord
+    from ..result import RunResult
 
 
 class RichProgress(ProgressCallbacks):
-    """One bar per backend, advanced as records land in requests.jsonl."""
+    """One bar per backend, advanced as records land in requests.jsonl; load levels print as they end."""
 
     def __init__(self, console: Console):
+        self.console = console
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[status]}"), console=console, transient=False,
@@ -34,16 +36,25 @@ class RichProgress(ProgressCallbacks):
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def backend_started(self, label: str, total: int) -> None:
+    def backend_started(self, label: str, total: int | None) -> None:
         self.tasks[label] = self.progress.add_task(escape(label), total=total, status="loading…")
 
     def request_done(self, label: str, record: RequestRecord) -> None:
         task = self.tasks[label]
         if record.warmup:
-            self.progress.update(task, status="warming up")
+            self.progress.update(task, status=f"warming up {escape(record.stage)}")
             return
-        status = "" if record.length_ok else f"[red]{escape(record.error or 'length mismatch')}"
+        status = escape(record.stage) if record.length_ok else f"[red]{escape(record.error or 'length mismatch')}"
         self.progress.update(task, advance=1, status=status)
+
+    def stage_done(self, label: str, record: StageRecord) -> None:
+        if not record.stage.startswith("load"):
+            return
+        a = record.achieved
+        self.progress.console.print(escape(
+            f"  {label} {record.stage}: {a.get('requests', 0)} requests in {record.wall_s:.1f} s,"
+            f" {a.get('output_tok_s', 0):,.1f} output tok/s, {a.get('errors', 0)} errors"
+            + (" [client fell behind the schedule]" if a.get("fell_behind") else "")))
 
     def backend_done(self, label: str, record: BackendRecord) -> None:
         status = "[green]done" if record.status == "ok" else f"[red]failed: {escape(record.error or '')}"
@@ -51,40 +62,52 @@ class RichProgress(ProgressCallbacks):
 
 
 def table(result: RunResult) -> Table:
-    spec = result.spec
-    t = Table(title=f"llmcompare · {result.environment.get('model', {}).get('name')} · {len(result.prompts)} prompts ×"
-                    f" {spec['repeats']} · {spec['max_new_tokens']} new tokens · batch 1 · {spec['device']}")
-    gpu = any(s.gpu_peak_bytes for s in result.summaries)
-    cols = ["backend", "status", "n", "TTFT p50 ms", "TPOT p50 ms", "TPOT p90 ms", "e2e p50 ms", "tok/s",
-            "load s", "peak RSS"] + (["GPU peak"] if gpu else []) + ["length ok", "agreement"]
+    t = Table(title=escape(f"llmcompare · {headline(result)}"))
+    cols = latency_columns(result.summaries, where="console")
     for col in cols:
-        t.add_column(col, justify="left" if col in ("backend", "status") else "right")
+        t.add_column(col.header, justify="right" if col.numeric else "left")
     for s in result.summaries:
-        ok_len = s.n_length_ok
-        t.add_row(
-            escape(s.backend),
-            "[green]ok" if s.status == "ok" else f"[red]failed[/red]: {escape(s.error or '')}",
-            str(s.n_requests), fmt(s.ttft_ms["p50"]), fmt(s.tpot_ms["p50"], 2), fmt(s.tpot_ms["p90"], 2),
-            fmt(s.e2e_ms["p50"]), fmt(s.throughput_tok_s), fmt(s.load_s, 2), mib(s.peak_rss_bytes),
-            *([mib(s.gpu_peak_bytes)] if gpu else []),
-            f"{ok_len}/{s.n_requests}" if ok_len == s.n_requests else f"[red]{ok_len}/{s.n_requests}",
-            agreement_pct(s),
-        )
+        cells = []
+        for col in cols:
+            text = escape(col.cell(s))
+            if col.key == "status" and s.status == "ok":
+                text = f"[green]{text}"
+            elif col.bad is not None and col.bad(s):
+                text = f"[red]{text}"
+            cells.append(text)
+        t.add_row(*cells)
     return t
 
 
 def print_result(console: Console, result: RunResult, paths: dict) -> None:
-    console.print(table(result))
+    if result.levels:
+        from .levels_console import print_levels
+
+        print_levels(console, result)
+    else:
+        console.print(table(result))
+        lengths, ttft = ttft_by_input_length(result.summaries)
+        if len(lengths) > 1:
+            t = Table(title="TTFT p50 ms against input length (prefill cost)")
+            t.add_column("backend")
+            for n in lengths:
+                t.add_column(f"{n} tokens", justify="right")
+            for label, row in ttft.items():
+                t.add_row(escape(label), *[f"{row[n]:,.1f}" if row.get(n) is not None else "–" for n in lengths])
+            console.print(t)
     for c in result.comparisons:
-        console.print(escape(f"  {c['backend']} vs {c['reference']}: TPOT {ratio(c['tpot_ratio'])}"))
+        stage = f" [{c['stage']}]" if len(result.stages) > 1 else ""
+        console.print(escape(f"  {c['backend']} vs {c['reference']}{stage}: TPOT {ratio(c['tpot_ratio'])}"))
     if result.comparisons and result.environment.get("model", {}).get("kind") == "synthetic":
         console.print(f"  note: {SYNTHETIC_AGREEMENT_NOTE}")
     for s in result.summaries:
         if s.n_length_mismatch:
             console.print(f"[yellow]warning:[/yellow] {escape(s.backend)}: {s.n_length_mismatch} request(s) did not produce"
-                          f" exactly {spec_tokens(result)} tokens (flagged in the results, not averaged away)")
-    console.print(escape(f"results: {paths['json']}  ·  {paths['csv']}  ·  {paths['markdown']}  ·  {result.run_dir / 'requests.jsonl'}"))
-
-
-def spec_tokens(result: RunResult) -> int:
-    return result.spec["max_new_tokens"]
+                          f" exactly {result.spec.scenario.max_new_tokens} tokens (flagged in the results, not averaged away)")
+        if s.n_duplicates:
+            console.print(f"[yellow]warning:[/yellow] {escape(s.backend)}: {s.n_duplicates} request(s) were recorded twice"
+                          " (two processes wrote this run); the second copies are left out of the statistics")
+        if s.n_approximate:
+            console.print(f"[yellow]note:[/yellow] {escape(s.backend)}: {s.n_approximate} request(s) counted from the"
+                          " server's usage or re-tokenized text, not token ids")
+    console.print(escape("results: " + "  ·  ".join(str(p) for p in paths.values())))

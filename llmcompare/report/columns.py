@@ -1,0 +1,141 @@
+"""The one column table every report draws from: console, Markdown and HTML show the same figures
+under the same names, so "tok/s" can never mean two things.
+
+A :class:`Column` has a key, a header, how to read its value from a summary (or a load level) and how
+to format it. Renderers only choose which columns to show and how to style a cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..metrics import Summary
+
+
+def fmt(x: Any, digits: int = 1) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return str(x)
+
+
+def mib(x: int | None) -> str:
+    return "–" if not x else f"{x / 2**20:,.0f} MiB"
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0%}"
+
+
+def ratio(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "–"
+    note = " (within noise)" if r["within_noise"] else ""
+    return f"{r['ratio']:.2f}× [{r['lo']:.2f}, {r['hi']:.2f}]{note}"
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    value: Callable[[Any], Any]
+    format: Callable[[Any], str] = fmt
+    numeric: bool = True
+    bad: Callable[[Any], bool] | None = None
+    """True for a cell that should be shown as a problem (a failed status, a length mismatch)."""
+
+    def cell(self, row: Any) -> str:
+        return self.format(self.value(row))
+
+
+def _status(s: Summary) -> str:
+    return s.status if s.status == "ok" else f"failed: {s.error or ''}"
+
+
+def _length_ok(s: Summary) -> str:
+    return f"{s.n_length_ok}/{s.n_requests}"
+
+
+def _agreement(s: Summary) -> str:
+    return pct(s.agreement["token_match"]) if s.agreement else "–"
+
+
+BACKEND = Column("backend", "backend", lambda s: s.backend, str, numeric=False)
+STAGE = Column("stage", "stage", lambda s: s.stage, str, numeric=False)
+STATUS = Column("status", "status", _status, str, numeric=False, bad=lambda s: s.status != "ok")
+N = Column("n", "n", lambda s: s.n_requests, str)
+TTFT_P50 = Column("ttft_p50_ms", "TTFT p50 ms", lambda s: s.ttft_ms["p50"])
+TPOT_P50 = Column("tpot_p50_ms", "TPOT p50 ms", lambda s: s.tpot_ms["p50"], lambda x: fmt(x, 2))
+TPOT_P90 = Column("tpot_p90_ms", "TPOT p90 ms", lambda s: s.tpot_ms["p90"], lambda x: fmt(x, 2))
+E2E_P50 = Column("e2e_p50_ms", "e2e p50 ms", lambda s: s.e2e_ms["p50"])
+OUTPUT_TOK_S = Column("output_tok_s", "output tok/s", lambda s: s.throughput_tok_s)
+"""Generated tokens / measured wall time of the stage (all requests, warm-up excluded)."""
+REQUEST_TOK_S = Column("request_tok_s_p50", "tok/s per request p50", lambda s: s.tok_s["p50"])
+"""n / e2e of one request, median over requests."""
+LOAD_S = Column("load_s", "load s", lambda s: s.load_s, lambda x: fmt(x, 2))
+PEAK_RSS = Column("peak_rss", "peak RSS", lambda s: s.peak_rss_bytes, mib)
+GPU_PEAK = Column("gpu_peak", "GPU peak", lambda s: s.gpu_peak_bytes, mib)
+LENGTH_OK = Column("length_ok", "length ok", _length_ok, str, bad=lambda s: s.n_length_ok != s.n_requests)
+AGREEMENT = Column("agreement", "agreement", _agreement, str)
+
+CONSOLE_ONLY_DROPS = {"request_tok_s_p50"}
+
+
+def latency_columns(summaries: list[Summary], where: str = "markdown") -> list[Column]:
+    """The summary table's columns: the stage column only with several stages, GPU memory only where a
+    backend used a GPU; the console leaves out the per-request tok/s to fit a terminal."""
+    cols = [BACKEND]
+    if len({s.stage for s in summaries}) > 1:
+        cols.append(STAGE)
+    cols += [STATUS, N, TTFT_P50, TPOT_P50, TPOT_P90, E2E_P50, OUTPUT_TOK_S, REQUEST_TOK_S, LOAD_S, PEAK_RSS]
+    if any(s.gpu_peak_bytes for s in summaries):
+        cols.append(GPU_PEAK)
+    cols += [LENGTH_OK, AGREEMENT]
+    if where == "console":
+        cols = [c for c in cols if c.key not in CONSOLE_ONLY_DROPS]
+    return cols
+
+
+def ttft_by_input_length(summaries: list[Summary]) -> tuple[list[int], dict[str, dict[int, float | None]]]:
+    """TTFT p50 (ms) per backend against the stages' input lengths: prefill cost as a curve."""
+    lengths = sorted({s.input_tokens for s in summaries if s.input_tokens is not None and s.stage != "latency"})
+    table: dict[str, dict[int, float | None]] = {}
+    for s in summaries:
+        if s.input_tokens in lengths:
+            table.setdefault(s.backend, {})[s.input_tokens] = s.ttft_ms["p50"]
+    return lengths, table
+
+
+def _errors(lv: Any) -> str:
+    if not lv.errors:
+        return "0"
+    return f"{lv.errors} (" + ", ".join(f"{k} {v}" for k, v in sorted(lv.errors_by_kind.items())) + ")"
+
+
+def _money(x: float | None) -> str:
+    return "–" if x is None else f"${x:,.2f}"
+
+
+LEVEL_COLUMNS = [
+    Column("backend", "backend", lambda lv: lv.backend, str, numeric=False),
+    Column("level", "level", lambda lv: lv.stage.removeprefix("load:"), str, numeric=False),
+    Column("requests", "requests", lambda lv: lv.requests, str),
+    Column("errors", "errors", _errors, str, bad=lambda lv: lv.errors > 0),
+    Column("output_tok_s", "output tok/s", lambda lv: lv.output_tok_s),
+    Column("req_s", "req/s", lambda lv: lv.req_s, lambda x: fmt(x, 2)),
+    Column("achieved", "achieved rate · conc.", lambda lv: (lv.achieved_rate, lv.achieved_concurrency),
+           lambda v: f"{fmt(v[0], 2)} · {fmt(v[1], 1)}", bad=lambda lv: lv.fell_behind),
+    Column("ttft_p50_ms", "TTFT p50 ms", lambda lv: lv.ttft_ms.get("p50")),
+    Column("ttft_p99_ms", "TTFT p99 ms", lambda lv: lv.ttft_ms.get("p99")),
+    Column("tpot_p50_ms", "TPOT p50 ms", lambda lv: lv.tpot_ms.get("p50"), lambda x: fmt(x, 2)),
+    Column("tpot_p90_ms", "TPOT p90 ms", lambda lv: lv.tpot_ms.get("p90"), lambda x: fmt(x, 2)),
+    Column("e2e_p50_ms", "e2e p50 ms", lambda lv: lv.e2e_ms.get("p50")),
+    Column("e2e_p99_ms", "e2e p99 ms", lambda lv: lv.e2e_ms.get("p99")),
+    Column("queue_p99_ms", "queue p99 ms", lambda lv: lv.queue_ms.get("p99")),
+    Column("goodput_req_s", "goodput req/s", lambda lv: lv.goodput_req_s, lambda x: fmt(x, 2)),
+    Column("cost_per_1m_tokens", "$ / 1M tokens", lambda lv: lv.cost_per_1m_tokens, _money),
+]
+"""One row per backend × load level (latencies from the scheduled send; queue = client lateness)."""
