@@ -11,7 +11,7 @@ import signal
 import time
 
 from llmcompare import hookimpl
-from llmcompare.backend import BackendSpec, OptionSpec
+from llmcompare.backend import BackendSpec, Capabilities, OptionSpec
 from llmcompare.backends.echo import EchoBackend
 
 
@@ -34,6 +34,14 @@ class HangingBackend(EchoBackend):
         return super().generate(prompt, max_new_tokens)
 
 
+class SyncEcho(EchoBackend):
+    """echo with only the sync path: the load driver must serve it one request at a time."""
+
+    @property
+    def astream(self):
+        raise AttributeError("astream")
+
+
 @hookimpl
 def register_backends(register):
     register(BackendSpec(
@@ -43,6 +51,11 @@ def register_backends(register):
     register(BackendSpec(
         name="hangs", target="llmcompare_testplugins:HangingBackend", install="(test plugin)",
         options={"hang_after": OptionSpec(int, 2)},
+    ))
+    register(BackendSpec(
+        name="syncecho", target="llmcompare_testplugins:SyncEcho", install="(test plugin)",
+        options={"per_token_ms": OptionSpec(float, 0.0), "ttft_ms": OptionSpec(float, 0.0)},
+        capabilities=Capabilities(model_formats=("gguf", "hf", "synthetic")),
     ))
     register(BackendSpec(
         name="notinstalled", target="llmcompare_testplugins:CrashyBackend",
