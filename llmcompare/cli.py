@@ -225,8 +225,9 @@ def cmd_backends() -> int:
 
     reg = get_registry()
     t = Table(title="llmcompare backends")
-    for col in ("backend", "source", "runs here", "devices · model formats", "concurrency", "variants", "install"):
-        t.add_column(col, no_wrap=col == "install", overflow="fold")
+    for col in ("backend", "source", "runs here", "devices · model formats", "concurrency", "variants"):
+        t.add_column(col, overflow="fold")
+    missing_engines = []
     for name in sorted(reg.backends):
         spec = reg.backends[name]
         caps = spec.capabilities
@@ -234,11 +235,17 @@ def cmd_backends() -> int:
         where = "yes" if missing is None else f"no (missing {missing})"
         if missing is not None and (managed := managed_python(name)):
             where = f"yes, in its environment ({managed})"
+        elif missing is not None:
+            missing_engines.append((name, spec.install))
         concurrency = ("many (async)" if caps.concurrent else "one at a time") + ("" if caps.in_process else ", over HTTP")
         t.add_row(*map(escape, (name, spec.source, where, f"{', '.join(caps.devices)} · {', '.join(caps.model_formats)}",
-                                concurrency, ", ".join(spec.variants) or "–", "–" if missing is None else spec.install)))
+                                concurrency, ", ".join(spec.variants) or "–")))
     console = _console()
     console.print(t)
+    if missing_engines:
+        console.print("To install a backend that cannot run here:")
+        for name, install in missing_engines:
+            console.print(escape(f"  {name}: {install}"), soft_wrap=True)
     for err in reg.errors:
         console.print(f"[red]plugin {escape(err.plugin)} ({escape(err.source)}) failed to load:[/red] {escape(err.error)}")
     return 0

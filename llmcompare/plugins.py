@@ -33,6 +33,10 @@ DEFAULT_PLUGINS = (
     "llmcompare.backends.hf_transformers",
     "llmcompare.backends.ctranslate2",
     "llmcompare.backends.llamacpp",
+    "llmcompare.backends.mlc",
+    "llmcompare.backends.sglang",
+    "llmcompare.backends.neuron",
+    "llmcompare.backends.sagemaker",
 )
 
 

@@ -29,6 +29,8 @@ PREFIX_CACHE = {
     "reset": "reset before every request",
     "disabled": "disabled at load",
     "distinct": "every request made distinct",
+    "server": "the server's own setting (see its recipe); every load request made distinct",
+    "on": "on in the server and it cannot be turned off: repeated latency prompts may hit it; every load request made distinct",
 }
 
 
