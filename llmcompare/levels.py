@@ -136,8 +136,11 @@ def knee(levels: list[Level]) -> Level | None:
     """The knee of one backend's latency–throughput curve, by the marginal-gain rule: walk the levels
     in order of load; a step to the next level is worth it when it raises output throughput by at least
     ``KNEE_MIN_GAIN`` *and* by at least as large a share as it raises TPOT p50. The knee is the last
-    level reached by worthwhile steps. Levels with no throughput figure end the walk."""
-    curve = [lv for lv in sorted(levels, key=lambda x: x.load) if lv.output_tok_s and lv.tpot_ms.get("p50")]
+    level reached by worthwhile steps. Levels with no throughput figure end the walk. A sweep mixes
+    concurrency and rate levels: its levels are ordered by the request rate they achieved instead."""
+    mixed = len({lv.concurrency is None for lv in levels}) > 1
+    order = (lambda x: x.req_s or 0.0) if mixed else (lambda x: x.load)
+    curve = [lv for lv in sorted(levels, key=order) if lv.output_tok_s and lv.tpot_ms.get("p50")]
     if not curve:
         return None
     best = curve[0]

@@ -111,8 +111,8 @@ class LoadScenario:
         for r in self.rates:
             _check(r > 0 and math.isfinite(r), f"--rate levels must be positive, got {r}")
         _check(self.arrivals in self.ARRIVALS, f"--arrivals must be one of {', '.join(self.ARRIVALS)}, got {self.arrivals!r}")
-        _check((self.duration_s is None) != (self.requests is None) or self.sweep,
-               "give each level a length: --duration SECONDS or --requests N")
+        _check((self.duration_s is None) != (self.requests is None),
+               "give each level a length: --duration SECONDS or --requests N (one of the two)")
         if self.duration_s is not None:
             _check(self.duration_s > 0, f"--duration must be positive, got {self.duration_s}")
         if self.requests is not None:
