@@ -100,6 +100,7 @@ def load(
     slo: str | dict[str, float] | None = None,
     price_per_hour: Sequence[str] | None = None,
     request_timeout_s: float | None = None,
+    clients: int = 1,
     model: str | None = None,
     prompts: str | None = None,
     options: Sequence[str] = (),
@@ -117,12 +118,18 @@ def load(
         concurrency=tuple(int(c) for c in concurrency), rates=tuple(float(r) for r in rates), arrivals=arrivals,
         seed=seed, duration_s=duration_s, requests=requests, warmup_requests=warmup, max_new_tokens=max_new_tokens,
         output_tokens_dist=output_tokens_dist, input_tokens=input_tokens, input_tokens_dist=input_tokens_dist,
-        sweep=sweep, sweep_levels=sweep_levels, slo=slo if isinstance(slo, dict) else parse_slo(slo),
+        sweep=sweep, sweep_levels=sweep_levels, slo=slo if isinstance(slo, dict) else parse_slo(slo), clients=clients,
         request_timeout_s=request_timeout_s,
     )
     spec = _spec(backends, scenario, options=options, model=model, prompts=prompts, device=device, timeout_s=timeout_s,
                  chat_template=chat_template, reference=None, trust_remote_code=trust_remote_code, python=python,
                  prices=parse_prices(price_per_hour or ()))
+    if clients > 1:
+        registry = get_registry()
+        for r in spec.backends:
+            if registry.get(r.name).capabilities.in_process:
+                raise UserError(f"--clients {clients} needs backends reached over HTTP; {r.label!r} runs in its worker"
+                                " process, which other processes cannot share (use --clients 1 for it)")
     return start(spec, output=output, progress=progress)
 
 

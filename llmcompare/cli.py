@@ -94,6 +94,8 @@ def _load_parser(sub) -> None:
     p.add_argument("--slo", default=None, metavar="ttft_ms=500,tpot_ms=100", help="per-request limits for goodput and the SLO answer")
     p.add_argument("--price-per-hour", action="append", default=[], metavar="[BACKEND=]DOLLARS",
                    help="instance price for cost per 1M output tokens (global, or per backend; repeatable)")
+    p.add_argument("--clients", type=int, default=1, metavar="N",
+                   help="client processes that drive each level together (HTTP backends; default 1)")
     p.add_argument("--request-timeout", type=float, default=None, metavar="SECONDS", help="per-request time limit under load")
 
 
@@ -200,7 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 duration_s=args.duration, requests=args.requests, warmup=args.warmup, max_new_tokens=args.max_new_tokens,
                 output_tokens_dist=args.output_tokens_dist, input_tokens=args.input_tokens,
                 input_tokens_dist=args.input_tokens_dist, sweep=args.sweep, sweep_levels=args.sweep_levels,
-                slo=args.slo, price_per_hour=args.price_per_hour,
+                slo=args.slo, price_per_hour=args.price_per_hour, clients=args.clients,
                 request_timeout_s=args.request_timeout, **common)
         else:
             result = api.compare(

@@ -33,6 +33,8 @@ DEFAULT_PLUGINS = (
     "llmcompare.backends.hf_transformers",
     "llmcompare.backends.ctranslate2",
     "llmcompare.backends.llamacpp",
+    "llmcompare.backends.openai_http",
+    "llmcompare.backends.tgi",
     "llmcompare.backends.mlc",
     "llmcompare.backends.sglang",
     "llmcompare.backends.neuron",

@@ -98,6 +98,8 @@ class LoadScenario:
     slo: Mapping[str, float] = field(default_factory=dict)
     """Per-request limits, e.g. ``{"ttft_ms": 500, "tpot_ms": 100}``; goodput counts requests within all."""
     request_timeout_s: float | None = None
+    clients: int = 1
+    """Client processes that drive each level together (backends reached over HTTP only)."""
 
     SLO_KEYS: ClassVar[tuple[str, ...]] = ("ttft_ms", "tpot_ms", "e2e_ms", "itl_ms")
     ARRIVALS: ClassVar[tuple[str, ...]] = ("constant", "poisson")
@@ -120,6 +122,7 @@ class LoadScenario:
         _check(self.warmup_requests is None or self.warmup_requests >= 0, "--warmup must not be negative")
         _check(self.max_new_tokens >= 1, f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         _check(self.input_tokens is None or self.input_tokens >= 1, "--input-tokens must be at least 1")
+        _check(self.clients >= 1, "--clients must be at least 1")
         for k, v in self.slo.items():
             _check(k in self.SLO_KEYS, f"--slo key {k!r} is not one of {', '.join(self.SLO_KEYS)}")
             _check(v > 0, f"--slo {k} must be positive")

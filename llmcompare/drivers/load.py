@@ -18,8 +18,11 @@ Every request is distinct (no prefix cache can help): synthetic prompts are rand
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ..backend import clock
 from ..prompting import Prompt
@@ -85,15 +88,24 @@ class Workload:
 
 
 class LevelRun:
-    """One level in progress: sends requests, writes their records, tracks in-flight and lateness."""
+    """One level in progress: sends requests, hands their records on, tracks in-flight and lateness.
 
-    def __init__(self, session: BackendSession, ctx: Context, writer: RecordWriter, level: Level, index: int):
+    ``share=(j, k)`` makes this the j-th of k client processes driving the level together: it sends
+    request indices ``i ≡ j (mod k)`` of the one schedule (open loop), or its share of the users and of
+    the requests (closed loop), from the common start time ``t0`` (a :data:`clock` reading: on Linux
+    the monotonic clock is shared by every process of the machine).
+    """
+
+    def __init__(self, session: BackendSession, ctx: Context, level: Level, index: int,
+                 emit: Callable[[RequestRecord], None], share: tuple[int, int] = (0, 1), t0: float | None = None):
         self.session = session
         self.ctx = ctx
-        self.writer = writer
+        self.emit = emit
         self.level = level
         self.scenario: LoadScenario = ctx.spec.scenario
         self.workload = Workload(ctx, self.scenario, index)
+        self.share = share
+        self.t0 = t0
         default_warmup = level.concurrency if level.concurrency else 1
         self.warmup = self.scenario.warmup_requests if self.scenario.warmup_requests is not None else default_warmup
         self.in_flight = 0
@@ -101,6 +113,20 @@ class LevelRun:
         self.measured: list[RequestRecord] = []
         self.start: float | None = None  # scheduled time of the first measured request
         self.deadline: float | None = None
+
+    def _mine(self, i: int) -> bool:
+        return i % self.share[1] == self.share[0]
+
+    def _my_indices(self, first: int) -> Iterator[int]:
+        j, k = self.share
+        return itertools.count(first + (j - first) % k, k)
+
+    def _begin(self, t: float) -> None:
+        """The measured phase starts at scheduled time ``t``."""
+        if self.start is None:
+            self.start = t
+            if self.scenario.duration_s is not None:
+                self.deadline = t + self.scenario.duration_s
 
     def _want_more(self, i: int, now: float) -> bool:
         """Is request ``i`` (counting warm-up) still part of the level?"""
@@ -114,10 +140,8 @@ class LevelRun:
 
     async def _one(self, i: int, scheduled: float) -> None:
         warm = i < self.warmup
-        if not warm and self.start is None:
-            self.start = scheduled
-            if self.scenario.duration_s is not None:
-                self.deadline = scheduled + self.scenario.duration_s
+        if not warm:
+            self._begin(scheduled)
         prompt, n_out = self.workload.request(i)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -127,12 +151,22 @@ class LevelRun:
                                               warmup=warm, timeout_s=self.scenario.request_timeout_s)
         finally:
             self.in_flight -= 1
-        self.writer.write(rec)
+        self.emit(rec)
         if not warm:
             self.measured.append(rec)
 
+    async def _warm_up(self) -> None:
+        """A wave of its own before the measured phase, so that starts with a warm engine."""
+        await asyncio.gather(*(self._one(i, clock()) for i in range(self.warmup) if self._mine(i)))
+        if self.t0 is not None:
+            await asyncio.sleep(max(0.0, self.t0 - clock()))
+            self._begin(self.t0)
+
     async def run_closed(self, concurrency: int) -> None:
-        counter = iter(range(10**12))
+        j, k = self.share
+        users = concurrency // k + (1 if j < concurrency % k else 0)
+        await self._warm_up()
+        counter = self._my_indices(self.warmup)
         lock = asyncio.Lock()
 
         async def user() -> None:
@@ -144,31 +178,22 @@ class LevelRun:
                         return
                 await self._one(i, now)
 
-        # warm-up first, as a wave of its own, so the measured phase starts with a warm engine
-        if self.warmup:
-            await asyncio.gather(*(self._one(i, clock()) for i in range(self.warmup)))
-            counter = iter(range(self.warmup, 10**12))
-        await asyncio.gather(*(user() for _ in range(concurrency)))
+        await asyncio.gather(*(user() for _ in range(users)))
 
     async def run_open(self, rate: float) -> None:
         rng = random.Random(self.scenario.seed * 31 + int(rate * 1000))
         poisson = self.scenario.arrivals == "poisson"
         tasks: list[asyncio.Task] = []
-        if self.warmup:
-            await asyncio.gather(*(self._one(i, clock()) for i in range(self.warmup)))
-        t = clock()
+        await self._warm_up()
+        t = self.t0 if self.t0 is not None else clock()
+        self._begin(t)
         i = self.warmup
-        while True:
-            if self.start is None:
-                self.start = t
-                if self.scenario.duration_s is not None:
-                    self.deadline = t + self.scenario.duration_s
-            if not self._want_more(i, t):
-                break
-            delay = t - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(self._one(i, t)))
+        while self._want_more(i, t):
+            if self._mine(i):  # every client draws the whole schedule and sends its own share of it
+                delay = t - clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(self._one(i, t)))
             i += 1
             t += rng.expovariate(rate) if poisson else 1.0 / rate
         await asyncio.gather(*tasks)
@@ -191,7 +216,8 @@ class LevelRun:
             started_at=start_unix, wall_s=wall,
             params={**self.level.params, "arrivals": self.scenario.arrivals if self.level.rate else None,
                     "duration_s": self.scenario.duration_s, "requests": self.scenario.requests,
-                    "warmup": self.warmup, "concurrent_backend": self.session.concurrent},
+                    "warmup": self.warmup, "concurrent_backend": self.session.concurrent,
+                    "clients": self.share[1]},
             achieved={
                 "requests": len(self.measured), "errors": sum(errors.values()), "errors_by_kind": errors,
                 "send_rate": (len(sends) - 1) / span if span > 0 else None,
@@ -220,14 +246,21 @@ def run(session: BackendSession, ctx: Context, writer: RecordWriter) -> None:
         _run_level(session, ctx, writer, level, index)
 
 
+def drive(lr: LevelRun) -> Coroutine[Any, Any, None]:
+    return lr.run_closed(lr.level.concurrency) if lr.level.concurrency else lr.run_open(lr.level.rate or 1.0)
+
+
 def _run_level(session: BackendSession, ctx: Context, writer: RecordWriter, level: Level, index: int) -> StageRecord | None:
     if ctx.job.is_done(level.stage):
         return None
-    lr = LevelRun(session, ctx, writer, level, index)
-    if level.concurrency:
-        session.run(lr.run_closed(level.concurrency))
+    clients = ctx.spec.scenario.clients
+    if clients > 1:
+        from .clients import run_shared
+
+        lr = session.run(run_shared(session, ctx, writer, level, index, clients))
     else:
-        session.run(lr.run_open(level.rate or 1.0))
+        lr = LevelRun(session, ctx, level, index, writer.write)
+        session.run(drive(lr))
     rec = lr.stage_record()
     writer.write(rec)
     session.record.measured_wall_s += rec.wall_s

@@ -1,0 +1,211 @@
+"""Hugging Face text-generation-inference (TGI) through its native ``POST /generate_stream``.
+
+Read from TGI's router (``router/src/lib.rs``, ``validation.rs``; TGI 1.x to 3.3, in maintenance mode
+since 2025-12) rather than through the ``text-generation`` client package, which pins
+``huggingface-hub<1``:
+
+* Request: ``{"inputs": TEXT, "parameters": {"max_new_tokens": N, "do_sample": false,
+  "details": true, "decoder_input_details": false, "return_full_text": false, "stop": [],
+  "watermark": false, "repetition_penalty": 1.0}}``; ``extra_parameters`` (a JSON object) is merged
+  into ``parameters`` last. Greedy is stated explicitly (``do_sample false``, no temperature, which
+  TGI would have to be > 0).
+* Stream: one SSE event per token, ``data:{"index", "token": {"id", "text", "logprob", "special"},
+  "generated_text": null, "details": null}``; the last event carries ``generated_text`` and
+  ``details`` ``{finish_reason: length|eos_token|stop_sequence, generated_tokens, seed}`` (newer
+  routers add ``input_length``, reported as ``prompt_tokens``). No ``[DONE]``: the details event
+  ends the stream; a stream that ends without it is ``stream_cut``.
+* Ids are exact (``token.id``, special tokens included, as in ``generated_tokens``); several events
+  that arrive in one network read share its :func:`~llmcompare.backend.clock` time.
+* Length cannot be forced over HTTP: the router's validation sets ``ignore_eos_token: false`` for
+  every request. ``max_new_tokens=N`` is sent and ``finish_reason`` reported, so the core flags a
+  request that stopped at EOS.
+* TGI takes text only: our prompt ids are decoded with the model's tokenizer (loaded in ``load()``),
+  so the server gets the same templated prompt; it tokenizes it again (adding its special tokens)
+  and its ``input_length``, where sent, is checked against our count by the core.
+* Errors: 429 ``{"error", "error_type": "overloaded"}`` → ``overload``; 422 (validation) →
+  ``client_error``; 424 (generation failed in a shard) and 5xx → ``server_error``; a mid-stream
+  ``{"error", "error_type"}`` event → by its type. Connection, timeout, cut and malformed failures
+  map as in the OpenAI backend (``backends/openai_http.py``), whose HTTP plumbing this reuses.
+* Prefix caching is the server's setting (``PREFIX_CACHING=0`` at launch); the device is the server's.
+* ``load()`` reads ``GET /info`` (version, model id, device type) and sends one 2-token probe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+from llmcompare import hookimpl
+from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, clock
+from llmcompare.backends.openai_http import (
+    HttpClient,
+    PromptText,
+    closing_after,
+    error_event_failure,
+    load_prompt_text,
+    parse_json_object,
+    read_api_key,
+    run_sync,
+    timeout_options,
+)
+from llmcompare.errors import OptionError, RequestFailed, UserError
+
+PROBE_TOKENS = 2
+
+
+class TGIBackend:
+    """See the module docstring."""
+
+    def __init__(self, config: BackendConfig):
+        self.config = config
+        url = config.options.get("url")
+        if not url:
+            raise OptionError("backend 'tgi' needs --option url=http://HOST:PORT (the server's root URL)")
+        self.url = str(url).rstrip("/")
+        self.extra_parameters = parse_json_object("tgi", "extra_parameters", config.options.get("extra_parameters"))
+        self.http: HttpClient | None = None
+        self.info: dict[str, Any] = {}
+        self.probe_finish: str | None = None
+        self._text: PromptText | None = None
+
+    def __repr__(self) -> str:
+        return f"TGIBackend(url={self.url!r})"
+
+    def load(self) -> None:
+        opts = self.config.options
+        self.http = HttpClient(self.url, connect_timeout_s=float(opts.get("connect_timeout_s", 10.0)),
+                               first_token_timeout_s=float(opts.get("first_token_timeout_s", 300.0)),
+                               total_timeout_s=float(opts.get("total_timeout_s", 3600.0)),
+                               api_key=read_api_key(opts.get("api_key_env")))
+        self._text, error = load_prompt_text(self.config)
+        if self._text is None:
+            raise UserError(f"backend 'tgi' sends text, decoded from our prompt ids with the model's tokenizer,"
+                            f" which could not be loaded: {error}")
+        run_sync(closing_after(self._probe(), self.http))
+
+    async def _probe(self) -> None:
+        assert self.http is not None and self._text is not None
+        try:
+            info = await self.http.get_json("/info")
+            self.info = info if isinstance(info, dict) else {}
+        except RequestFailed:
+            self.info = {}  # an old or proxied server without /info: the probe below still checks the route
+        ids = self._text.tokenizer("Hello", add_special_tokens=False)["input_ids"] or [0]
+        try:
+            chunks = [c async for c in self.astream(ids, PROBE_TOKENS)]
+        except RequestFailed as exc:
+            raise UserError(f"the TGI server at {self.url} failed the probe request: {exc.kind}: {exc}") from None
+        self.probe_finish = next((c.finish_reason for c in chunks if c.finish_reason), None)
+
+    def client_config(self) -> tuple[str, dict]:
+        """How another client process reaches the same server: this backend, with the same options
+        (the API key travels as the name of its environment variable, never as its value)."""
+        return "tgi", dict(self.config.options)
+
+    def unload(self) -> None:
+        self.http = None
+        self._text = None
+
+    async def aclose(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+
+    def count_tokens(self, text: str) -> int:
+        if self._text is None:
+            raise RuntimeError("the tgi backend is not loaded")
+        return self._text.count(text)
+
+    def engine_version(self) -> dict[str, str]:
+        out = {"server": "text-generation-inference", "api": "tgi/generate_stream", "count_source": "ids",
+               "length": "not forced (TGI sets ignore_eos_token=false)"}
+        for key, name in (("version", "tgi"), ("model_id", "server_model"), ("model_device_type", "server_device"),
+                          ("model_dtype", "server_dtype")):
+            if self.info.get(key):
+                out[name] = str(self.info[key])
+        if self.probe_finish:
+            out["probe_finish_reason"] = self.probe_finish
+        try:
+            import aiohttp
+
+            out["aiohttp"] = aiohttp.__version__
+        except ImportError:
+            pass
+        return out
+
+    def _body(self, prompt: Sequence[int], n: int) -> dict[str, Any]:
+        assert self._text is not None
+        parameters: dict[str, Any] = {"max_new_tokens": n, "do_sample": False, "details": True,
+                                      "decoder_input_details": False, "return_full_text": False, "stop": [],
+                                      "watermark": False, "repetition_penalty": 1.0}
+        parameters.update(self.extra_parameters)
+        return {"inputs": self._text.text(prompt), "parameters": parameters}
+
+    async def astream(self, prompt: Sequence[int] | str, max_new_tokens: int) -> AsyncIterator[Chunk]:
+        if self.http is None or self._text is None:
+            raise RuntimeError("the tgi backend is not loaded")
+        if isinstance(prompt, str):
+            raise TypeError("the tgi backend takes prompt token ids (it declares accepts_token_ids)")
+        arrived = clock()
+        ids: list[int] = []
+        details: Mapping[str, Any] | None = None
+        async with self.http.stream("/generate_stream", self._body(prompt, max_new_tokens)) as events:
+            async for arrived, payloads in events:
+                ids = []
+                for payload in payloads:
+                    obj = _event(payload)
+                    token = obj.get("token")
+                    if not isinstance(token, dict) or type(token.get("id")) is not int:
+                        raise RequestFailed("malformed", f"an event without a token id: {payload[:200]!r}")
+                    ids.append(token["id"])
+                    if obj.get("details") is not None:
+                        details = obj["details"]
+                        if not isinstance(details, dict):
+                            raise RequestFailed("malformed", f"details that are not an object: {payload[:200]!r}")
+                        break
+                if ids:
+                    events.first_token()
+                if details is not None:
+                    break
+                yield Chunk(ids, arrived)
+        if details is None:
+            raise RequestFailed("stream_cut", "the stream ended before its final details event")
+        generated = details.get("generated_tokens")
+        prompt_tokens = details.get("input_length", details.get("prompt_tokens"))
+        yield Chunk(ids, arrived, finish_reason=details.get("finish_reason"),
+                    prompt_tokens=prompt_tokens if type(prompt_tokens) is int else None,
+                    engine_output_tokens=generated if type(generated) is int else None)
+
+
+def _event(payload: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        raise RequestFailed("malformed", f"an event that is not JSON: {payload[:200]!r}") from None
+    if not isinstance(obj, dict):
+        raise RequestFailed("malformed", f"an event that is not a JSON object: {payload[:200]!r}")
+    if "error" in obj and "token" not in obj:
+        raise error_event_failure(obj)
+    return obj
+
+
+@hookimpl
+def register_backends(register: Callable[[BackendSpec], None]) -> None:
+    register(
+        BackendSpec(
+            name="tgi",
+            target="llmcompare.backends.tgi:TGIBackend",
+            install="pip install llmcompare",
+            requires=("aiohttp",),
+            options={
+                "url": OptionSpec(str, None, "root URL of the TGI server, e.g. http://127.0.0.1:8080 (required)"),
+                "extra_parameters": OptionSpec(str, None, "JSON object merged into the request's parameters"),
+                **timeout_options(),
+            },
+            capabilities=Capabilities(accepts_token_ids=True, concurrent=True, devices=("cpu", "cuda"),
+                                      in_process=False, model_formats=("gguf", "hf", "synthetic"),
+                                      prefix_cache="server"),
+            description="Hugging Face TGI's native /generate_stream over HTTP; exact ids, length not forceable.",
+            distributions=("aiohttp",),
+        )
+    )
