@@ -495,7 +495,7 @@ def timeout_options() -> dict[str, OptionSpec]:
 # ---------------------------------------------------------------------------------------------
 
 #: Optional body fields, in the order a refusal that names no field drops them (least needed first).
-OPTIONAL_FIELDS = ("return_tokens", "n_predict", "repeat_penalty", "repetition_penalty", "add_special_tokens",
+OPTIONAL_FIELDS = ("logprobs", "return_tokens", "n_predict", "repeat_penalty", "repetition_penalty", "add_special_tokens",
                    "return_token_ids", "cache_prompt", "min_tokens", "ignore_eos")
 _REFUSAL = r"(?:unknown|unrecognized|unexpected|extra|unsupported|not permitted)"
 _NAMED_REFUSAL = re.compile(_REFUSAL + r"[^`'\"\n{\[]{0,40}[`'\"]([A-Za-z_][A-Za-z0-9_]*)[`'\"]", re.IGNORECASE)
@@ -668,6 +668,8 @@ class OpenAIBackend:
             self.count_source = "ids"
         elif self.usage_seen:
             self.count_source = "usage"
+        elif any(c.count_source == "logprobs" for c in gen):
+            self.count_source = "logprobs"
         else:
             self.count_source = "retokenized"
 
@@ -708,7 +710,7 @@ class OpenAIBackend:
                     stream=True, stream_options={"include_usage": True})
         values = {"ignore_eos": True, "min_tokens": n, "n_predict": n, "cache_prompt": False, "repeat_penalty": 1.0,
                   "repetition_penalty": 1.0, "return_token_ids": True, "return_tokens": True,
-                  "add_special_tokens": False}
+                  "add_special_tokens": False, "logprobs": True if self.mode == "chat" else 1}
         for name in self.fields:
             body[name] = values[name]
         body.update(self.extra_body)
@@ -763,6 +765,8 @@ class OpenAIBackend:
         if not tally.saw_ids and tally.texts:
             if completion is not None:
                 source, total = "usage", completion
+            elif tally.logprob_tokens == tally.counted and tally.counted:
+                source, total = "logprobs", tally.counted  # every text event said how many tokens it held
             elif self._text is not None:
                 source, total = "retokenized", self._text.count("".join(tally.texts))
             elif probe:  # load() decides what to do without a tokenizer
@@ -779,7 +783,7 @@ class OpenAIBackend:
 class _Tally:
     """What one streamed completion has said so far: ids seen, texts without ids, usage, finish."""
 
-    __slots__ = ("chat", "counted", "done", "finish", "saw_ids", "texts", "usage")
+    __slots__ = ("chat", "counted", "done", "finish", "logprob_tokens", "saw_ids", "texts", "usage")
 
     def __init__(self, chat: bool):
         self.chat = chat
@@ -787,6 +791,8 @@ class _Tally:
         self.done = False
         self.finish: str | None = None
         self.saw_ids = False
+        self.logprob_tokens = 0
+        """Tokens counted from the events' log-probabilities (one entry per token), where they came."""
         self.texts: list[str] = []
         self.usage: dict[str, Any] | None = None
 
@@ -820,12 +826,25 @@ class _Tally:
                 self.saw_ids = True
             else:
                 text = delta.get("content") if self.chat else choice.get("text")
-                if text:
+                held = _logprob_count(choice.get("logprobs"), self.chat)
+                if held:  # the server's own tokens, one log-probability each: an exact count without ids
+                    n_text += held
+                    self.logprob_tokens += held
+                    self.texts.append(text or "")
+                elif text:
                     n_text += 1
                     self.texts.append(text)
             if choice.get("finish_reason"):
                 self.finish = choice["finish_reason"]
         return ids, n_text
+
+
+def _logprob_count(logprobs: Any, chat: bool) -> int:
+    """How many tokens an event's ``logprobs`` lists (completions: ``tokens``; chat: ``content``)."""
+    if not isinstance(logprobs, dict):
+        return 0
+    entries = logprobs.get("content") if chat else logprobs.get("tokens")
+    return len(entries) if isinstance(entries, list) else 0
 
 
 def _loads(payload: bytes) -> dict[str, Any]:

@@ -182,6 +182,16 @@ def _check_formats(spec: RunSpec, resolved: ResolvedModel) -> None:
             )
 
 
+def _prepare_conversions(spec: RunSpec, resolved: ResolvedModel, pythons: dict[str, str | None]) -> None:
+    """A backend running in its own environment may lack the converters (gguf, accelerate): convert
+    the model here, once, into the shared cache it will read."""
+    registry = get_registry()
+    for r in spec.backends:
+        formats = registry.get(r.name).capabilities.model_formats
+        if pythons.get(r.label) and resolved.kind == "gguf" and "gguf" not in formats and "hf" in formats:
+            resolved.hf_dir()
+
+
 def _check_lengths(texts: list[Prompt], prompt_sets: list[list[Prompt]], context: int | None, new_tokens: int,
                    source: str | None) -> None:
     """Refuse prompts that cannot fit the model's context, before anything runs."""
@@ -256,6 +266,7 @@ def start(spec: RunSpec, *, output: str | Path | None = None, progress: Progress
     resolved = resolve_model(spec.model)
     _check_formats(spec, resolved)
     pythons = {r.label: worker_python(spec, r.name) for r in spec.backends}
+    _prepare_conversions(spec, resolved, pythons)
     prompts, stages, workload = _workload(spec, resolved)
     run_dir = RunDir(output or Path("llmcompare-results") / time.strftime("%Y%m%d-%H%M%S"))
     if run_dir.exists():

@@ -52,7 +52,9 @@ class Capabilities:
     """Model formats it loads: ``"hf"`` (a transformers directory), ``"gguf"``, ``"synthetic"``."""
     prefix_cache: str = "none"
     """How prompt/prefix caching is kept out of the numbers: ``"none"`` (the engine has no cache),
-    ``"reset"`` (cleared before every request) or ``"disabled"`` (turned off at load)."""
+    ``"reset"`` (cleared before every request), ``"disabled"`` (turned off at load), ``"server"`` (a
+    remote server's own setting) or ``"on"`` (it cannot be turned off: only distinct requests, as the
+    load driver sends, keep it out)."""
 
 
 @dataclass(frozen=True)
@@ -196,9 +198,11 @@ class BackendConfig:
     trust_remote_code: bool = False
     logs_dir: str | None = None
     """A directory the backend may write logs to (a managed server's output): the run's ``logs/``."""
+    label: str | None = None
+    """The run's name for this backend (``transformers:fp16@static``), e.g. to name its log files."""
 
 
-COUNT_SOURCES = ("ids", "usage", "retokenized")
+COUNT_SOURCES = ("ids", "usage", "logprobs", "retokenized")
 
 
 @dataclass
@@ -218,7 +222,8 @@ class Generation:
     """The engine's own count of the prompt, where it reports one."""
     finish_reason: str | None = None
     count_source: str = "ids"
-    """Where the output count comes from: ``ids`` (exact), ``usage`` (the server's own count) or
+    """Where the output count comes from: ``ids`` (exact), ``usage`` (the server's own count),
+    ``logprobs`` (one log-probability per token in the stream: the server's own count) or
     ``retokenized`` (text re-tokenized with the shared tokenizer: approximate)."""
     engine_output_tokens: int | None = None
     """The engine's or server's own count of the output (``usage.completion_tokens``), where given."""

@@ -131,7 +131,9 @@ class Summary:
     input_tokens: int | None = None
     """The stage's prompt length, when every prompt of it has one length (``--input-tokens``)."""
     n_approximate: int = 0
-    """Requests whose output count was not exact ids (server usage, or re-tokenized text)."""
+    """Requests whose output count is approximate: text re-tokenized with the shared tokenizer."""
+    n_without_ids: int = 0
+    """Requests counted exactly by the server (usage, log-probabilities) but without token ids."""
     n_duplicates: int = 0
     """Requests recorded twice (two writers on one run): kept out of the statistics, reported."""
 
@@ -173,7 +175,8 @@ def summarize(label: str, requests: list[RequestRecord], backends: list[BackendR
         n_prompt_mismatch=sum(
             1 for r in ok if r.engine_prompt_tokens is not None and r.engine_prompt_tokens != r.input_tokens
         ),
-        n_approximate=sum(1 for r in ok if r.count_source != "ids"),
+        n_approximate=sum(1 for r in ok if r.count_source == "retokenized"),
+        n_without_ids=sum(1 for r in ok if r.count_source in ("usage", "logprobs")),
         n_duplicates=duplicates,
         stage=stage or (mine[0].stage if mine else "latency"),
         input_tokens=lengths.pop() if len(lengths) == 1 else None,

@@ -29,7 +29,8 @@ Timing (scheduled from when a request starts generating, so delays do not accumu
     ``--ttft-ms``, ``--itl-ms`` (between chunks), ``--tokens-per-chunk`` (tokens sharing one SSE event;
     on TGI's route, events sharing one write), ``--serial`` (one request generates at a time, the
     others queue, like llama.cpp's server with one slot), ``--stall-at S --stall-for D`` (no chunk
-    leaves during server time [S, S+D) seconds), ``--die-after N`` (once N requests have started,
+    leaves during server time [S, S+D) seconds; ``--stall-after N`` starts that window when the N-th
+    request arrives instead), ``--die-after N`` (once N requests have started,
     the process exits hard right after the next first chunk it sends: that stream is cut, later
     connections are refused).
 
@@ -90,6 +91,8 @@ class MockConfig:
     serial: bool = False
     eos_after: int | None = None
     stall_at_s: float | None = None
+    stall_after: int | None = None
+    """Start the stall when the N-th request arrives (instead of at ``stall_at_s``)."""
     stall_for_s: float = 0.0
     die_after: int | None = None
     faults: Mapping[str, float] = field(default_factory=dict)
@@ -132,6 +135,7 @@ class MockServer:
         self._rng = random.Random(config.seed)
         self._lock: asyncio.Lock | None = None
         self._t0 = 0.0
+        self._stall_start: float | None = None
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.on_startup.append(self._on_startup)
         self.app.add_routes([
@@ -369,6 +373,8 @@ class MockServer:
         if eos is not None and not ignore_eos:
             n = min(max_tokens, max(eos, min_tokens))
         self.started += 1
+        if self.config.stall_after is not None and self.started == self.config.stall_after:
+            self._stall_start = asyncio.get_running_loop().time()
         return _Plan(ids or [0], n, "length" if n == max_tokens else "stop", want_ids, want_usage, self._draw_fault())
 
     def _draw_fault(self) -> str | None:
@@ -430,8 +436,9 @@ class MockServer:
         cfg = self.config
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if cfg.stall_at_s is not None:
-            start = self._t0 + cfg.stall_at_s
+        start = self._stall_start if self._stall_start is not None else (
+            self._t0 + cfg.stall_at_s if cfg.stall_at_s is not None else None)
+        if start is not None:
             if start <= max(due, now) < start + cfg.stall_for_s:
                 due = start + cfg.stall_for_s
         if due > now:
@@ -603,6 +610,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--serial", action="store_true", help="one request generates at a time; the others queue")
     p.add_argument("--eos-after", type=int, default=None)
     p.add_argument("--stall-at", type=float, default=None, help="server time (s since start) a stall begins")
+    p.add_argument("--stall-after", type=int, default=None, help="start the stall when the N-th request arrives")
     p.add_argument("--stall-for", type=float, default=0.0, help="stall length, s")
     p.add_argument("--die-after", type=int, default=None, help="exit hard once the N-th request sent a chunk")
     p.add_argument("--faults", default="", help=f"comma list of NAME=P with NAME in {', '.join(ALL_FAULTS)}")
@@ -624,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     config = MockConfig(
         model=args.model, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, tokens_per_chunk=args.tokens_per_chunk,
-        serial=args.serial, eos_after=args.eos_after, stall_at_s=args.stall_at, stall_for_s=args.stall_for,
+        serial=args.serial, eos_after=args.eos_after, stall_at_s=args.stall_at, stall_after=args.stall_after, stall_for_s=args.stall_for,
         die_after=args.die_after, faults=parse_faults(args.faults), seed=args.seed, api_key=api_key,
         token_ids=not args.no_token_ids, usage=not args.no_usage,
         refuse_fields=tuple(filter(None, (s.strip() for s in args.refuse_fields.split(",")))),

@@ -195,17 +195,23 @@ class ResolvedModel:
 
             key = {"synthetic": self.shape, "seed": synthetic.SEED, "v": CONVERTER_VERSION}
             return str(cached_build("synthetic", key, lambda out: synthetic.save(self.shape, str(out))))
-        _need(("transformers", "gguf", "torch", "accelerate"), "converting a GGUF model to a transformers checkpoint",
-              "transformers")
+        def build(out: Path) -> None:  # checked only when the conversion must run (not in an engine's own env)
+            _need(("transformers", "gguf", "torch", "accelerate"), "converting a GGUF model to a transformers"
+                  " checkpoint", "transformers")
+            _gguf_to_hf(self.path, out)
+
         key = {"gguf_to_hf": fingerprint(self.path), "v": CONVERTER_VERSION}
-        return str(cached_build("hf-from-gguf", key, lambda out: _gguf_to_hf(self.path, out)))
+        return str(cached_build("hf-from-gguf", key, build))
 
     def tokenizer_dir(self) -> str:
         """Where the one shared tokenizer lives."""
         if self.kind == "gguf":
-            _need(("transformers", "gguf"), "reading a GGUF model's tokenizer", "default-model")
+            def build(out: Path) -> None:
+                _need(("transformers", "gguf"), "reading a GGUF model's tokenizer", "default-model")
+                _gguf_tokenizer(self.path, out)
+
             key = {"gguf_tokenizer": fingerprint(self.path), "v": CONVERTER_VERSION}
-            return str(cached_build("tokenizer-from-gguf", key, lambda out: _gguf_tokenizer(self.path, out)))
+            return str(cached_build("tokenizer-from-gguf", key, build))
         if self.kind == "synthetic":
             assert self.shape is not None
             from . import synthetic

@@ -35,6 +35,8 @@ DEFAULT_PLUGINS = (
     "llmcompare.backends.llamacpp",
     "llmcompare.backends.openai_http",
     "llmcompare.backends.tgi",
+    "llmcompare.backends.served",
+    "llmcompare.backends.vllm",
     "llmcompare.backends.mlc",
     "llmcompare.backends.sglang",
     "llmcompare.backends.neuron",

@@ -158,7 +158,8 @@ class BackendSession:
         self.record.capabilities = asdict(spec.capabilities)
         cls = spec.load_class()
         config = BackendConfig(model=self.model, variant=self.backend_request.variant, options=dict(self.backend_request.options),
-                               device=self.device, trust_remote_code=self.trust_remote_code, logs_dir=self.logs_dir)
+                               device=self.device, trust_remote_code=self.trust_remote_code, logs_dir=self.logs_dir,
+                               label=self.backend_request.label)
         backend = cls(config)
         self._backend = backend
         t = clock()

@@ -108,6 +108,9 @@ def print_result(console: Console, result: RunResult, paths: dict) -> None:
             console.print(f"[yellow]warning:[/yellow] {escape(s.backend)}: {s.n_duplicates} request(s) were recorded twice"
                           " (two processes wrote this run); the second copies are left out of the statistics")
         if s.n_approximate:
-            console.print(f"[yellow]note:[/yellow] {escape(s.backend)}: {s.n_approximate} request(s) counted from the"
-                          " server's usage or re-tokenized text, not token ids")
+            console.print(f"[yellow]note:[/yellow] {escape(s.backend)}: {s.n_approximate} request(s) counted by"
+                          " re-tokenizing the server's text (approximate: it sent neither ids nor a count)")
+        if s.n_without_ids:
+            console.print(f"[yellow]note:[/yellow] {escape(s.backend)}: {s.n_without_ids} request(s) counted by the"
+                          " server itself (usage or log-probabilities), without token ids: no agreement check")
     console.print(escape("results: " + "  ·  ".join(str(p) for p in paths.values())))

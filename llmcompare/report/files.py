@@ -143,6 +143,9 @@ def markdown(result: RunResult) -> str:
             lines.append(f"**Warning:** {s.backend} ({s.stage}): {s.n_duplicates} request(s) recorded twice (two processes"
                          " wrote this run); the second copies are left out of the statistics.")
         if s.n_approximate:
-            lines.append(f"**Note:** {s.backend} ({s.stage}): {s.n_approximate} request(s) counted from the server's"
-                         " usage or re-tokenized text, not token ids.")
+            lines.append(f"**Note:** {s.backend} ({s.stage}): {s.n_approximate} request(s) counted by re-tokenizing the"
+                         " server's text (approximate: it sent neither ids nor a count).")
+        if s.n_without_ids:
+            lines.append(f"**Note:** {s.backend} ({s.stage}): {s.n_without_ids} request(s) counted by the server itself"
+                         " (usage or log-probabilities), without token ids: no agreement check.")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,50 @@
+"""The seed's naive-server-against-batching-server comparison, live: llama-cpp-python's server (one
+request at a time) and `transformers serve --continuous-batching`, both started by llmcompare, on
+SmolLM2 at concurrency 1, 2 and 4, in one run."""
+
+import importlib.util
+
+import pytest
+
+import llmcompare
+from llmcompare.records import read_records
+from conftest import needs_model
+
+pytestmark = [pytest.mark.engine, needs_model]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    for mod in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context"):
+        if importlib.util.find_spec(mod) is None:
+            pytest.skip(f"needs {mod}: pip install 'llmcompare[llamacpp-server,transformers-serve]'")
+    out = tmp_path_factory.mktemp("sweep") / "run"
+    return llmcompare.load(["llamacpp-server", "transformers-serve"], concurrency=[1, 2, 4], requests=8,
+                           max_new_tokens=16, output=out), out
+
+
+def test_every_request_has_exactly_the_forced_count_from_the_server(sweep):
+    result, out = sweep
+    assert [s.status for s in result.summaries] == ["ok", "ok"], [s.error for s in result.summaries]
+    measured = [r for r in read_records(out / "requests.jsonl").requests if not r.warmup]
+    assert len(measured) == 2 * 3 * 8
+    for r in measured:
+        assert r.error is None and r.length_ok, (r.backend, r.stage, r.output_tokens, r.error)
+        assert r.count_source in ("ids", "usage", "logprobs"), r.count_source  # the server's count, not a guess
+        assert r.finish_reason == "length"
+
+
+def test_the_naive_server_keeps_throughput_flat_while_ttft_rises(sweep):
+    result, _ = sweep
+    lv = {x.stage: x for x in result.levels if x.backend == "llamacpp-server"}
+    one, two, four = lv["load:c=1"], lv["load:c=2"], lv["load:c=4"]
+    assert four.output_tok_s < 1.5 * one.output_tok_s, (one.output_tok_s, four.output_tok_s)
+    assert one.ttft_ms["p50"] < two.ttft_ms["p50"] < four.ttft_ms["p50"]
+    assert four.ttft_ms["p50"] > 2.0 * one.ttft_ms["p50"]
+
+
+def test_the_batching_server_gives_clearly_more_throughput_at_4(sweep):
+    result, _ = sweep
+    lv = {x.stage: x for x in result.levels if x.backend.startswith("transformers-serve")}
+    assert lv["load:c=4"].output_tok_s > 2.0 * lv["load:c=1"].output_tok_s, \
+        (lv["load:c=1"].output_tok_s, lv["load:c=4"].output_tok_s)
