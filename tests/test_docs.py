@@ -41,7 +41,7 @@ def test_metric_formulas_are_published():
 
 def test_ci_runs_the_readme_test_command():
     readme, ci = read("README.md"), read(".ci/run")
-    commands = re.findall(r"^(?:\$ )?(python -m pip install .+)$", readme, re.M)
+    commands = re.findall(r"^(?:\$ )?((?:[A-Z_]+=\"[^\"]*\" )*python -m pip install .+)$", readme, re.M)
     assert len(commands) >= 2, commands
     test_cmd = next(c for c in commands if "pytest" in c)
     assert test_cmd in ci
