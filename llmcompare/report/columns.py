@@ -139,3 +139,24 @@ LEVEL_COLUMNS = [
     Column("cost_per_1m_tokens", "$ / 1M tokens", lambda lv: lv.cost_per_1m_tokens, _money),
 ]
 """One row per backend × load level (latencies from the scheduled send; queue = client lateness)."""
+
+
+def summary_notes(summaries: list[Summary], max_new_tokens: int) -> list[tuple[str, str]]:
+    """The flags every report prints under its table, as ``("warning" | "note", text)``."""
+    out: list[tuple[str, str]] = []
+    for s in summaries:
+        who = f"{s.backend} ({s.stage})"
+        if s.n_length_mismatch or s.n_prompt_mismatch:
+            out.append(("warning", f"{who}: {s.n_length_mismatch} request(s) did not produce exactly {max_new_tokens}"
+                                   f" tokens, {s.n_prompt_mismatch} prompt count mismatch(es) (flagged in the results,"
+                                   " not averaged away)"))
+        if s.n_duplicates:
+            out.append(("warning", f"{who}: {s.n_duplicates} request(s) recorded twice (two processes wrote this run);"
+                                   " the second copies are left out of the statistics"))
+        if s.n_approximate:
+            out.append(("note", f"{who}: {s.n_approximate} request(s) counted by re-tokenizing the server's text"
+                                " (approximate: it sent neither ids nor a count)"))
+        if s.n_without_ids:
+            out.append(("note", f"{who}: {s.n_without_ids} request(s) counted by the server itself (usage or"
+                                " log-probabilities), without token ids: no agreement check"))
+    return out

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..api import Progress as ProgressCallbacks
-from .columns import latency_columns, ratio, ttft_by_input_length
+from .columns import latency_columns, ratio, summary_notes, ttft_by_input_length
 from .files import SYNTHETIC_AGREEMENT_NOTE, headline
 
 if TYPE_CHECKING:
@@ -100,17 +100,6 @@ def print_result(console: Console, result: RunResult, paths: dict) -> None:
         console.print(escape(f"  {c['backend']} vs {c['reference']}{stage}: TPOT {ratio(c['tpot_ratio'])}"))
     if result.comparisons and result.environment.get("model", {}).get("kind") == "synthetic":
         console.print(f"  note: {SYNTHETIC_AGREEMENT_NOTE}")
-    for s in result.summaries:
-        if s.n_length_mismatch:
-            console.print(f"[yellow]warning:[/yellow] {escape(s.backend)}: {s.n_length_mismatch} request(s) did not produce"
-                          f" exactly {result.spec.scenario.max_new_tokens} tokens (flagged in the results, not averaged away)")
-        if s.n_duplicates:
-            console.print(f"[yellow]warning:[/yellow] {escape(s.backend)}: {s.n_duplicates} request(s) were recorded twice"
-                          " (two processes wrote this run); the second copies are left out of the statistics")
-        if s.n_approximate:
-            console.print(f"[yellow]note:[/yellow] {escape(s.backend)}: {s.n_approximate} request(s) counted by"
-                          " re-tokenizing the server's text (approximate: it sent neither ids nor a count)")
-        if s.n_without_ids:
-            console.print(f"[yellow]note:[/yellow] {escape(s.backend)}: {s.n_without_ids} request(s) counted by the"
-                          " server itself (usage or log-probabilities), without token ids: no agreement check")
+    for kind, text in summary_notes(result.summaries, result.spec.scenario.max_new_tokens):
+        console.print(f"[yellow]{kind}:[/yellow] {escape(text)}")
     console.print(escape("results: " + "  ·  ".join(str(p) for p in paths.values())))

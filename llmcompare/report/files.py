@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..metrics import request_row
 from ..spec import LoadScenario
-from .columns import fmt, latency_columns, mib, ratio, ttft_by_input_length
+from .columns import fmt, latency_columns, mib, ratio, summary_notes, ttft_by_input_length
 
 if TYPE_CHECKING:
     from ..result import RunResult
@@ -135,17 +135,6 @@ def markdown(result: RunResult) -> str:
         lines += ["", SYNTHETIC_AGREEMENT_NOTE]
     lines += ["", "Definitions: TTFT = first token time; TPOT = (e2e − TTFT)/(n − 1); tok/s per request = n/e2e;"
               " output tok/s = output tokens / measured wall time. See docs/metrics.md.", ""]
-    for s in result.summaries:
-        if s.n_length_mismatch or s.n_prompt_mismatch:
-            lines.append(f"**Warning:** {s.backend} ({s.stage}): {s.n_length_mismatch} request(s) did not produce exactly"
-                         f" {sc.max_new_tokens} tokens; {s.n_prompt_mismatch} prompt count mismatch(es).")
-        if s.n_duplicates:
-            lines.append(f"**Warning:** {s.backend} ({s.stage}): {s.n_duplicates} request(s) recorded twice (two processes"
-                         " wrote this run); the second copies are left out of the statistics.")
-        if s.n_approximate:
-            lines.append(f"**Note:** {s.backend} ({s.stage}): {s.n_approximate} request(s) counted by re-tokenizing the"
-                         " server's text (approximate: it sent neither ids nor a count).")
-        if s.n_without_ids:
-            lines.append(f"**Note:** {s.backend} ({s.stage}): {s.n_without_ids} request(s) counted by the server itself"
-                         " (usage or log-probabilities), without token ids: no agreement check.")
+    for kind, text in summary_notes(result.summaries, sc.max_new_tokens):
+        lines.append(f"**{kind.capitalize()}:** {text}.")
     return "\n".join(lines) + "\n"
