@@ -537,8 +537,33 @@ def refused_body(status: int | None, message: str) -> bool:
     return status in (400, 422) or (status == 500 and "validation error" in message.lower())
 
 
-class OpenAIBackend:
+class ServerClient:
+    """What the clients of a remote server share: how another process reaches the same server, and
+    closing the HTTP client on the session's event loop."""
+
+    name = ""
+    config: BackendConfig
+    http: HttpClient | None = None
+    _text: PromptText | None = None
+
+    def client_config(self) -> tuple[str, dict]:
+        """How another client process reaches the same server: this backend, with the same options
+        (the API key travels as the name of its environment variable, never as its value)."""
+        return self.name, dict(self.config.options)
+
+    def unload(self) -> None:
+        self.http = None
+        self._text = None
+
+    async def aclose(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+
+
+class OpenAIBackend(ServerClient):
     """See the module docstring: the contract, the probe, counting, timing and failures."""
+
+    name = "openai"
 
     def __init__(self, config: BackendConfig):
         self.config = config
@@ -579,19 +604,6 @@ class OpenAIBackend:
             self._need_text(f"send {self.prompt_as}")
         if self.count_source == "retokenized":
             self._need_text("count tokens from the text the server sends")
-
-    def client_config(self) -> tuple[str, dict]:
-        """How another client process reaches the same server: this backend, with the same options
-        (the API key travels as the name of its environment variable, never as its value)."""
-        return "openai", dict(self.config.options)
-
-    def unload(self) -> None:
-        self.http = None
-        self._text = None
-
-    async def aclose(self) -> None:
-        if self.http is not None:
-            await self.http.aclose()
 
     def count_tokens(self, text: str) -> int:
         return self._need_text("count tokens").count(text)

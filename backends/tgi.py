@@ -41,6 +41,7 @@ from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, 
 from llmcompare.backends.openai_http import (
     HttpClient,
     PromptText,
+    ServerClient,
     closing_after,
     error_event_failure,
     load_prompt_text,
@@ -54,8 +55,10 @@ from llmcompare.errors import OptionError, RequestFailed, UserError
 PROBE_TOKENS = 2
 
 
-class TGIBackend:
+class TGIBackend(ServerClient):
     """See the module docstring."""
+
+    name = "tgi"
 
     def __init__(self, config: BackendConfig):
         self.config = config
@@ -97,19 +100,6 @@ class TGIBackend:
         except RequestFailed as exc:
             raise UserError(f"the TGI server at {self.url} failed the probe request: {exc.kind}: {exc}") from None
         self.probe_finish = next((c.finish_reason for c in chunks if c.finish_reason), None)
-
-    def client_config(self) -> tuple[str, dict]:
-        """How another client process reaches the same server: this backend, with the same options
-        (the API key travels as the name of its environment variable, never as its value)."""
-        return "tgi", dict(self.config.options)
-
-    def unload(self) -> None:
-        self.http = None
-        self._text = None
-
-    async def aclose(self) -> None:
-        if self.http is not None:
-            await self.http.aclose()
 
     def count_tokens(self, text: str) -> int:
         if self._text is None:
