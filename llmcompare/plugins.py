@@ -31,6 +31,7 @@ ENTRY_POINT_GROUP = "llmcompare"
 DEFAULT_PLUGINS = (
     "llmcompare.backends.echo",
     "llmcompare.backends.hf_transformers",
+    "llmcompare.backends.transformers_cb",
     "llmcompare.backends.ctranslate2",
     "llmcompare.backends.llamacpp",
     "llmcompare.backends.openai_http",

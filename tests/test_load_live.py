@@ -48,3 +48,13 @@ def test_the_batching_server_gives_clearly_more_throughput_at_4(sweep):
     lv = {x.stage: x for x in result.levels if x.backend.startswith("transformers-serve")}
     assert lv["load:c=4"].output_tok_s > 2.0 * lv["load:c=1"].output_tok_s, \
         (lv["load:c=1"].output_tok_s, lv["load:c=4"].output_tok_s)
+
+
+def test_in_process_continuous_batching_takes_part_through_the_async_path(tmp_path):
+    r = llmcompare.load(["transformers-cb"], concurrency=[1, 4], requests=4, max_new_tokens=8, output=tmp_path / "r")
+    assert r.summaries[0].status == "ok", r.summaries[0].error
+    lv = {x.stage: x for x in r.levels}
+    for x in lv.values():
+        assert x.errors == 0 and x.length_mismatch == 0 and x.concurrent_backend is True
+    assert lv["load:c=4"].max_in_flight == 4
+    assert lv["load:c=4"].output_tok_s > 1.5 * lv["load:c=1"].output_tok_s
