@@ -108,6 +108,8 @@ class ServerPlan:
     """Distributions whose versions (in this interpreter) describe the server."""
 
 
+#: transformers serve's KV-cache blocks on the CPU when not given: left to itself it took ~14 GB of RAM.
+CPU_CB_BLOCKS = 64
 _CLIENT_OPTIONS = ("connect_timeout_s", "first_token_timeout_s", "total_timeout_s")
 _CLIENTS = {
     "openai": "llmcompare.backends.openai_http:OpenAIBackend",
@@ -323,6 +325,8 @@ class TransformersServe(ServedBackend):
                 "--dtype", DTYPES[self.config.variant or "fp32"], "--log-level", "info",
                 *self.flags({"attn_implementation": "--attn-implementation", "cb_block_size": "--cb-block-size",
                              "cb_num_blocks": "--cb-num-blocks", "cb_max_batch_tokens": "--cb-max-batch-tokens"})]
+        if device == "cpu" and opts.get("cb_num_blocks") is None:
+            argv += ["--cb-num-blocks", str(CPU_CB_BLOCKS)]  # else the server sizes its KV cache from free RAM
         if self.config.trust_remote_code:
             argv.append("--trust-remote-code")
         if opts.get("compile"):

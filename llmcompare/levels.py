@@ -105,7 +105,9 @@ def level_of(spec: RunSpec, stage: StageRecord, requests: list[RequestRecord]) -
         itl_ms=_ms([g for r in ok for g in metrics.itl(r.token_times_s)]),
         e2e_ms=_ms([r.queue_s + r.e2e_s for r in ok if r.e2e_s is not None]),
         queue_ms=_ms([r.queue_s for r in mine]),
-        achieved_rate=(len(sends) - 1) / (sends[-1] - sends[0]) if len(sends) > 1 and sends[-1] > sends[0] else None,
+        # the send rate of an open-loop level; a closed loop sends when requests finish (see req/s)
+        achieved_rate=((len(sends) - 1) / (sends[-1] - sends[0])
+                       if stage.params.get("rate") and len(sends) > 1 and sends[-1] > sends[0] else None),
         achieved_concurrency=busy / wall if wall > 0 else None,
         max_in_flight=stage.achieved.get("max_in_flight"), fell_behind=bool(stage.achieved.get("fell_behind")),
         price_per_hour=price, concurrent_backend=stage.params.get("concurrent_backend"),
