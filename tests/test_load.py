@@ -135,3 +135,14 @@ def test_cost_per_million_tokens_by_hand():
 
     # the seed's SageMaker figure: 13B GPTQ on g5.2xlarge, 71 tok/s at $1.52/h -> about $5.95 per 1M
     assert cost_per_million(1.52, 71.0) == pytest.approx(5.9468, abs=1e-3)
+
+
+def test_sweep_runs_synchronous_then_throughput_then_rates_between(run_dir):
+    r = llmcompare.load(["echo"], options=["per_token_ms=5"], sweep=True, sweep_levels=2, concurrency=[4],
+                        requests=8, max_new_tokens=8, output=run_dir)
+    stages = [lv.stage for lv in r.levels]
+    assert stages[:2] == ["load:c=1", "load:c=4"] and len(stages) == 4, stages
+    sync, top = r.levels[0].req_s, r.levels[1].req_s
+    rates = [lv.rate for lv in r.levels[2:]]
+    assert all(sync < x < top for x in rates) and rates == sorted(rates)
+    assert r.analysis["backends"]["echo"]["knee"] is not None
