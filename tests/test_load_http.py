@@ -1,7 +1,6 @@
 """The load driver against a local server over HTTP: open-loop rate, a stall counted from the schedule,
 faults counted by kind, a server that dies mid-level. The server is llmcompare's mock server."""
 
-
 import pytest
 
 import llmcompare
