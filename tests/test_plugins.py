@@ -119,3 +119,15 @@ def test_entry_point_plugin_is_listed_with_its_distribution(tmp_path, monkeypatc
         monkeypatch.undo()
         sys.modules.pop("fake_ep_plugin", None)
         plugins.get_registry(reload=True)
+
+
+def test_a_misspelt_hook_implementation_is_an_error_not_silence(use_plugins, tmp_path, monkeypatch):
+    (tmp_path / "misspelt_plugin.py").write_text(
+        "from llmcompare import hookimpl\n"
+        "@hookimpl\ndef register_backend(register):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = use_plugins("misspelt_plugin", "llmcompare_testplugins")
+    errors = {e.plugin: e.error for e in reg.errors}
+    assert "misspelt_plugin" in errors and "register_backend" in errors["misspelt_plugin"]
+    assert "crashy" in reg.backends and "echo" in reg.backends  # the others still load
