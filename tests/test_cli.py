@@ -216,3 +216,11 @@ def test_a_huge_prompt_is_refused_before_tokenizing(tmp_path):
 @needs_model
 def test_a_prompt_longer_than_the_context_is_refused_with_its_length():
     assert_user_error(cli("-b", "echo", "--input-tokens", "9000"), "9,000 tokens", "context of 8,192 tokens")
+
+
+@needs_model
+def test_verify_backend_runs_the_conformance_kit_and_a_comparison(tmp_path):
+    out = cli("verify-backend", "echo", "--reference", "echo@ref", "-o", "ballast_mb=64", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "conformance of 'echo': PASS" in out.stdout
+    assert "echo: VERIFIED" in out.stdout and "10/10" in out.stdout

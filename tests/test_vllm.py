@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -274,3 +275,36 @@ def test_synthetic_shape_runs_on_dummy_weights_after_another_engine(live):
     r = live["synthetic"]
     assert len(r["ids"]) == 8 and r["engine_output_tokens"] == 8 and r["finish_reason"] == "length"
     assert all(0 <= t < 49152 for t in r["ids"])  # smollm2-135m's vocabulary
+
+
+@pytest.mark.engine
+def test_conformance_kit_passes_inside_the_vllm_environment():
+    python = vllm_python()
+    if not has_default_model():
+        pytest.skip("default model (llmcompare[default-model]) not installed")
+    from llmcompare.models import resolve_model
+
+    hf_dir = resolve_model(None).hf_dir()  # converted here: the vllm environment has no GGUF reader
+    code = ("import sys\nfrom llmcompare.testing import check_backend\n"
+            "r = check_backend('vllm', model=sys.argv[1], max_new_tokens=8, options={'max_model_len': 512,"
+            " 'enforce_eager': True, 'kv_cache_gib': 1})\nprint(r)\nraise SystemExit(0 if r.ok else 1)\n")
+    proc = subprocess.run([python, "-c", code, hf_dir], capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "conformance of 'vllm': PASS" in proc.stdout
+
+
+@pytest.mark.engine
+def test_the_load_driver_runs_vllm_in_its_environment_and_throughput_rises(tmp_path):
+    vllm_python()
+    if not has_default_model():
+        pytest.skip("default model (llmcompare[default-model]) not installed")
+    import llmcompare
+
+    r = llmcompare.load(["vllm"], concurrency=[1, 4], requests=8, max_new_tokens=16, output=tmp_path / "r",
+                        options=["max_model_len=512", "enforce_eager=true", "kv_cache_gib=1"])
+    assert r.summaries[0].status == "ok", r.summaries[0].error
+    assert r.summaries[0].info["python"] != sys.executable  # the worker ran under the vllm environment
+    lv = {x.stage: x for x in r.levels}
+    for x in lv.values():
+        assert x.errors == 0 and x.length_mismatch == 0
+    assert lv["load:c=4"].output_tok_s > 1.5 * lv["load:c=1"].output_tok_s
