@@ -204,9 +204,14 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunSpec:
+        scenario = d.get("scenario")
+        if scenario is None:  # a run written before scenarios existed (llmcompare 0.1, batch 1 only)
+            n = d.get("input_tokens")
+            scenario = {"kind": "latency", "max_new_tokens": d.get("max_new_tokens", 64), "repeats": d.get("repeats", 3),
+                        "warmup": d.get("warmup", 1), "input_tokens": [n] if n else []}
         return cls(
             backends=tuple(BackendRequest.from_dict(b) for b in d["backends"]),
-            scenario=scenario_from_dict(d.get("scenario") or {}),
+            scenario=scenario_from_dict(scenario),
             model=d.get("model"), prompts=d.get("prompts"), device=d.get("device", "cpu"),
             timeout_s=d.get("timeout_s", 3600.0), chat_template=d.get("chat_template", True),
             reference=d.get("reference"), trust_remote_code=d.get("trust_remote_code", False),

@@ -104,3 +104,18 @@ def test_cost_per_million():
     # $1.52/h at 71 tok/s: 1.52 / (71 * 3600) * 1e6 = 5.9468...
     assert metrics.cost_per_million(1.52, 71.0) == pytest.approx(1.52 / (71 * 3600) * 1e6)
     assert metrics.cost_per_million(3.6, 1000.0) == pytest.approx(1.0)
+
+
+def test_a_run_written_by_llmcompare_0_1_is_still_read(tmp_path):
+    """The H200 run of 2026-11-21 predates scenarios and request ids: its figures come back unchanged."""
+    import shutil
+    from pathlib import Path
+
+    from llmcompare.result import load_result
+
+    src = Path(__file__).resolve().parent.parent / "benchmarks/results/2026-11-21-h200-transformers-cuda"
+    shutil.copy(src / "requests.jsonl", tmp_path / "requests.jsonl")
+    r = load_result(tmp_path)
+    assert r.spec.scenario.max_new_tokens == 256 and r.spec.scenario.repeats == 1
+    s = r.summary("fp16-static")
+    assert s.n_requests == 10 and s.tpot_ms["p50"] == pytest.approx(6.60, abs=0.005)
