@@ -6,7 +6,7 @@
    timestamps, the Generation -> RequestRecord conversion and the JSONL append) against calling the
    backend's generate() bare, in the same process.
 2. For each CPU engine (transformers fp32, ctranslate2 int8, llamacpp): llmcompare's tok/s (the
-   adapter through the runner's request path) against the engine's own bare loop, in the same process
+   adapter through the session's request path) against the engine's own bare loop, in the same process
    and run, interleaved A/B per prompt so that drift hits both equally. tok/s = N / e2e per request;
    overhead = 1 - median(llmcompare tok/s) / median(bare tok/s), with a 95% bootstrap interval.
 """
@@ -147,12 +147,13 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--echo-only", action="store_true", help="section 1 only (no engines)")
     args = ap.parse_args()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     echo = echo_overhead(args.tokens)
     print(f"echo: harness adds {echo['overhead_us_per_token']:.2f} µs/token "
-          f"(bare {echo['bare_us_per_token']:.2f}, through the runner {echo['harness_us_per_token']:.2f})", file=sys.stderr)
-    engines = engine_overhead(args.tokens, args.rounds)
+          f"(bare {echo['bare_us_per_token']:.2f}, through the session's request path {echo['harness_us_per_token']:.2f})", file=sys.stderr)
+    engines = [] if args.echo_only else engine_overhead(args.tokens, args.rounds)
     result = {"command": " ".join(["python", "benchmarks/overhead.py", *sys.argv[1:]]), "started": started,
               "echo": echo, "engines": engines,
               "environment": environment.capture(["ctranslate2", "llama_cpp_python", "transformers", "torch"])}
