@@ -70,8 +70,6 @@ class TransformersBackend:
                 trust_remote_code=self.config.trust_remote_code, **self.extra,
             ).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_dir(), trust_remote_code=self.config.trust_remote_code)
-        if opts.get("compile"):
-            self.model.forward = torch.compile(self.model.forward, mode="reduce-overhead", fullgraph=True)
         self._device = torch.device(device)
 
     def generate(self, prompt: Sequence[int] | str, max_new_tokens: int) -> Generation:
@@ -81,10 +79,20 @@ class TransformersBackend:
         ids = torch.tensor([list(prompt)], dtype=torch.long, device=self._device)
         eos = self.model.config.eos_token_id
         pad = eos[0] if isinstance(eos, list) else eos
+        opts = self.config.options
+        compile_kw = {}
+        if opts.get("compile"):
+            # transformers' own path: a static cache, and generate() compiles the forward with CUDA graphs
+            # and marks each step (wrapping forward in torch.compile ourselves failed on an H200 with
+            # "accessing tensor output of CUDAGraphs that has been overwritten", 2026-11-22)
+            from transformers import CompileConfig
+
+            compile_kw = {"compile_config": CompileConfig(fullgraph=True, mode="reduce-overhead")}
         gen_config = GenerationConfig(
             do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
             eos_token_id=eos, pad_token_id=pad if pad is not None else 0,
-            cache_implementation=self.config.options.get("cache_implementation"),
+            cache_implementation=opts.get("cache_implementation") or ("static" if opts.get("compile") else None),
+            **compile_kw,
         )
         streamer = _TimestampStreamer()
         with torch.inference_mode():
@@ -126,7 +134,8 @@ def register_backends(register):
             variants={"fp32": "float32 weights", "fp16": "float16 weights", "bf16": "bfloat16 weights"},
             default_variant="fp32",
             options={
-                "compile": OptionSpec(bool, False, "torch.compile the forward (mode=reduce-overhead)"),
+                "compile": OptionSpec(bool, False, "static KV cache + transformers' torch.compile of the forward"
+                                                   " (mode=reduce-overhead, CUDA graphs)"),
                 "cache_implementation": OptionSpec(str, None, "KV cache kind, e.g. 'static'", ("static", "dynamic", "offloaded")),
                 "threads": OptionSpec(int, None, "torch CPU threads", minimum=1),
                 "attn_implementation": OptionSpec(str, None, "eager, sdpa, flash_attention_2 ..."),

@@ -109,6 +109,7 @@ class VLLMBackend:
             os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "1" if sampler else "0")
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.platforms import current_platform
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
         wants_cuda = self.config.device.startswith("cuda")
@@ -116,7 +117,10 @@ class VLLMBackend:
             raise UserError(f"this vLLM build runs on {current_platform.device_type!r}, not on"
                             f" {self.config.device!r}: create the matching environment with"
                             f" llmcompare env create vllm --device {'cuda' if wants_cuda else 'cpu'}")
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.engine_args()))
+        # The server's scheduler defaults (on an H200: 1024 sequences, 8192 batched tokens), not the
+        # library's (128 and 2048: measured on 2026-11-22 to cap a c=256 level at c=128's throughput).
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self.engine_args()),
+                                                usage_context=UsageContext.OPENAI_API_SERVER)
         self._closed = False
 
     async def astream(self, prompt: Sequence[int] | str, max_new_tokens: int) -> AsyncIterator[Chunk]:
@@ -166,6 +170,10 @@ class VLLMBackend:
         if current_platform.is_cuda():
             versions["cuda"] = str(torch.version.cuda)
             versions["gpu"] = torch.cuda.get_device_name(0)
+        scheduler = getattr(getattr(self.engine, "vllm_config", None), "scheduler_config", None)
+        for key in ("max_num_seqs", "max_num_batched_tokens"):  # the effective limits, as the engine chose them
+            if getattr(scheduler, key, None) is not None:
+                versions[key] = str(getattr(scheduler, key))
         return versions
 
     async def aclose(self) -> None:

@@ -165,10 +165,13 @@ def summarize(label: str, requests: list[RequestRecord], backends: list[BackendR
     col = lambda k: [row[k] for row in rows if row[k] is not None]  # noqa: E731
     first_warm = warm[0] if warm else None
     ok_loads = [b.load_s for b in brs if b.load_s is not None]
+    status, error = (last.status, last.error) if last else ("failed", "the worker wrote no status record")
+    if status == "ok" and measured and not ok:  # the backend loaded, but not one request succeeded
+        status, error = "failed", f"every measured request failed, e.g. {measured[0].error}"
     return Summary(
         backend=label,
-        status=last.status if last else "failed",
-        error=(last.error if last else "the worker wrote no status record"),
+        status=status,
+        error=error,
         n_requests=len(measured),
         n_errors=len(measured) - len(ok),
         n_length_mismatch=sum(1 for r in ok if not r.length_ok),

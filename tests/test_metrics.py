@@ -119,3 +119,10 @@ def test_a_run_written_by_llmcompare_0_1_is_still_read(tmp_path):
     assert r.spec.scenario.max_new_tokens == 256 and r.spec.scenario.repeats == 1
     s = r.summary("fp16-static")
     assert s.n_requests == 10 and s.tpot_ms["p50"] == pytest.approx(6.60, abs=0.005)
+
+
+def test_a_backend_whose_every_request_failed_is_a_failed_row():
+    reqs = [_req("a", "p1", 0, [], error="RuntimeError: CUDA graphs overwritten"),
+            _req("a", "p2", 0, [], error="RuntimeError: CUDA graphs overwritten")]
+    s = metrics.summarize("a", reqs, [BackendRecord("a", "a", None, "ok", measured_wall_s=1.0)])
+    assert s.status == "failed" and "every measured request failed" in s.error and "CUDA graphs" in s.error
