@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Build what verify_cuda.sh carries to the GPU machine (which has no network): llmcompare itself
-# and platformdirs, the one dependency its image lacks. Everything else is already there.
+# Build what verify_cuda.sh and conformance_cuda.sh carry to the GPU machine (which has no network):
+# platformdirs, the one llmcompare dependency its image lacks. llmcompare itself is installed there from
+# the working tree (editable, setup.sh's install_llmcompare): a wheel of it would miss llmcompare.drivers,
+# which pyproject.toml's package list does not name (reported 2026-11-22).
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 rm -rf .whl && mkdir .whl
-python3 -m pip wheel -q --no-deps -w .whl .
-python3 -m pip download -q --no-deps --only-binary=:all: -d .whl platformdirs
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux2014_x86_64 -d .whl platformdirs
 ls -la .whl

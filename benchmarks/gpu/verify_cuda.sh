@@ -1,17 +1,13 @@
 #!/usr/bin/env bash
 # Live check of the transformers backend on CUDA, run on the lent GPU through the device tool:
-#   carry .whl (the llmcompare wheel and platformdirs, built with `make-wheels.sh`), then run this.
+#   carry .whl (platformdirs, from make-wheels.sh), then run this from the repository root.
 # Writes to $OUT: nvidia-smi.csv, bandwidth.json, conformance.txt, console.txt and the run's
 # requests.jsonl / results.json / summary.md.
-set -uo pipefail
-OUT=${OUT:-/tmp/llmcompare-gpu-out}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 LLMCOMPARE_CACHE_DIR=/tmp/llmcompare-cache
-cd /tmp  # run the installed package, not the checkout
+source benchmarks/gpu/setup.sh
+install_llmcompare || exit 1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem,clocks.max.sm --format=csv | tee "$OUT/nvidia-smi.csv"
 python3 -m llmcompare backends
-python3 "$OLDPWD/benchmarks/gpu/bandwidth.py" | tee "$OUT/bandwidth.json"
+python3 benchmarks/gpu/bandwidth.py | tee "$OUT/bandwidth.json"
 python3 - <<'PY' 2>&1 | tee "$OUT/conformance.txt"
 from llmcompare.testing import check_backend
 for variant in ("fp16", "bf16"):

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Build what the GPU calls carry (the GPU machine has no network; each call ships at most 64 MiB):
+#   .gpucarryA/A.tar.xz   vLLM 0.26.0 part A (~59.5 MiB: vllm/_C + mistral_common + pycountry)  -> call1.sh
+#   .gpucarryA/whl/       platformdirs, the one llmcompare dependency the GPU image lacks        -> call1.sh
+#   .gpucarryB/B.tar.xz   vLLM 0.26.0 part B (~42.7 MiB: the rest of vllm and its 57 other wheels) -> call2.sh
+# Both folders must be ignored (.git/info/exclude: /.gpucarryA/ and /.gpucarryB/): never commit them.
+# The archives come from vllm-0.26/build_archives.sh (wheels.txt lists every wheel and what is stripped).
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+for d in .gpucarryA .gpucarryB; do
+  git check-ignore -q "$d/x" || { echo "add /$d/ to .git/info/exclude first" >&2; exit 2; }
+done
+if [ ! -s /tmp/vw-arch/A.tar.xz ] || [ ! -s /tmp/vw-arch/B.tar.xz ]; then
+  PY312=${PY312:-$(command -v python3.12)} bash benchmarks/gpu/vllm-0.26/build_archives.sh
+fi
+rm -rf .gpucarryA .gpucarryB
+mkdir -p .gpucarryA/whl .gpucarryB
+cp /tmp/vw-arch/A.tar.xz .gpucarryA/
+cp /tmp/vw-arch/B.tar.xz .gpucarryB/
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux2014_x86_64 -d .gpucarryA/whl platformdirs
+du -b .gpucarryA/* .gpucarryA/whl/* .gpucarryB/*

@@ -1,0 +1,74 @@
+# Sourced by call1.sh, call2.sh and call3.sh on the GPU machine (repository root as cwd).
+# Each call runs in a fresh copy of the working tree; /tmp and the image's venv survive between calls
+# only while the machine stays warm (~30 s idle), which is how the two vLLM archives add up in /tmp/site.
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT" /tmp/site /tmp/gpustate /tmp/runs
+REPO=$(pwd)
+T0=$(date +%s)
+CALL_LIMIT=${CALL_LIMIT:-585}   # seconds this call may use (the device tool stops a command at 600)
+
+elapsed() { echo $(( $(date +%s) - T0 )); }
+left() { echo $(( CALL_LIMIT - $(date +%s) + T0 )); }   # seconds left in this call
+say() { echo "[$(elapsed)s] $*"; }
+
+unpack() {  # unpack ARCHIVE into /tmp/site once per machine; TAG marks it done
+  local archive=$1 tag=$2
+  if [ -e "/tmp/gpustate/$tag" ]; then say "archive $tag already unpacked"; return 0; fi
+  say "unpacking $archive"
+  xz -T0 -dc "$archive" | tar -xf - -C /tmp/site && touch "/tmp/gpustate/$tag"
+  say "unpacked $tag rc=$?"
+}
+
+install_llmcompare() {  # editable install of this copy (its path changes from call to call)
+  if ! python3 -c "import platformdirs" 2>/dev/null; then  # its wheel: .gpucarryA/whl (make-carry.sh) or .whl (make-wheels.sh)
+    python3 -m pip install -q --no-index --no-deps --no-cache-dir $(ls .gpucarryA/whl/platformdirs-*.whl .whl/platformdirs-*.whl 2>/dev/null | head -1) || return 1
+  fi
+  if ! PYTHONPATH= python3 -m pip install -q --no-deps --no-build-isolation --no-index -e .; then
+    # Fallback: the package-dir mapping laid out by hand (llmcompare.backends = backends/, .prompts = prompts/).
+    say "editable install failed; putting a copy laid out as the package on PYTHONPATH"
+    rm -rf /tmp/lcpkg && mkdir -p /tmp/lcpkg && cp -r llmcompare /tmp/lcpkg/ \
+      && cp -r backends /tmp/lcpkg/llmcompare/backends && cp -r prompts /tmp/lcpkg/llmcompare/prompts || return 1
+    export PYTHONPATH=/tmp/lcpkg:/tmp/site
+  fi
+  python3 -c "import llmcompare, llmcompare.backends.vllm, llmcompare.drivers.load, platformdirs; print('llmcompare', llmcompare.__file__)"
+}
+
+env_block() {  # the environment the numbers were taken in
+  date -u +%FT%TZ; uname -r; nproc; free -g | head -2
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,power.limit --format=csv
+  nvcc --version 2>/dev/null | tail -2
+  python3 - <<'PY'
+import sys, importlib.metadata as md
+print("python", sys.version.split()[0], sys.executable)
+for n in ("torch", "transformers", "vllm", "llmcompare", "platformdirs", "numpy", "triton", "nvidia-ml-py", "aiohttp"):
+    try:
+        print(f"  {n}=={md.version(n)}")
+    except md.PackageNotFoundError:
+        print(f"  {n}: not installed")
+try:
+    import torch
+    print("  torch.version.cuda", torch.version.cuda, "| device", torch.cuda.get_device_name(0))
+except Exception as e:
+    print("  torch cuda:", e)
+PY
+}
+
+bundle() {  # tar.gz a run directory into $OUT (the tool brings back 8 files at most)
+  local name=$1
+  [ -d "/tmp/runs/$name" ] && tar -czf "$OUT/run-$name.tar.gz" -C /tmp/runs "$name" && say "bundled $name: $(du -h "$OUT/run-$name.tar.gz" | cut -f1)"
+}
+
+kill_gpu_leftovers() {  # engine processes this call started and left behind, by pid
+  for p in $(nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null); do
+    say "killing leftover GPU process $p"; kill -9 "$p" 2>/dev/null
+  done
+}
+
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 LLMCOMPARE_CACHE_DIR=/tmp/llmcompare-cache \
+  HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 TOKENIZERS_PARALLELISM=false
+
+# vLLM options every vLLM run here uses: the FACTS.md probe's memory settings (0.85 of the GPU, 2048-token
+# context plan), and no FlashInfer sampler (FlashInfer is not shipped).
+VLLM_OPTS=(-o vllm.gpu_memory_utilization=0.85 -o vllm.max_model_len=2048 -o vllm.flashinfer_sampler=false)
+SHAPE=(--model synthetic:llama-2-7b --device cuda --input-tokens 256 -n 256)

@@ -1,0 +1,35 @@
+#!/bin/bash
+# Recipe: build the two carry archives for vLLM 0.26.0 on the offline nvidia-h200 image (Python 3.12, torch 2.11.0+cu130).
+# Copied from shared/gpu-vllm-0.26 (the probe that first shipped vLLM); make-carry.sh runs it.
+# Run on the networked CPU box. Needs: python3 with pip, a CPython 3.12 (for byte-compiling), xz.  Outputs /tmp/vw-arch/{A,B,C}.tar.xz
+set -euo pipefail
+PLAT="--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+ --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_31_x86_64 --platform manylinux_2_26_x86_64 \
+ --platform manylinux_2_24_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_5_x86_64"
+PY312=${PY312:-$(command -v python3.12 || ls /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -1)}
+HERE=$(cd "$(dirname "$0")" && pwd)
+mkdir -p /tmp/vw-wheels
+# wheels.txt lines "name==version  MiB  file"; take name==version of non-comment lines
+grep -v '^#' "$HERE/wheels.txt" | awk '{print $1}' > /tmp/vw-req.txt
+python3 -m pip download --no-deps $PLAT -d /tmp/vw-wheels -r /tmp/vw-req.txt
+rm -rf /tmp/vw-site
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir $PLAT --target /tmp/vw-site /tmp/vw-wheels/*.whl
+cd /tmp/vw-site
+rm -rf bin vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so vllm/vllm-rs vllm/third_party/deep_gemm/_C.cpython-31[0134]-x86_64-linux-gnu.so
+"$PY312" -m compileall -q -j2 -s /tmp/vw-site -p /tmp/site . >/dev/null      # pyc valid for CPython 3.12.x
+find . -type f | sed 's|^\./||' | sort > /tmp/vw-allfiles.txt
+grep -E '^(vllm/_C_stable_libtorch.abi3.so|pycountry/|pycountry-|mistral_common/|mistral_common-)' /tmp/vw-allfiles.txt > /tmp/vw-listA.txt
+echo vllm/_moe_C_stable_libtorch.abi3.so > /tmp/vw-listC.txt
+grep -v -x -F -f /tmp/vw-listA.txt /tmp/vw-allfiles.txt | grep -v -x -F -f /tmp/vw-listC.txt > /tmp/vw-listB.txt
+mkdir -p /tmp/vw-arch
+tar -cf - -T /tmp/vw-listA.txt | xz -9 -T1 > /tmp/vw-arch/A.tar.xz &    # ~59.5 MiB
+tar -cf - -T /tmp/vw-listB.txt | xz -9 -T1 > /tmp/vw-arch/B.tar.xz &    # ~42.7 MiB
+wait
+ls -la /tmp/vw-arch
+# Then ../make-carry.sh copies A into .gpucarryA/ and B into .gpucarryB/, and the GPU machine (no
+# network) gets them in two calls back to back, the second within 30 s of the first:
+#   1. carry .gpucarryA, run `bash benchmarks/gpu/call1.sh` (unpacks A into /tmp/site, installs llmcompare)
+#   2. carry .gpucarryB, run `bash benchmarks/gpu/call2.sh` (unpacks B, then runs vLLM through llmcompare)
+# Each archive is under 60 MiB, so each call stays inside the 64 MiB that one call can ship, with the
+# working tree: A (62.4 MB) leaves about 4.7 MB for the tracked tree. If the tree outgrows that, move
+# pycountry/ and mistral_common/ from list A to list B (B is 44.7 MB).
