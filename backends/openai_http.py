@@ -495,7 +495,7 @@ def timeout_options() -> dict[str, OptionSpec]:
 # ---------------------------------------------------------------------------------------------
 
 #: Optional body fields, in the order a refusal that names no field drops them (least needed first).
-OPTIONAL_FIELDS = ("logprobs", "return_tokens", "n_predict", "repeat_penalty", "repetition_penalty", "add_special_tokens",
+OPTIONAL_FIELDS = ("return_tokens", "n_predict", "repeat_penalty", "repetition_penalty", "add_special_tokens",
                    "return_token_ids", "cache_prompt", "min_tokens", "ignore_eos")
 _REFUSAL = r"(?:unknown|unrecognized|unexpected|extra|unsupported|not permitted)"
 _NAMED_REFUSAL = re.compile(_REFUSAL + r"[^`'\"\n{\[]{0,40}[`'\"]([A-Za-z_][A-Za-z0-9_]*)[`'\"]", re.IGNORECASE)
@@ -682,6 +682,8 @@ class OpenAIBackend(ServerClient):
             self.count_source = "usage"
         elif any(c.count_source == "logprobs" for c in gen):
             self.count_source = "logprobs"
+        elif self.probe_finish == "length":
+            self.count_source = "length"
         else:
             self.count_source = "retokenized"
 
@@ -722,7 +724,7 @@ class OpenAIBackend(ServerClient):
                     stream=True, stream_options={"include_usage": True})
         values = {"ignore_eos": True, "min_tokens": n, "n_predict": n, "cache_prompt": False, "repeat_penalty": 1.0,
                   "repetition_penalty": 1.0, "return_token_ids": True, "return_tokens": True,
-                  "add_special_tokens": False, "logprobs": True if self.mode == "chat" else 1}
+                  "add_special_tokens": False}
         for name in self.fields:
             body[name] = values[name]
         body.update(self.extra_body)
@@ -763,9 +765,10 @@ class OpenAIBackend(ServerClient):
                 ids, n_tokens = [], 0  # the last read's tokens were yielded already
         if tally.usage is not None:
             self.usage_seen = True
-        yield self._closing(ids, arrived, n_tokens, tally, probe)
+        yield self._closing(ids, arrived, n_tokens, tally, probe, n)
 
-    def _closing(self, ids: list[int], arrived: float, n_tokens: int | None, tally: _Tally, probe: bool) -> Chunk:
+    def _closing(self, ids: list[int], arrived: float, n_tokens: int | None, tally: _Tally, probe: bool,
+                 asked: int) -> Chunk:
         """The last chunk: the last read's tokens, the server's counts, and where the count comes from.
 
         Without ids, the total is the server's ``usage.completion_tokens`` (else the re-tokenized
@@ -779,6 +782,9 @@ class OpenAIBackend(ServerClient):
                 source, total = "usage", completion
             elif tally.logprob_tokens == tally.counted and tally.counted:
                 source, total = "logprobs", tally.counted  # every text event said how many tokens it held
+            elif tally.finish == "length" and not probe:
+                # the server says it stopped because it reached max_tokens: exactly the tokens asked for
+                source, total = "length", asked
             elif self._text is not None:
                 source, total = "retokenized", self._text.count("".join(tally.texts))
             elif probe:  # load() decides what to do without a tokenizer

@@ -202,7 +202,7 @@ class BackendConfig:
     """The run's name for this backend (``transformers:fp16@static``), e.g. to name its log files."""
 
 
-COUNT_SOURCES = ("ids", "usage", "logprobs", "retokenized")
+COUNT_SOURCES = ("ids", "usage", "logprobs", "length", "retokenized")
 
 
 @dataclass
@@ -223,8 +223,9 @@ class Generation:
     finish_reason: str | None = None
     count_source: str = "ids"
     """Where the output count comes from: ``ids`` (exact), ``usage`` (the server's own count),
-    ``logprobs`` (one log-probability per token in the stream: the server's own count) or
-    ``retokenized`` (text re-tokenized with the shared tokenizer: approximate)."""
+    ``logprobs`` (one log-probability per token in the stream: the server's own count), ``length``
+    (the server said it stopped at ``max_tokens``: exactly the tokens asked for) or ``retokenized``
+    (text re-tokenized with the shared tokenizer: approximate)."""
     engine_output_tokens: int | None = None
     """The engine's or server's own count of the output (``usage.completion_tokens``), where given."""
 

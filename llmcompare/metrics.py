@@ -133,7 +133,8 @@ class Summary:
     n_approximate: int = 0
     """Requests whose output count is approximate: text re-tokenized with the shared tokenizer."""
     n_without_ids: int = 0
-    """Requests counted exactly by the server (usage, log-probabilities) but without token ids."""
+    """Requests counted exactly by the server (usage, log-probabilities, a ``length`` finish) but
+    without token ids."""
     n_duplicates: int = 0
     """Requests recorded twice (two writers on one run): kept out of the statistics, reported."""
 
@@ -179,7 +180,7 @@ def summarize(label: str, requests: list[RequestRecord], backends: list[BackendR
             1 for r in ok if r.engine_prompt_tokens is not None and r.engine_prompt_tokens != r.input_tokens
         ),
         n_approximate=sum(1 for r in ok if r.count_source == "retokenized"),
-        n_without_ids=sum(1 for r in ok if r.count_source in ("usage", "logprobs")),
+        n_without_ids=sum(1 for r in ok if r.count_source in ("usage", "logprobs", "length")),
         n_duplicates=duplicates,
         stage=stage or (mine[0].stage if mine else "latency"),
         input_tokens=lengths.pop() if len(lengths) == 1 else None,

@@ -198,6 +198,12 @@ class RecordWriter:
         self._fh.write(json.dumps(data, separators=(",", ":")) + "\n")
         self._fh.flush()
 
+    def write_line(self, line: str) -> None:
+        """Append one record already serialised as a JSON line (records passed through from a client
+        process); it must end with a newline."""
+        self._fh.write(line if line.endswith("\n") else line + "\n")
+        self._fh.flush()
+
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.flush()

@@ -147,12 +147,24 @@ def test_openai_usage_only_counts_come_from_the_server_and_are_flagged(server):
     assert len(gen.token_times) == 10
 
 
-def test_openai_without_ids_or_usage_retokenizes_and_flags_it(server):
+def test_openai_without_ids_or_usage_counts_a_length_finish_exactly(server):
+    # no ids, no usage, but the server says it stopped at max_tokens: exactly N, and nothing is asked of
+    # the server to count (log-probabilities cost llama-cpp-python half its speed)
     backend = openai(server(token_ids=False, usage=False))
+    assert backend.engine_version()["count_source"] == "length"
+    assert "logprobs" not in backend.engine_version()["fields"]
+    gen = collect(stream(backend, n=11))
+    assert gen.count_source == "length" and gen.engine_output_tokens is None
+    assert len(gen.token_times) == 11 and gen.finish_reason == "length"
+
+
+def test_openai_without_ids_usage_or_a_length_finish_retokenizes_and_flags_it(server):
+    # a server that ignores the length-forcing fields and stops at EOS: only re-tokenizing can count
+    backend = openai(server(token_ids=False, usage=False, eos_after=3, refuse_fields=("ignore_eos", "min_tokens")))
     assert backend.engine_version()["count_source"] == "retokenized"
     gen = collect(stream(backend, n=11))
-    assert gen.count_source == "retokenized" and gen.engine_output_tokens is None
-    assert len(gen.token_times) == 11  # one byte per token text: exact here, approximate in general
+    assert gen.count_source == "retokenized" and gen.finish_reason == "stop"
+    assert len(gen.token_times) == 3  # one byte per token text: exact here, approximate in general
 
 
 def test_openai_chat_mode_sends_the_user_turn_and_reports_the_servers_prompt_count(server):

@@ -97,3 +97,21 @@ def test_a_server_that_dies_mid_level_becomes_connect_errors_and_results_survive
     assert lv.requests == 30
     assert lv.errors_by_kind.get("connect", 0) >= 10, lv.errors_by_kind
     assert 5 <= lv.requests - lv.errors <= 12  # what finished before the server died is kept
+
+
+def test_two_client_processes_drive_one_level_together(run_dir):
+    srv = spawn(["--ttft-ms", "5", "--itl-ms", "5"])
+    try:
+        r = _load(srv.url, run_dir, concurrency=[4], requests=20, max_new_tokens=8, clients=2)
+    finally:
+        srv.stop()
+    lv = r.levels[0]
+    assert r.summaries[0].status == "ok", r.summaries[0].error
+    assert lv.requests == 20 and lv.errors == 0 and lv.length_mismatch == 0
+    recs = read_records(run_dir / "requests.jsonl")
+    warm = [x for x in recs.requests if x.warmup]
+    assert len(warm) == 4 and not recs.duplicates  # one warm-up wave across both processes
+    by_client = {x.request_id.rpartition("@")[2] if "@" in x.request_id else "0" for x in recs.requests}
+    assert by_client == {"0", "1"}  # both processes sent requests
+    assert recs.stages[-1].params["clients"] == 2
+    assert lv.tpot_ms["p50"] == pytest.approx(5.0, abs=2.0)

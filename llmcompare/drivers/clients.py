@@ -4,8 +4,8 @@ Only a backend reached over HTTP can be shared: its ``client_config()`` says how
 reaches the same server (a backend name and options, e.g. ``("openai", {"url": ..., "model": ...})``).
 The worker starts N − 1 client processes (``python -m llmcompare.drivers.clients``), each opens its own
 session to that server and sends its share of the level (see :class:`~.load.LevelRun`); the worker
-drives share 0 itself. Clients report ``ready``; the worker then broadcasts one common start time on
-the machine's monotonic clock, and every client streams its request records back as JSON lines on
+drives share 0 itself. Every process runs its share of the warm-up, then clients report ``ready``; the
+worker then broadcasts one common start time on the machine's monotonic clock, and every client streams its request records back as JSON lines on
 stdout. The worker stays the only writer of ``requests.jsonl``. Client processes die with the worker.
 
 The records of every client carry the worker session's id (with the client's index in the request id),
@@ -59,10 +59,16 @@ async def run_shared(session: BackendSession, ctx: Context, writer: RecordWriter
         await proc.stdin.drain()
         procs.append(proc)
     try:
+        await lr.warm_up()  # every process warms up before the common start is set
         for proc in procs:
-            line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)
-            msg = json.loads(line or b"{}")
-            if msg.get("type") != "ready":
+            while True:  # the client's warm-up records come first, then "ready"
+                line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)
+                if line.startswith(b'{"backend"'):
+                    writer.write_line(line.decode())
+                    continue
+                msg = json.loads(line or b"{}")
+                if msg.get("type") == "ready":
+                    break
                 raise ClientFailed(f"a client process failed to start: {msg.get('error') or 'no answer'}")
         t0 = clock() + START_MARGIN_S
         for proc in procs:
@@ -70,23 +76,26 @@ async def run_shared(session: BackendSession, ctx: Context, writer: RecordWriter
             await proc.stdin.drain()
         lr.t0 = t0
 
-        async def follow(proc) -> int:
-            peak = 0
+        async def follow(proc) -> tuple[int, list[bytes]]:
+            """Pass request records through to the file as they come (parsed only after the level, so
+            the worker's loop stays free while it is measured); return the client's peak in flight."""
+            peak, lines = 0, []
             async for line in proc.stdout:
+                if line.startswith(b'{"backend"'):  # a request record, as RequestRecord.to_dict writes it
+                    writer.write_line(line.decode())
+                    lines.append(line)
+                    continue
                 msg = json.loads(line)
-                if msg.get("type") == "request":
-                    writer.write(msg)
-                    rec = RequestRecord.from_dict(msg)
-                    if not rec.warmup:
-                        lr.measured.append(rec)
-                elif msg.get("type") == "done":
+                if msg.get("type") == "done":
                     peak = int(msg.get("max_in_flight", 0))
                 elif msg.get("type") == "error":
                     raise ClientFailed(f"a client process failed: {msg.get('error')}")
-            return peak
+            return peak, lines
 
         results = await asyncio.gather(drive(lr), *(follow(p) for p in procs))
-        lr.max_in_flight += sum(results[1:])
+        for peak, lines in results[1:]:
+            lr.max_in_flight += peak
+            lr.measured += [rec for rec in map(RequestRecord.from_dict, map(json.loads, lines)) if not rec.warmup]
         return lr
     finally:
         for proc in procs:
@@ -127,6 +136,7 @@ def _client_main() -> int:
             send(rec.to_dict())
 
         lr = LevelRun(session, ctx, level, job["index"], emit, share=(j, k))
+        session.run(lr.warm_up())
         send({"type": "ready"})
         lr.t0 = float(json.loads(sys.stdin.readline())["start"])
         session.run(drive(lr))

@@ -113,6 +113,7 @@ class LevelRun:
         self.measured: list[RequestRecord] = []
         self.start: float | None = None  # scheduled time of the first measured request
         self.deadline: float | None = None
+        self.warmed = False
 
     def _mine(self, i: int) -> bool:
         return i % self.share[1] == self.share[0]
@@ -155,9 +156,15 @@ class LevelRun:
         if not warm:
             self.measured.append(rec)
 
-    async def _warm_up(self) -> None:
-        """A wave of its own before the measured phase, so that starts with a warm engine."""
-        await asyncio.gather(*(self._one(i, clock()) for i in range(self.warmup) if self._mine(i)))
+    async def warm_up(self) -> None:
+        """A wave of its own before the measured phase, so that starts with a warm engine (once)."""
+        if not self.warmed:
+            self.warmed = True
+            await asyncio.gather(*(self._one(i, clock()) for i in range(self.warmup) if self._mine(i)))
+
+    async def _start(self) -> None:
+        """Warm up, then wait for the common start time when several processes share the level."""
+        await self.warm_up()
         if self.t0 is not None:
             await asyncio.sleep(max(0.0, self.t0 - clock()))
             self._begin(self.t0)
@@ -165,7 +172,7 @@ class LevelRun:
     async def run_closed(self, concurrency: int) -> None:
         j, k = self.share
         users = concurrency // k + (1 if j < concurrency % k else 0)
-        await self._warm_up()
+        await self._start()
         counter = self._my_indices(self.warmup)
         lock = asyncio.Lock()
 
@@ -184,7 +191,7 @@ class LevelRun:
         rng = random.Random(self.scenario.seed * 31 + int(rate * 1000))
         poisson = self.scenario.arrivals == "poisson"
         tasks: list[asyncio.Task] = []
-        await self._warm_up()
+        await self._start()
         t = self.t0 if self.t0 is not None else clock()
         self._begin(t)
         i = self.warmup

@@ -157,6 +157,7 @@ def summary_notes(summaries: list[Summary], max_new_tokens: int) -> list[tuple[s
             out.append(("note", f"{who}: {s.n_approximate} request(s) counted by re-tokenizing the server's text"
                                 " (approximate: it sent neither ids nor a count)"))
         if s.n_without_ids:
-            out.append(("note", f"{who}: {s.n_without_ids} request(s) counted by the server itself (usage or"
-                                " log-probabilities), without token ids: no agreement check"))
+            out.append(("note", f"{who}: {s.n_without_ids} request(s) counted by the server itself (its usage, its"
+                                " log-probabilities, or a 'length' finish at max_tokens), without token ids: no"
+                                " agreement check"))
     return out
