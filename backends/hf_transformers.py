@@ -42,6 +42,32 @@ class _TimestampStreamer:
         pass
 
 
+def load_model(config: BackendConfig, **from_pretrained_kwargs):
+    """The model (in the variant's dtype, on the config's device) and its tokenizer: random weights for a
+    ``synthetic:`` shape, else ``from_pretrained`` on the HF directory. Shared by ``transformers-cb``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    opts = config.options
+    if opts.get("threads"):
+        torch.set_num_threads(int(opts["threads"]))
+    dtype = getattr(torch, DTYPES[config.variant or "fp32"])
+    model = config.model
+    if model.kind == "synthetic":
+        from llmcompare import synthetic
+
+        loaded = synthetic.build_model(model.shape, dtype=dtype, device=config.device)
+        if from_pretrained_kwargs.get("attn_implementation"):
+            loaded.set_attn_implementation(from_pretrained_kwargs["attn_implementation"])
+    else:
+        loaded = AutoModelForCausalLM.from_pretrained(
+            model.hf_dir(), dtype=dtype, device_map=config.device, trust_remote_code=config.trust_remote_code,
+            **from_pretrained_kwargs,
+        ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_dir(), trust_remote_code=config.trust_remote_code)
+    return loaded, tokenizer
+
+
 class TransformersBackend:
 
     def __init__(self, config: BackendConfig):
@@ -52,25 +78,9 @@ class TransformersBackend:
 
     def load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        opts = self.config.options
-        if opts.get("threads"):
-            torch.set_num_threads(int(opts["threads"]))
-        dtype = getattr(torch, DTYPES[self.config.variant or "fp32"])
-        device = self.config.device
-        model = self.config.model
-        if model.kind == "synthetic":
-            from llmcompare import synthetic
-
-            self.model = synthetic.build_model(model.shape, dtype=dtype, device=device)
-        else:
-            self.model = AutoModelForCausalLM.from_pretrained(
-                model.hf_dir(), dtype=dtype, device_map=device,
-                trust_remote_code=self.config.trust_remote_code, **self.extra,
-            ).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_dir(), trust_remote_code=self.config.trust_remote_code)
-        self._device = torch.device(device)
+        self.model, self.tokenizer = load_model(self.config, **self.extra)
+        self._device = torch.device(self.config.device)
 
     def generate(self, prompt: Sequence[int] | str, max_new_tokens: int) -> Generation:
         import torch

@@ -28,7 +28,6 @@ from llmcompare import hookimpl
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, clock
 from llmcompare.errors import RequestFailed
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 #: KV-cache pages (of 256 tokens) on the CPU: 16k tokens.
 CPU_BLOCKS = 64
 
@@ -42,27 +41,14 @@ class TransformersCBBackend:
         self._ids = itertools.count()
 
     def load(self) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers import GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-        opts = self.config.options
-        if opts.get("threads"):
-            torch.set_num_threads(int(opts["threads"]))
-        dtype = getattr(torch, DTYPES[self.config.variant or "fp32"])
-        model = self.config.model
-        attn = opts.get("attn_implementation") or "paged|eager"
-        if model.kind == "synthetic":
-            from llmcompare import synthetic
+        from llmcompare.backends.hf_transformers import load_model
 
-            self.model = synthetic.build_model(model.shape, dtype=dtype, device=self.config.device)
-            self.model.set_attn_implementation(attn)
-        else:
-            self.model = AutoModelForCausalLM.from_pretrained(
-                model.hf_dir(), dtype=dtype, device_map=self.config.device, attn_implementation=attn,
-                trust_remote_code=self.config.trust_remote_code).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_dir(),
-                                                       trust_remote_code=self.config.trust_remote_code)
+        opts = self.config.options
+        self.model, self.tokenizer = load_model(self.config, attn_implementation=opts.get("attn_implementation")
+                                                or "paged|eager")
         gen = GenerationConfig(do_sample=False, num_beams=1, eos_token_id=-1, pad_token_id=0,
                                max_new_tokens=int(opts.get("max_new_tokens_default", 256)))
         # Left alone, the manager sizes its KV cache from free memory (13.6 GiB of RSS seen on a 24 GiB
