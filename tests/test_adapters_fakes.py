@@ -519,3 +519,20 @@ def test_fakes_stay_off_the_path_outside_their_tests():
         except ModuleNotFoundError:
             found = None
         assert found is None or str(FAKES) not in str(found.origin)
+
+
+@pytest.mark.parametrize("name,variant", [("mlc", None), ("mlc-sync", None), ("sglang", None), ("neuron", "throughput")])
+def test_the_conformance_kit_runs_through_each_fake(fakes, model, name, variant):
+    from llmcompare.testing import check_backend
+
+    report = check_backend(name, model=model.path, variant=variant)
+    assert report.ok, str(report)
+
+
+def test_the_conformance_kit_runs_through_the_fake_sagemaker_endpoint(aws, model):
+    from llmcompare.testing import check_backend
+
+    with aws("tgi", part_size=9) as fake:
+        report = check_backend("sagemaker", model=model.path,
+                               options={"endpoint": "llama-7b", "region": "eu-west-1", "endpoint_url": fake.url})
+    assert report.ok, str(report)
