@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from . import __version__
 
-COMMANDS = ("run", "load", "backends", "report", "plan", "env", "verify-backend")
+COMMANDS = ("run", "load", "backends", "report", "compare", "plan", "env", "verify-backend")
 
 
 def _int_list(text: str) -> list[int]:
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("backends", help="list backends, their source, and whether they can run here")
     rp = sub.add_parser("report", help="rebuild results.json, requests.csv, summary.md (and the load reports) from a run directory")
     rp.add_argument("run_dir")
-    for name in ("plan", "envs", "verify"):
+    for name in ("comparison", "plan", "envs", "verify"):
         try:
             module = __import__(f"llmcompare.{name}", fromlist=["add_parser"])
         except ImportError:
@@ -160,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import envs
 
             return envs.run(args)
+        if args.command == "compare":
+            from . import comparison
+
+            return comparison.run(args)
         if args.command == "verify-backend":
             from . import verify
 
