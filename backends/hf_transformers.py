@@ -15,6 +15,7 @@ from llmcompare import hookimpl
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, clock
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+VARIANTS = {"fp32": "float32 weights", "fp16": "float16 weights", "bf16": "bfloat16 weights"}
 
 
 class _TimestampStreamer:
@@ -141,7 +142,7 @@ def register_backends(register):
             target="llmcompare.backends.hf_transformers:TransformersBackend",
             install="pip install 'llmcompare[transformers]'",
             requires=("transformers", "torch"),
-            variants={"fp32": "float32 weights", "fp16": "float16 weights", "bf16": "bfloat16 weights"},
+            variants=VARIANTS,
             default_variant="fp32",
             options={
                 "compile": OptionSpec(bool, False, "static KV cache + transformers' torch.compile of the forward"

@@ -542,9 +542,19 @@ class ServerClient:
     closing the HTTP client on the session's event loop."""
 
     name = ""
+    url: str
     config: BackendConfig
     http: HttpClient | None = None
     _text: PromptText | None = None
+
+    def open_http(self) -> HttpClient:
+        """The HTTP client for ``self.url``, with the timeouts and the API key (by its variable's name)
+        the options give."""
+        opts = self.config.options
+        return HttpClient(self.url, connect_timeout_s=float(opts.get("connect_timeout_s", 10.0)),
+                          first_token_timeout_s=float(opts.get("first_token_timeout_s", 300.0)),
+                          total_timeout_s=float(opts.get("total_timeout_s", 3600.0)),
+                          api_key=read_api_key(opts.get("api_key_env")))
 
     def client_config(self) -> tuple[str, dict]:
         """How another client process reaches the same server: this backend, with the same options
@@ -593,11 +603,7 @@ class OpenAIBackend(ServerClient):
 
     # ---- life ----
     def load(self) -> None:
-        opts = self.config.options
-        self.http = HttpClient(self.url, connect_timeout_s=float(opts.get("connect_timeout_s", 10.0)),
-                               first_token_timeout_s=float(opts.get("first_token_timeout_s", 300.0)),
-                               total_timeout_s=float(opts.get("total_timeout_s", 3600.0)),
-                               api_key=read_api_key(opts.get("api_key_env")))
+        self.http = self.open_http()
         self._text, self._text_error = load_prompt_text(self.config)
         run_sync(closing_after(self._probe(), self.http))
         if self.prompt_as != "ids":

@@ -46,7 +46,6 @@ from llmcompare.backends.openai_http import (
     error_event_failure,
     load_prompt_text,
     parse_json_object,
-    read_api_key,
     run_sync,
     timeout_options,
 )
@@ -76,11 +75,7 @@ class TGIBackend(ServerClient):
         return f"TGIBackend(url={self.url!r})"
 
     def load(self) -> None:
-        opts = self.config.options
-        self.http = HttpClient(self.url, connect_timeout_s=float(opts.get("connect_timeout_s", 10.0)),
-                               first_token_timeout_s=float(opts.get("first_token_timeout_s", 300.0)),
-                               total_timeout_s=float(opts.get("total_timeout_s", 3600.0)),
-                               api_key=read_api_key(opts.get("api_key_env")))
+        self.http = self.open_http()
         self._text, error = load_prompt_text(self.config)
         if self._text is None:
             raise UserError(f"backend 'tgi' sends text, decoded from our prompt ids with the model's tokenizer,"

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from llmcompare import hookimpl
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, clock
+from llmcompare.backends.hf_transformers import VARIANTS
 from llmcompare.errors import RequestFailed
 
 #: KV-cache pages (of 256 tokens) on the CPU: 16k tokens.
@@ -111,7 +112,7 @@ def register_backends(register):
             target="llmcompare.backends.transformers_cb:TransformersCBBackend",
             install="pip install 'llmcompare[transformers]'",
             requires=("transformers", "torch"),
-            variants={"fp32": "float32 weights", "fp16": "float16 weights", "bf16": "bfloat16 weights"},
+            variants=VARIANTS,
             default_variant="fp32",
             options={
                 "threads": OptionSpec(int, None, "torch CPU threads", minimum=1),
