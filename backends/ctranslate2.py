@@ -7,6 +7,10 @@
   ``min_length`` keeps EOS from ending it early.
 * Input: token *strings* (``convert_ids_to_tokens`` of our ids); CT2 adds no special tokens.
 * No prefix cache unless ``static_prompt`` is passed, which this adapter never does.
+* Natural stop (fidelity pass): no ``min_length``; the stream ends with the EOS step
+  (``is_last``), whose token is dropped.
+* Scores: ``score_batch`` gives the log-probability of every token after the first; it gives no
+  alternatives, so ``top`` stays empty.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import gc
 from collections.abc import Sequence
 
 from llmcompare import hookimpl
-from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, clock
+from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, Scores, clock
 
 VARIANTS = {
     "int8": "int8 weights (CPU and CUDA)",
@@ -62,22 +66,37 @@ class CTranslate2Backend:
         self.tokenizer = AutoTokenizer.from_pretrained(self.config.model.tokenizer_dir(),
                                                        trust_remote_code=self.config.trust_remote_code)
 
-    def generate(self, prompt: Sequence[int] | str, max_new_tokens: int) -> Generation:
+    def generate(self, prompt: Sequence[int] | str, max_new_tokens: int, *, stop_at_eos: bool = False) -> Generation:
         tokens = self.tokenizer.convert_ids_to_tokens(list(prompt))
         ids: list[int] = []
         times: list[float] = []
+        finish = "length"
         stream = self.generator.generate_tokens(
-            tokens, max_length=max_new_tokens, min_length=max_new_tokens, sampling_topk=1,
+            tokens, max_length=max_new_tokens, min_length=0 if stop_at_eos else max_new_tokens, sampling_topk=1,
         )
         try:
             for step in stream:
+                if stop_at_eos and step.is_last and int(step.token_id) in self.eos_ids:
+                    finish = "stop"
+                    break
                 ids.append(int(step.token_id))
                 times.append(clock())
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()  # breaking out of the stream does not stop generation by itself
-        return Generation(ids, times, prompt_tokens=len(tokens), finish_reason="length")
+        return Generation(ids, times, prompt_tokens=len(tokens), finish_reason=finish)
+
+    @property
+    def eos_ids(self) -> set[int]:
+        return {int(i) for i in (self.tokenizer.eos_token_id,) if i is not None}
+
+    def score(self, token_ids: Sequence[int], start: int, top_k: int = 0) -> Scores:
+        if not 1 <= start <= len(token_ids):
+            raise ValueError(f"score: start must be in 1..{len(token_ids)}, got {start}")
+        tokens = self.tokenizer.convert_ids_to_tokens(list(token_ids))
+        result = self.generator.score_batch([tokens], max_input_length=0)[0]
+        return Scores([float(x) for x in result.log_probs[start - 1:]])
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -110,7 +129,8 @@ def register_backends(register):
                 "compute_type": OptionSpec(str, None, "override the compute type at load", tuple(VARIANTS) + ("auto", "default")),
             },
             passthrough=True,
-            capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("hf", "synthetic"), prefix_cache="none"),
+            capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("hf", "synthetic"), prefix_cache="none",
+                                      natural_stop=True, scores=True),
             description="CTranslate2 Generator, HF model converted on first use and cached.",
             distributions=("ctranslate2", "transformers"),
         )

@@ -5,6 +5,9 @@ token ``i`` is released at ``t0 + ttft_ms + i * per_token_ms``. Because it sched
 hand-over time instead of sleeping a fixed amount per token, the configured latency is what the
 harness should measure back: ``tests/test_timing.py`` checks that it does, within 5%.
 
+With ``stop_at_eos=True`` (the fidelity pass) it stops after echoing the prompt once, as if the
+model's EOS came right after it, with ``finish_reason="stop"``.
+
 It has both paths: ``generate`` (sync, one request at a time) and ``astream`` (async chunks), and
 declares ``concurrent=True``: under the load driver it behaves like an ideal server whose requests
 never slow each other down, which is what the load driver's own tests need.
@@ -41,34 +44,39 @@ class EchoBackend:
             self._ballast[:: 4096] = b"\x01" * len(self._ballast[:: 4096])
         self.loaded = True
 
-    def generate(self, prompt: Sequence[int] | str, max_new_tokens: int) -> Generation:
+    def generate(self, prompt: Sequence[int] | str, max_new_tokens: int, *, stop_at_eos: bool = False) -> Generation:
         if not self.loaded:
             raise RuntimeError("echo backend is not loaded")
         t0 = clock()
         ids = list(prompt) if not isinstance(prompt, str) else list(prompt.encode("utf-8"))
         ids = ids or [0]
         out, times = [], []
-        for i in range(max_new_tokens):
+        n = min(max_new_tokens, len(ids)) if stop_at_eos else max_new_tokens
+        for i in range(n):
             if i % self.chunk == 0:  # a new chunk: wait for its release time
                 _sleep_until(t0 + self.ttft_s + i * self.per_token_s)
                 now = clock()
             out.append(int(ids[i % len(ids)]))
             times.append(now)
-        return Generation(out, times, prompt_tokens=len(ids), finish_reason="length")
+        finish = "stop" if n < max_new_tokens else "length"
+        return Generation(out, times, prompt_tokens=len(ids), finish_reason=finish)
 
-    async def astream(self, prompt: Sequence[int] | str, max_new_tokens: int) -> AsyncIterator[Chunk]:
+    async def astream(self, prompt: Sequence[int] | str, max_new_tokens: int, *,
+                      stop_at_eos: bool = False) -> AsyncIterator[Chunk]:
         if not self.loaded:
             raise RuntimeError("echo backend is not loaded")
         t0 = clock()
         ids = (list(prompt) if not isinstance(prompt, str) else list(prompt.encode("utf-8"))) or [0]
-        for start in range(0, max_new_tokens, self.chunk):
+        total = min(max_new_tokens, len(ids)) if stop_at_eos else max_new_tokens
+        finish = "stop" if total < max_new_tokens else "length"
+        for start in range(0, total, self.chunk):
             delay = t0 + self.ttft_s + start * self.per_token_s - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
-            n = min(self.chunk, max_new_tokens - start)
-            last = start + n == max_new_tokens
+            n = min(self.chunk, total - start)
+            last = start + n == total
             yield Chunk([int(ids[i % len(ids)]) for i in range(start, start + n)], clock(),
-                        finish_reason="length" if last else None, prompt_tokens=len(ids) if last else None)
+                        finish_reason=finish if last else None, prompt_tokens=len(ids) if last else None)
 
     def count_tokens(self, text: str) -> int:
         return len(text.encode("utf-8"))
@@ -100,7 +108,7 @@ def register_backends(register):
             target="llmcompare.backends.echo:EchoBackend",
             install="pip install llmcompare",
             capabilities=Capabilities(devices=("cpu",), model_formats=("gguf", "hf", "synthetic"), prefix_cache="none",
-                                      concurrent=True),
+                                      concurrent=True, natural_stop=True),
             description="Deterministic fake engine with configurable latency (test double and plugin template).",
             options={
                 "ttft_ms": OptionSpec(float, 0.0, "time to first token, ms"),

@@ -4,6 +4,10 @@ Output length is forced with ``min_new_tokens = max_new_tokens = N`` and greedy 
 explicitly in a fresh ``GenerationConfig``, so the model's own ``generation_config.json`` (sampling
 defaults) never applies. Transformers has no cross-request prompt cache: each ``generate`` call
 starts with an empty KV cache.
+
+For the fidelity pass it also stops naturally (``stop_at_eos=True``: no ``min_new_tokens``, the EOS
+id ends it and is dropped from the ids) and scores given tokens with one forward pass (``score``:
+``log_softmax`` of the logits in float32), which makes it the default fidelity reference.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import gc
 from collections.abc import Sequence
 
 from llmcompare import hookimpl
-from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, clock
+from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, Scores, clock
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 VARIANTS = {"fp32": "float32 weights", "fp16": "float16 weights", "bf16": "bfloat16 weights"}
@@ -83,13 +87,21 @@ class TransformersBackend:
         self.model, self.tokenizer = load_model(self.config, **self.extra)
         self._device = torch.device(self.config.device)
 
-    def generate(self, prompt: Sequence[int] | str, max_new_tokens: int) -> Generation:
+    def eos_ids(self) -> set[int]:
+        """The ids that end a sequence: the model config's and the generation config's EOS."""
+        out: set[int] = set()
+        for cfg in (self.model.config, getattr(self.model, "generation_config", None)):
+            eos = getattr(cfg, "eos_token_id", None)
+            out.update(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        return {int(e) for e in out}
+
+    def generate(self, prompt: Sequence[int] | str, max_new_tokens: int, *, stop_at_eos: bool = False) -> Generation:
         import torch
         from transformers import GenerationConfig
 
         ids = torch.tensor([list(prompt)], dtype=torch.long, device=self._device)
-        eos = self.model.config.eos_token_id
-        pad = eos[0] if isinstance(eos, list) else eos
+        eos = sorted(self.eos_ids()) or None
+        pad = eos[0] if eos else None
         opts = self.config.options
         compile_kw = {}
         if opts.get("compile"):
@@ -100,7 +112,8 @@ class TransformersBackend:
 
             compile_kw = {"compile_config": CompileConfig(fullgraph=True, mode="reduce-overhead")}
         gen_config = GenerationConfig(
-            do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+            do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+            min_new_tokens=None if stop_at_eos else max_new_tokens,
             eos_token_id=eos, pad_token_id=pad if pad is not None else 0,
             cache_implementation=opts.get("cache_implementation") or ("static" if opts.get("compile") else None),
             **compile_kw,
@@ -109,7 +122,27 @@ class TransformersBackend:
         with torch.inference_mode():
             self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen_config,
                                 streamer=streamer)
+        if stop_at_eos and streamer.ids and streamer.ids[-1] in (eos or ()):
+            del streamer.ids[-1], streamer.times[-1]
+            return Generation(streamer.ids, streamer.times, prompt_tokens=ids.shape[1], finish_reason="stop")
         return Generation(streamer.ids, streamer.times, prompt_tokens=ids.shape[1], finish_reason="length")
+
+    def score(self, token_ids: Sequence[int], start: int, top_k: int = 0) -> Scores:
+        import torch
+
+        if not 1 <= start <= len(token_ids):
+            raise ValueError(f"score: start must be in 1..{len(token_ids)}, got {start}")
+        ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self._device)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, start - 1:-1]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            target = ids[0, start:]
+            chosen = logp.gather(1, target.unsqueeze(1)).squeeze(1).tolist()
+            top: list[list[tuple[int, float]]] = []
+            if top_k:
+                values, indices = logp.topk(top_k, dim=-1)
+                top = [list(zip(map(int, i), map(float, v))) for i, v in zip(indices.tolist(), values.tolist())]
+        return Scores([float(x) for x in chosen], top)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -152,7 +185,8 @@ def register_backends(register):
                 "attn_implementation": OptionSpec(str, None, "eager, sdpa, flash_attention_2 ..."),
             },
             passthrough=True,
-            capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("hf", "synthetic"), prefix_cache="none"),
+            capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("hf", "synthetic"), prefix_cache="none",
+                                      natural_stop=True, scores=True),
             description="HF Transformers generate() with a per-token streamer; CPU and CUDA.",
             distributions=("transformers", "torch", "accelerate"),
         )

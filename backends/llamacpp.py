@@ -6,6 +6,11 @@
   runs before every request and ``generate(..., reset=True)`` is passed as well.
 * Sampling: greedy is stated explicitly (temp 0, top-k 1, repeat penalty 1.0); the library's own
   ``create_completion`` defaults (sampling, 16 tokens) are never used.
+* Natural stop (fidelity pass): the loop ends at an end-of-generation token
+  (``llama_vocab_is_eog``), which is not returned.
+* Scores: the tokens are evaluated one at a time on a fresh context state and the last position's
+  logits are read after each (``llama_get_logits``), so ``logits_all`` (which would add an lm-head
+  pass over every prompt token to the timed requests) stays off.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import gc
 from collections.abc import Sequence
 
 from llmcompare import hookimpl
-from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, clock
+from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, Scores, clock
 
 
 class LlamaCppBackend:
@@ -37,21 +42,51 @@ class LlamaCppBackend:
             **opts,
         )
 
-    def generate(self, prompt: Sequence[int] | str, max_new_tokens: int) -> Generation:
+    def generate(self, prompt: Sequence[int] | str, max_new_tokens: int, *, stop_at_eos: bool = False) -> Generation:
+        import llama_cpp
+
         ids: list[int] = []
         times: list[float] = []
+        finish = "length"
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model) if stop_at_eos else None
         self.llm.reset()
         stream = self.llm.generate(list(prompt), temp=0.0, top_k=1, top_p=1.0, min_p=0.0,
                                    repeat_penalty=1.0, reset=True)
         try:
             for token in stream:
+                if vocab is not None and llama_cpp.llama_vocab_is_eog(vocab, int(token)):
+                    finish = "stop"
+                    break
                 ids.append(int(token))
                 times.append(clock())
                 if len(ids) >= max_new_tokens:
                     break
         finally:
             stream.close()
-        return Generation(ids, times, prompt_tokens=len(prompt), finish_reason="length")
+        return Generation(ids, times, prompt_tokens=len(prompt), finish_reason=finish)
+
+    def score(self, token_ids: Sequence[int], start: int, top_k: int = 0) -> Scores:
+        import llama_cpp
+        import numpy as np
+
+        if not 1 <= start <= len(token_ids):
+            raise ValueError(f"score: start must be in 1..{len(token_ids)}, got {start}")
+        n_vocab = self.llm.n_vocab()
+        self.llm.reset()
+        self.llm.eval(list(token_ids[:start]))
+        logprobs: list[float] = []
+        top: list[list[tuple[int, float]]] = []
+        for pos in range(start, len(token_ids)):
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.llm.ctx), shape=(n_vocab,)).astype(np.float64)
+            logp = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+            logprobs.append(float(logp[token_ids[pos]]))
+            if top_k:
+                best = np.argsort(-logp)[:top_k]
+                top.append([(int(i), float(logp[i])) for i in best])
+            if pos + 1 < len(token_ids):
+                self.llm.eval([int(token_ids[pos])])
+        self.llm.reset()
+        return Scores(logprobs, top)
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
@@ -83,7 +118,8 @@ def register_backends(register):
                 "n_batch": OptionSpec(int, None, "prompt batch size", minimum=1),
             },
             passthrough=True,
-            capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("gguf",), prefix_cache="reset"),
+            capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("gguf",), prefix_cache="reset",
+                                      natural_stop=True, scores=True),
             description="llama-cpp-python on a GGUF file; prompt cache reset before every request.",
             distributions=("llama_cpp_python",),
         )

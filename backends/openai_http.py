@@ -717,7 +717,7 @@ class OpenAIBackend(ServerClient):
         return self._text
 
     # ---- requests ----
-    def _body(self, prompt: Sequence[int], n: int) -> dict[str, Any]:
+    def _body(self, prompt: Sequence[int], n: int, stop_at_eos: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model}
         if self.mode == "chat":
             content = self._need_text("send chat messages").chat_content(prompt)
@@ -732,25 +732,29 @@ class OpenAIBackend(ServerClient):
                   "repetition_penalty": 1.0, "return_token_ids": True, "return_tokens": True,
                   "add_special_tokens": False}
         for name in self.fields:
+            if stop_at_eos and name in ("ignore_eos", "min_tokens"):
+                continue  # the fidelity pass: the server stops at EOS by itself
             body[name] = values[name]
         body.update(self.extra_body)
         return body
 
-    async def astream(self, prompt: Sequence[int] | str, max_new_tokens: int) -> AsyncIterator[Chunk]:
+    async def astream(self, prompt: Sequence[int] | str, max_new_tokens: int, *,
+                      stop_at_eos: bool = False) -> AsyncIterator[Chunk]:
         if self.http is None:
             raise RuntimeError("the openai backend is not loaded")
         if isinstance(prompt, str):
             raise TypeError("the openai backend takes prompt token ids (it declares accepts_token_ids)")
-        async for chunk in self._stream(prompt, max_new_tokens):
+        async for chunk in self._stream(prompt, max_new_tokens, stop_at_eos=stop_at_eos):
             yield chunk
 
-    async def _stream(self, prompt: Sequence[int], n: int, probe: bool = False) -> AsyncIterator[Chunk]:
+    async def _stream(self, prompt: Sequence[int], n: int, probe: bool = False,
+                      stop_at_eos: bool = False) -> AsyncIterator[Chunk]:
         """One request: a :class:`Chunk` per network read that carried tokens, then a closing chunk."""
         assert self.http is not None
         tally = _Tally(chat=self.mode == "chat")
         retokenize = self.count_source == "retokenized" and not probe and self._text is not None
         arrived, ids, n_tokens = clock(), [], None
-        async with self.http.stream(self._path(), self._body(prompt, n)) as events:
+        async with self.http.stream(self._path(), self._body(prompt, n, stop_at_eos)) as events:
             async for arrived, payloads in events:
                 ids, n_text = tally.take(payloads)
                 n_tokens = None
@@ -906,7 +910,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             options=options,
             capabilities=Capabilities(accepts_token_ids=True, concurrent=True, devices=("cpu", "cuda"),
                                       in_process=False, model_formats=("gguf", "hf", "synthetic"),
-                                      prefix_cache="server"),
+                                      prefix_cache="server", natural_stop=True),
             description="Any OpenAI-compatible server (vLLM, SGLang, llama.cpp, TGI, Ollama...) over HTTP, streamed.",
             distributions=("aiohttp",),
         )

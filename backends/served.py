@@ -161,10 +161,11 @@ class ServedBackend:
             self.unload()
             raise
 
-    async def astream(self, prompt: Sequence[int] | str, max_new_tokens: int) -> AsyncIterator[Chunk]:
+    async def astream(self, prompt: Sequence[int] | str, max_new_tokens: int, *,
+                      stop_at_eos: bool = False) -> AsyncIterator[Chunk]:
         if self.client is None:
             raise RuntimeError(f"backend {self.name!r} is not loaded")
-        async for chunk in self.client.astream(prompt, max_new_tokens):
+        async for chunk in self.client.astream(prompt, max_new_tokens, **({"stop_at_eos": True} if stop_at_eos else {})):
             yield chunk
 
     def client_config(self) -> tuple[str, dict] | None:
@@ -507,7 +508,7 @@ def _common_options() -> dict[str, OptionSpec]:
 
 def _caps(devices: tuple[str, ...], formats: tuple[str, ...], prefix_cache: str) -> Capabilities:
     return Capabilities(accepts_token_ids=True, concurrent=True, devices=devices, in_process=False,
-                        model_formats=formats, prefix_cache=prefix_cache)
+                        model_formats=formats, prefix_cache=prefix_cache, natural_stop=True)
 
 
 DTYPE_VARIANTS = {"fp32": "float32 weights", "fp16": "float16 weights", "bf16": "bfloat16 weights"}

@@ -126,7 +126,10 @@ class TGIBackend(ServerClient):
         parameters.update(self.extra_parameters)
         return {"inputs": self._text.text(prompt), "parameters": parameters}
 
-    async def astream(self, prompt: Sequence[int] | str, max_new_tokens: int) -> AsyncIterator[Chunk]:
+    async def astream(self, prompt: Sequence[int] | str, max_new_tokens: int, *,
+                      stop_at_eos: bool = False) -> AsyncIterator[Chunk]:
+        """TGI always stops at EOS (its router forces ``ignore_eos_token: false``), so ``stop_at_eos`` changes
+        nothing here; the fidelity pass drops the EOS token TGI streams as the last one."""
         if self.http is None or self._text is None:
             raise RuntimeError("the tgi backend is not loaded")
         if isinstance(prompt, str):
@@ -189,7 +192,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             },
             capabilities=Capabilities(accepts_token_ids=True, concurrent=True, devices=("cpu", "cuda"),
                                       in_process=False, model_formats=("gguf", "hf", "synthetic"),
-                                      prefix_cache="server"),
+                                      prefix_cache="server", natural_stop=True),
             description="Hugging Face TGI's native /generate_stream over HTTP; exact ids, length not forceable.",
             distributions=("aiohttp",),
         )

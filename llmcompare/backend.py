@@ -55,6 +55,12 @@ class Capabilities:
     ``"reset"`` (cleared before every request), ``"disabled"`` (turned off at load), ``"server"`` (a
     remote server's own setting) or ``"on"`` (it cannot be turned off: only distinct requests, as the
     load driver sends, keep it out)."""
+    natural_stop: bool = False
+    """``generate``/``astream`` take ``stop_at_eos=True``: greedy decoding that stops where the model
+    emits its end-of-sequence token (the fidelity pass needs it: text forced past EOS means nothing)."""
+    scores: bool = False
+    """The backend has ``score(token_ids, start, top_k)``: the engine's own log-probabilities of given
+    tokens (teacher forcing), for the fidelity reference and the perplexity of a shipped text."""
 
 
 @dataclass(frozen=True)
@@ -231,6 +237,19 @@ class Generation:
 
 
 @dataclass
+class Scores:
+    """What ``score(token_ids, start, top_k)`` returns: teacher-forced log-probabilities (natural log).
+
+    ``logprobs[j]`` is ``log p(token_ids[start + j] | token_ids[:start + j])`` under the engine, and
+    ``top[j]`` its ``top_k`` most likely tokens at that position as ``(id, logprob)``, best first
+    (empty when ``top_k`` is 0 or the engine cannot give them).
+    """
+
+    logprobs: list[float]
+    top: list[list[tuple[int, float]]] = field(default_factory=list)
+
+
+@dataclass
 class Chunk:
     """One piece of a stream: the tokens that arrived together and the :data:`clock` time they did.
 
@@ -281,7 +300,14 @@ class Backend(Protocol):
         """Load the model (and convert it if needed). Timed as load time."""
 
     def generate(self, prompt: Sequence[int] | str, max_new_tokens: int) -> Generation:
-        """Greedy-generate exactly ``max_new_tokens`` tokens, ignoring EOS, with no prefix cache."""
+        """Greedy-generate exactly ``max_new_tokens`` tokens, ignoring EOS, with no prefix cache.
+
+        A backend that declares ``Capabilities.natural_stop`` also takes ``stop_at_eos=True``: greedy,
+        stopping at the model's end-of-sequence token (or at ``max_new_tokens``). The EOS token is not
+        part of ``token_ids``, and ``finish_reason`` is ``"stop"`` when EOS ended it, else ``"length"``.
+        Drivers pass the keyword only when they want natural stopping, so a backend without the
+        capability never sees it.
+        """
 
     def count_tokens(self, text: str) -> int:
         """The engine's own token count for ``text`` (no special tokens added)."""
@@ -297,4 +323,13 @@ class AsyncStreaming(Protocol):
     """The optional async path: many requests in flight on one event loop, no thread per request."""
 
     def astream(self, prompt: Sequence[int] | str, max_new_tokens: int) -> AsyncIterator[Chunk]:
-        """Yield :class:`Chunk` values as tokens arrive; same rules as ``generate``."""
+        """Yield :class:`Chunk` values as tokens arrive; same rules as ``generate`` (``stop_at_eos``
+        included)."""
+
+
+class Scoring(Protocol):
+    """The optional scoring path, declared by ``Capabilities.scores``."""
+
+    def score(self, token_ids: Sequence[int], start: int, top_k: int = 0) -> Scores:
+        """Log-probabilities of ``token_ids[start:]``, each given the ids before it (one forward pass
+        where the engine allows). ``start`` is at least 1."""

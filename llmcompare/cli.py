@@ -65,7 +65,18 @@ def _run_parser(sub) -> None:
     p.add_argument("--max-new-tokens", "-n", type=int, default=64, metavar="N", help="tokens to generate, forced (default 64)")
     p.add_argument("--repeats", "-r", type=int, default=3, help="passes over the prompt set (default 3)")
     p.add_argument("--warmup", "-w", type=int, default=1, help="warm-up requests per stage, excluded from statistics (default 1)")
-    p.add_argument("--reference", default=None, help="backend the others are compared with (default: the first)")
+    p.add_argument("--baseline", default=None, help="backend the others' speed is compared with (default: the first)")
+    f = p.add_argument_group("fidelity (does each backend still say the same thing? docs/fidelity.md)")
+    f.add_argument("--no-fidelity", dest="fidelity", action="store_false",
+                   help="skip the fidelity pass (greedy, natural stop, judged by a reference model)")
+    f.add_argument("--reference", default=None, metavar="BACKEND",
+                   help="the fidelity judge: one of this run's backends or any backend[:variant] (default: transformers"
+                        " at the highest precision that fits)")
+    f.add_argument("--fidelity-tokens", type=int, default=128, metavar="N",
+                   help="most tokens per output in the fidelity pass, which stops at EOS (default 128)")
+    f.add_argument("--near-tie-margin", type=float, default=0.5, metavar="NATS",
+                   help="a first divergence whose two tokens the reference scores within this many nats is a near-tie"
+                        " (default 0.5)")
 
 
 def _load_parser(sub) -> None:
@@ -215,7 +226,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             result = api.compare(
                 args.backend, input_tokens=args.input_tokens, max_new_tokens=args.max_new_tokens, repeats=args.repeats,
-                warmup=args.warmup, reference=args.reference, **common)
+                warmup=args.warmup, baseline=args.baseline, fidelity=args.fidelity, reference=args.reference,
+                fidelity_tokens=args.fidelity_tokens, near_tie_margin=args.near_tie_margin, **common)
     paths = write_all(result)
     print_result(console, result, paths)
     return 1 if result.failed else 0

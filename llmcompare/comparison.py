@@ -2,7 +2,7 @@
 
 For every backend and stage present in both runs, each metric is compared as the ratio of medians
 ``median(B) / median(A)`` over the measured requests, with a 95% percentile-bootstrap interval
-(:func:`llmcompare.metrics.bootstrap_ratio`). The verdict reads the interval: for a latency (lower is
+(:func:`llmcompare.statistics.bootstrap_ratio`). The verdict reads the interval: for a latency (lower is
 better) an interval wholly under 1 is *faster*, wholly over 1 *slower*, and one containing 1 is *no
 difference*; for a throughput the other way round.
 
@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from . import metrics
+from . import metrics, statistics
 from .errors import UserError
 
 #: Metric name -> (the per-request figure, True when lower is better).
@@ -61,12 +61,12 @@ class Gate:
 
 
 def verdict(ratio: dict[str, Any] | None, lower_better: bool) -> str:
+    """B/A's verdict: faster/slower for a latency, higher/lower for a throughput, or no difference."""
     if ratio is None:
         return "not enough data"
-    if ratio["within_noise"]:
-        return "no difference"
-    better = ratio["hi"] < 1.0 if lower_better else ratio["lo"] > 1.0
-    return ("faster" if better else "slower") if lower_better else ("higher" if better else "lower")
+    if lower_better:
+        return statistics.verdict(ratio["lo"], ratio["hi"], higher_is_better=False)
+    return statistics.verdict(ratio["lo"], ratio["hi"], higher_is_better=True, better="higher", worse="lower")
 
 
 def compare_runs(run_a: str, run_b: str) -> list[dict[str, Any]]:
@@ -85,7 +85,7 @@ def compare_runs(run_a: str, run_b: str) -> list[dict[str, Any]]:
         if (s.backend, s.stage) not in keys_b:
             continue
         for name, (key, lower_better) in METRICS.items():
-            ratio = metrics.bootstrap_ratio(series(a, s.backend, s.stage, key), series(b, s.backend, s.stage, key))
+            ratio = statistics.bootstrap_ratio(series(a, s.backend, s.stage, key), series(b, s.backend, s.stage, key))
             rows.append({"backend": s.backend, "stage": s.stage, "metric": name, "ratio": ratio,
                          "verdict": verdict(ratio, lower_better)})
     if not rows:

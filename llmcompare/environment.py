@@ -2,6 +2,9 @@
 
 The block records versions and hardware facts only. It reads no environment variable values, so
 tokens and keys (``HF_TOKEN``, ``OPENAI_API_KEY``, AWS credentials…) cannot leak into shared results.
+The exceptions are llmcompare's own switches that change what is measured, recorded as what they did:
+``LLMCOMPARE_NO_BANDWIDTH`` (:mod:`llmcompare.roofline`) and ``LLMCOMPARE_CUBLAS12_ALIAS``
+(:mod:`llmcompare.cuda_compat`).
 """
 
 from __future__ import annotations
@@ -74,8 +77,14 @@ def _s(x: Any) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
-def capture(distributions: list[str] | None = None, model: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The environment block. ``distributions`` are engine/plugin packages whose versions to record."""
+def capture(distributions: list[str] | None = None, model: dict[str, Any] | None = None,
+            device: str | None = None) -> dict[str, Any]:
+    """The environment block. ``distributions`` are engine/plugin packages whose versions to record.
+
+    ``device`` is the run's: on ``cuda`` the GPU's copy bandwidth is added (cached, else measured once
+    in a child process: :func:`llmcompare.roofline.for_environment`); when not given, only a cached
+    figure is. ``cuda_compat`` records a cuBLAS alias the workers will get, when one was asked for.
+    """
     vm = psutil.virtual_memory()
     env: dict[str, Any] = {
         "llmcompare": __version__,
@@ -98,6 +107,14 @@ def capture(distributions: list[str] | None = None, model: dict[str, Any] | None
         env["torch_cuda"] = torch_cuda
     if model is not None:
         env["model"] = model
+    from . import cuda_compat, roofline
+
+    bandwidth = roofline.for_environment(device)
+    if bandwidth is not None:
+        env["bandwidth"] = bandwidth
+    compat = cuda_compat.environment_record()
+    if compat is not None:
+        env["cuda_compat"] = compat
     return env
 
 

@@ -65,6 +65,7 @@ class RequestFailed(Exception):
         "stream_cut",           # the stream ended before its final event
         "malformed",            # an event that is not valid SSE/JSON of the expected schema
         "engine",               # an in-process engine raised
+        "unsupported",          # the backend cannot do what was asked (e.g. stop at EOS)
     )
 
     def __init__(self, kind: str, message: str):

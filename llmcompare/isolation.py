@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import cuda_compat
 from .drivers import Job
 from .records import BackendRecord, RecordWriter, RequestRecord, StageRecord, parse
 from .rundir import RunDir
@@ -84,7 +85,11 @@ def run_isolated(
                 on_record(rec)
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(os.getpid())})
+    env, alias = cuda_compat.worker_env(env)  # opt-in (LLMCOMPARE_CUBLAS12_ALIAS); read at process start
     with open(log_path, "ab") as log:
+        if alias is not None:
+            log.write((cuda_compat.describe(alias) + "\n").encode())
+            log.flush()
         proc = subprocess.Popen(
             [python or sys.executable, "-m", "llmcompare.worker", str(job_path)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,

@@ -12,18 +12,22 @@ Per request (times in seconds from the moment the request is handed to the engin
 Per backend: ``output throughput = sum(n) / measured wall time`` (warm-up excluded), and for every
 metric n, mean, p50, p90, p99, std, min, max. Percentiles interpolate linearly between order
 statistics (NumPy's default). ``std`` is the sample standard deviation (n - 1).
+
+Headline figures carry a 95% bootstrap interval (``Summary.ci``) that resamples prompts, not requests:
+see :mod:`llmcompare.statistics`.
 """
 
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from statistics import mean, median, stdev
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from statistics import mean, stdev
 from typing import Any
 
+from . import statistics as stats
 from .records import BackendRecord, RequestRecord, StageRecord
+from .statistics import bootstrap_ratio  # noqa: F401  (its home is llmcompare.statistics; kept importable here)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -137,6 +141,11 @@ class Summary:
     without token ids."""
     n_duplicates: int = 0
     """Requests recorded twice (two writers on one run): kept out of the statistics, reported."""
+    ci: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """95% bootstrap intervals of the headline figures, keyed like their report columns
+    (:data:`CI_FIGURES` and ``output_tok_s``): each ``{"value", "lo", "hi", "confidence", "n",
+    "clusters", "resampled"}`` as :func:`llmcompare.statistics.bootstrap_ci` returns it. Empty for
+    load runs; a figure with fewer than two values has none."""
 
     @property
     def n_length_ok(self) -> int:
@@ -147,11 +156,27 @@ class Summary:
         return dict(self.__dict__)
 
 
+#: ``Summary.ci`` key -> (the per-request figure of :func:`request_row`, the statistic over requests).
+CI_FIGURES: dict[str, tuple[str, str]] = {
+    "ttft_p50_ms": ("ttft_ms", "median"),
+    "tpot_p50_ms": ("tpot_ms", "median"),
+    "e2e_p50_ms": ("e2e_ms", "median"),
+    "request_tok_s_p50": ("tok_s", "median"),
+    "ttft_mean_ms": ("ttft_ms", "mean"),
+    "tpot_mean_ms": ("tpot_ms", "mean"),
+    "e2e_mean_ms": ("e2e_ms", "mean"),
+}
+
+
 def summarize(label: str, requests: list[RequestRecord], backends: list[BackendRecord], stage: str | None = None,
-              stages: list[StageRecord] | None = None, duplicates: int = 0) -> Summary:
+              stages: list[StageRecord] | None = None, duplicates: int = 0, intervals: bool | None = None) -> Summary:
     """One backend's summary from its records (all worker runs of it, e.g. after ``--resume``), in
     one ``stage`` (all of its records when None). Output throughput divides by the stage records'
-    measured wall time where there are any, else by the backend records'."""
+    measured wall time where there are any, else by the backend records'.
+
+    ``intervals`` fills ``Summary.ci`` (bootstrap intervals resampling prompts, :func:`headline_intervals`).
+    None means: for batch-1 records only, not when a measured record comes from a load level (a
+    ``load…`` stage), whose requests overlap in time."""
     mine = [r for r in requests if r.backend == label and (stage is None or r.stage == stage)]
     measured = _dedupe([r for r in mine if not r.warmup])
     warm = [r for r in mine if r.warmup]
@@ -166,6 +191,9 @@ def summarize(label: str, requests: list[RequestRecord], backends: list[BackendR
     col = lambda k: [row[k] for row in rows if row[k] is not None]  # noqa: E731
     first_warm = warm[0] if warm else None
     ok_loads = [b.load_s for b in brs if b.load_s is not None]
+    throughput = (out_tokens / wall) if wall > 0 and ok else None
+    if intervals is None:
+        intervals = not any(r.stage.startswith("load") for r in measured)
     status, error = (last.status, last.error) if last else ("failed", "the worker wrote no status record")
     if status == "ok" and measured and not ok:  # the backend loaded, but not one request succeeded
         status, error = "failed", f"every measured request failed, e.g. {measured[0].error}"
@@ -185,7 +213,7 @@ def summarize(label: str, requests: list[RequestRecord], backends: list[BackendR
         stage=stage or (mine[0].stage if mine else "latency"),
         input_tokens=lengths.pop() if len(lengths) == 1 else None,
         output_tokens=out_tokens,
-        throughput_tok_s=(out_tokens / wall) if wall > 0 and ok else None,
+        throughput_tok_s=throughput,
         ttft_ms=describe(col("ttft_ms")),
         tpot_ms=describe(col("tpot_ms")),
         e2e_ms=describe(col("e2e_ms")),
@@ -207,7 +235,39 @@ def summarize(label: str, requests: list[RequestRecord], backends: list[BackendR
             "gpu_memory": last.gpu_memory if last else {},
             "python": last.python if last else None,
         },
+        ci=headline_intervals(ok, throughput) if intervals else {},
     )
+
+
+def headline_intervals(ok: list[RequestRecord], throughput: float | None) -> dict[str, dict[str, Any]]:
+    """``Summary.ci`` for one backend and stage from its successful measured requests: each
+    :data:`CI_FIGURES` figure by :func:`~llmcompare.statistics.bootstrap_ci` with the requests'
+    prompts as clusters, and ``output_tok_s`` by :func:`throughput_ci`."""
+    rows = [request_row(r) for r in ok]
+    prompts = [r.prompt_id for r in ok]
+    out = {}
+    for name, (key, stat) in CI_FIGURES.items():
+        if (ci := stats.bootstrap_ci([row[key] for row in rows], stat, clusters=prompts)) is not None:
+            out[name] = ci
+    if throughput is not None and (tp := throughput_ci(ok, throughput)) is not None:
+        out["output_tok_s"] = tp
+    return out
+
+
+def throughput_ci(ok: list[RequestRecord], throughput: float) -> dict[str, Any] | None:
+    """An interval for the output throughput of a batch-1 stage, whose requests ran one at a time.
+
+    The throughput is one number per stage, ``Σ n / wall``; at batch 1 the wall time is ``Σ e2e``
+    plus the harness's short gaps between requests. Prompts are resampled and ``R* = Σ n / Σ e2e``
+    recomputed over the resampled requests; the interval is that bootstrap's relative spread applied
+    to the measured throughput, ``[throughput · lo(R*) / R, throughput · hi(R*) / R]`` with ``R`` the
+    sample's ``Σ n / Σ e2e`` (the gaps are taken as a fixed share of the wall time)."""
+    times = [e2e(r.token_times_s) or 0.0 for r in ok]
+    ci = stats.ratio_of_sums_ci([r.output_tokens for r in ok], times, clusters=[r.prompt_id for r in ok])
+    if ci is None or ci["value"] <= 0:
+        return None
+    scale = throughput / ci["value"]
+    return {**ci, "value": throughput, "lo": ci["lo"] * scale, "hi": ci["hi"] * scale}
 
 
 def _dedupe(records: list[RequestRecord]) -> list[RequestRecord]:
@@ -257,33 +317,6 @@ def agreement(reference: list[RequestRecord], other: list[RequestRecord]) -> dic
         "mean_prefix_tokens": mean(prefixes),
         "exact_prompts": exact,
     }
-
-
-def bootstrap_ratio(
-    a: Sequence[float],
-    b: Sequence[float],
-    stat: Callable[[Sequence[float]], float] = median,
-    resamples: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> dict[str, float] | None:
-    """``stat(b) / stat(a)`` with a percentile bootstrap confidence interval (resampling each side).
-
-    ``within_noise`` is true when the interval contains 1.
-    """
-    if len(a) < 2 or len(b) < 2 or stat(a) == 0:
-        return None
-    rng = random.Random(seed)
-    ratios = []
-    for _ in range(resamples):
-        sa = [a[rng.randrange(len(a))] for _ in a]
-        sb = [b[rng.randrange(len(b))] for _ in b]
-        den = stat(sa)
-        if den:
-            ratios.append(stat(sb) / den)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = percentile(ratios, 100 * alpha), percentile(ratios, 100 * (1 - alpha))
-    return {"ratio": stat(b) / stat(a), "lo": lo, "hi": hi, "confidence": confidence, "within_noise": lo <= 1.0 <= hi}
 
 
 def cost_per_million(dollars_per_hour: float, tok_s: float) -> float:

@@ -42,6 +42,8 @@ DEFAULT_PLUGINS = (
     "llmcompare.backends.sglang",
     "llmcompare.backends.neuron",
     "llmcompare.backends.sagemaker",
+    "llmcompare.backends.exllamav2",
+    "llmcompare.backends.exllamav3",
 )
 
 

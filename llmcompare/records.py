@@ -7,7 +7,10 @@ Four record types share the file:
   ``latency:in=256``, ``load:c=4``), the absolute times it was scheduled and actually sent (Unix
   seconds), the token ids and each token's arrival in seconds after the send, and the counts;
 * ``stage``: one per finished load level (what was asked, what was achieved, its wall time);
-* ``backend``: one per worker run of a backend (status, error, load time, memory, versions).
+* ``backend``: one per worker run of a backend (status, error, load time, memory, versions);
+* ``fidelity``: the fidelity reference's judgement of one backend's natural-stop output for one
+  prompt (agreeing prefix, the divergence's log-probabilities, teacher-forced likelihoods, texts);
+* ``score``: a backend's own log-likelihood of the shipped reference text (its perplexity).
 
 Every number in a report can be recomputed from this file. A run that was killed half-way leaves at
 worst one truncated last line, which :func:`read_records` skips. :func:`read_records` returns one
@@ -145,7 +148,89 @@ class BackendRecord:
         return cls(**_fields(cls, d))
 
 
-Record = RequestRecord | StageRecord | BackendRecord
+@dataclass
+class FidelityRecord:
+    """How the reference judged one backend's greedy, naturally stopped output for one prompt.
+
+    Raw facts only; the verdict (near-tie or real divergence at a margin) is applied when reports are
+    built, so the margin can be changed without running anything again. Sequences are compared with
+    the end-of-sequence token appended where the output stopped at EOS, so stopping early or late
+    is a divergence like any other token. Log-probabilities are the reference's, teacher-forced,
+    natural log.
+    """
+
+    backend: str
+    reference: str
+    prompt_id: str
+    tokens: int = 0
+    """The backend's output length (EOS not counted)."""
+    ref_tokens: int = 0
+    eos: bool = False
+    """The backend's output ended at EOS (not at the token cap)."""
+    ref_eos: bool = False
+    prefix: int = 0
+    """Tokens the two sequences agree on from the start (EOS included)."""
+    diverged: bool = False
+    divergence_ref_logprob: float | None = None
+    """At the first divergence: the reference's log-probability of its own token ..."""
+    divergence_logprob: float | None = None
+    """... and of the backend's token (None when the backend's output simply ended there)."""
+    divergence_top2_gap: float | None = None
+    """The reference's top-1 minus top-2 log-probability at the first divergence."""
+    ll_sum: float | None = None
+    """The reference's teacher-forced log-likelihood of the backend's sequence (EOS included)."""
+    ll_tokens: int = 0
+    ref_ll_sum: float | None = None
+    """The same for the reference's own sequence."""
+    ref_ll_tokens: int = 0
+    text: str = ""
+    ref_text: str = ""
+    error: str | None = None
+    """Why this output could not be judged (the backend's request failed, it gave no ids...)."""
+    stage: str = "fidelity"
+    type: str = "fidelity"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.backend, self.prompt_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FidelityRecord:
+        return cls(**_fields(cls, d))
+
+
+@dataclass
+class ScoreRecord:
+    """A backend's own teacher-forced log-likelihood of the shipped reference text."""
+
+    backend: str
+    text_id: str
+    tokens: int = 0
+    """Tokens scored (every token of the text after the first)."""
+    nll_sum: float | None = None
+    """Minus the sum of the log-probabilities (nats)."""
+    error: str | None = None
+    stage: str = "fidelity"
+    type: str = "score"
+
+    @property
+    def perplexity(self) -> float | None:
+        import math
+
+        return math.exp(self.nll_sum / self.tokens) if self.nll_sum is not None and self.tokens else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScoreRecord:
+        return cls(**_fields(cls, d))
+
+
+Record = RequestRecord | StageRecord | BackendRecord | FidelityRecord | ScoreRecord
 
 
 @dataclass
@@ -159,6 +244,9 @@ class RunRecords:
     duplicates: list[RequestRecord] = field(default_factory=list)
     """Successful requests whose (backend, stage, id) had already succeeded earlier in the file: the
     sign of two writers on one run. Kept out of the statistics and reported."""
+    fidelity: list[FidelityRecord] = field(default_factory=list)
+    """One judgement per (backend, prompt): the last one written wins (a resumed judge)."""
+    scores: list[ScoreRecord] = field(default_factory=list)
 
     def for_backend(self, label: str, stage: str | None = None) -> list[RequestRecord]:
         return [r for r in self.requests if r.backend == label and (stage is None or r.stage == stage)]
@@ -241,6 +329,10 @@ def parse(d: dict[str, Any]) -> Record | dict[str, Any] | None:
         return StageRecord.from_dict(d)
     if kind == "backend":
         return BackendRecord.from_dict(d)
+    if kind == "fidelity":
+        return FidelityRecord.from_dict(d)
+    if kind == "score":
+        return ScoreRecord.from_dict(d)
     if kind == "run":
         return d
     return None
@@ -263,6 +355,10 @@ def read_records(path: str | os.PathLike) -> RunRecords:
             out.stages.append(rec)
         elif isinstance(rec, BackendRecord):
             out.backends.append(rec)
+        elif isinstance(rec, FidelityRecord):
+            out.fidelity = [f for f in out.fidelity if f.key != rec.key] + [rec]
+        elif isinstance(rec, ScoreRecord):
+            out.scores = [x for x in out.scores if (x.backend, x.text_id) != (rec.backend, rec.text_id)] + [rec]
         elif isinstance(rec, dict) and out.run is None:
             out.run = rec
     return out

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import metrics
+from . import metrics, statistics
 from .drivers import Header
 from .errors import UserError
 from .prompting import Prompt
@@ -34,6 +34,9 @@ class RunResult:
     """Load levels (:class:`llmcompare.levels.Level`), one per backend and level, for load runs."""
     analysis: dict[str, Any] = field(default_factory=dict)
     """Load runs: knee, SLO-limited level and the three recommendations per backend."""
+    fidelity: list[Any] = field(default_factory=list)
+    """Latency runs with the fidelity pass: one :class:`llmcompare.fidelity.FidelitySummary` per backend."""
+    fidelity_reference_perplexity: float | None = None
 
     def summary(self, label: str, stage: str | None = None) -> metrics.Summary:
         return next(s for s in self.summaries if s.backend == label and (stage is None or s.stage == stage))
@@ -64,6 +67,9 @@ class RunResult:
             "comparisons": self.comparisons,
             "levels": [lv.to_dict() for lv in self.levels],
             "analysis": self.analysis,
+            "fidelity": {"spec": self.spec.fidelity.to_dict() if self.spec.fidelity else None,
+                         "reference_perplexity": self.fidelity_reference_perplexity,
+                         "backends": [f.to_dict() for f in self.fidelity]},
             "duplicates": [{"backend": r.backend, "stage": r.stage, "request_id": r.request_id} for r in self.duplicates],
         }
 
@@ -100,42 +106,64 @@ def load_result(run_dir: str | Path | RunDir) -> RunResult:
                 summaries.append(metrics.summarize(label, records.requests, records.backends, name, records.stages,
                                                    dup_count.get((label, name), 0)))
         summaries.sort(key=lambda s: (spec.labels.index(s.backend), stage_names.index(s.stage)))
-    comparisons = compare_summaries(spec.labels, records.requests, spec.reference,
+    comparisons = compare_summaries(spec.labels, records.requests, spec.baseline,
                                     [s.stage for s in header.stages] if not levels else [])
     by_key = {(c["backend"], c.get("stage")): c for c in comparisons}
     for s in summaries:
         c = by_key.get((s.backend, s.stage))
         if c is not None:
             s.agreement = c.get("agreement")
+    fid, ref_ppl = [], None
+    if spec.fidelity is not None and not levels:
+        from . import fidelity
+
+        fid = fidelity.summarize(records, spec.fidelity, spec.labels)
+        ref_ppl = fidelity.reference_perplexity(records, spec.fidelity)
     return RunResult(rd, spec, header.environment, header.prompts, summaries, comparisons, records.requests, records,
-                     levels, analysis)
+                     levels, analysis, fid, ref_ppl)
 
 
 def compare_summaries(labels: list[str], requests: list[RequestRecord], reference: str | None,
                       stages: list[str]) -> list[dict[str, Any]]:
-    """Each backend against the reference (default: the first one), stage by stage: ratios of medians
-    with bootstrap CIs, and greedy-token agreement."""
+    """Each backend against the reference (default: the first one), stage by stage, one dict each:
+
+    * ``tpot_ratio``, ``ttft_ratio``, ``e2e_ratio``: ``median(backend) / median(reference)`` over
+      requests, unpaired, with a bootstrap interval that resamples prompts on each side
+      (:func:`llmcompare.statistics.bootstrap_ratio`; below 1 is faster);
+    * ``speedup_tpot``, ``speedup_ttft``, ``speedup_e2e``: the speed-up paired by prompt, the
+      geometric mean of per-prompt ``reference / backend`` (above 1 is faster), with its interval
+      and verdict (:func:`llmcompare.statistics.paired_speedup`); the sharper test of the two;
+    * ``agreement``: greedy-token agreement (:func:`llmcompare.metrics.agreement`).
+    """
     if len(labels) < 2:
         return []
     ref = reference or labels[0]
     out = []
     for stage in stages:
-        by = {label: [r for r in requests if r.backend == label and r.stage == stage and not r.warmup
-                      and r.error is None] for label in labels}
-
-        def series(label: str, key: str) -> list[float]:
-            return [v for r in by[label] if (v := metrics.request_row(r)[key]) is not None]
+        measured = {label: [r for r in requests if r.backend == label and r.stage == stage and not r.warmup]
+                    for label in labels}
+        ok = {label: [r for r in rs if r.error is None] for label, rs in measured.items()}
 
         for label in labels:
-            if label == ref or not by[label] or not by[ref]:
+            if label == ref or not ok[label] or not ok[ref]:
                 continue
             out.append({
                 "backend": label,
                 "reference": ref,
                 "stage": stage,
-                "tpot_ratio": metrics.bootstrap_ratio(series(ref, "tpot_ms"), series(label, "tpot_ms")),
-                "ttft_ratio": metrics.bootstrap_ratio(series(ref, "ttft_ms"), series(label, "ttft_ms")),
-                "e2e_ratio": metrics.bootstrap_ratio(series(ref, "e2e_ms"), series(label, "e2e_ms")),
-                "agreement": metrics.agreement(by[ref], by[label]),
+                "tpot_ratio": _ratio(ok[ref], ok[label], "tpot_ms"),
+                "ttft_ratio": _ratio(ok[ref], ok[label], "ttft_ms"),
+                "e2e_ratio": _ratio(ok[ref], ok[label], "e2e_ms"),
+                "speedup_tpot": statistics.paired_speedup(measured[ref], measured[label], "tpot_ms"),
+                "speedup_ttft": statistics.paired_speedup(measured[ref], measured[label], "ttft_ms"),
+                "speedup_e2e": statistics.paired_speedup(measured[ref], measured[label], "e2e_ms"),
+                "agreement": metrics.agreement(ok[ref], ok[label]),
             })
     return out
+
+
+def _ratio(base: list[RequestRecord], other: list[RequestRecord], key: str) -> dict[str, Any] | None:
+    """``median(other) / median(base)`` of a :func:`metrics.request_row` figure, resampling prompts."""
+    return statistics.bootstrap_ratio([metrics.request_row(r)[key] for r in base],
+                                      [metrics.request_row(r)[key] for r in other],
+                                      clusters_a=[r.prompt_id for r in base], clusters_b=[r.prompt_id for r in other])

@@ -21,6 +21,7 @@ worker thread, so its requests queue one at a time, as they would in the engine.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
 import resource
@@ -34,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, TypeVar
 
-from .backend import Backend, BackendConfig, BackendSpec, Chunk, Generation, clock, collect
+from .backend import Backend, BackendConfig, BackendSpec, Chunk, Generation, Scores, clock, collect
 from .errors import RequestFailed
 from .models import ResolvedModel
 from .plugins import get_registry
@@ -253,26 +254,39 @@ class BackendSession:
         assert self.spec is not None
         return list(prompt.token_ids) if self.spec.capabilities.accepts_token_ids else prompt.text
 
-    def generate(self, feed: Sequence[int] | str, max_new_tokens: int) -> Generation:
+    @staticmethod
+    def _stop_kw(stop_at_eos: bool) -> dict[str, bool]:
+        """The keyword is passed only when asked for, so a backend without ``natural_stop`` never sees it."""
+        return {"stop_at_eos": True} if stop_at_eos else {}
+
+    def check_natural_stop(self) -> None:
+        assert self.spec is not None
+        if not self.spec.capabilities.natural_stop:
+            raise RequestFailed("unsupported", f"backend {self.spec.name!r} cannot stop at EOS"
+                                " (it does not declare Capabilities.natural_stop)")
+
+    def generate(self, feed: Sequence[int] | str, max_new_tokens: int, *, stop_at_eos: bool = False) -> Generation:
         """Synchronous generation through whichever path the backend has."""
         backend = self.backend
         if hasattr(backend, "generate"):
-            return backend.generate(feed, max_new_tokens)
-        return self.run(self._collect(feed, max_new_tokens))
+            return backend.generate(feed, max_new_tokens, **self._stop_kw(stop_at_eos))
+        return self.run(self._collect(feed, max_new_tokens, stop_at_eos))
 
-    async def _collect(self, feed: Sequence[int] | str, max_new_tokens: int) -> Generation:
-        return collect([c async for c in self.backend.astream(feed, max_new_tokens)])
+    async def _collect(self, feed: Sequence[int] | str, max_new_tokens: int, stop_at_eos: bool = False) -> Generation:
+        return collect([c async for c in self.backend.astream(feed, max_new_tokens, **self._stop_kw(stop_at_eos))])
 
-    async def astream(self, feed: Sequence[int] | str, max_new_tokens: int) -> AsyncIterator[Chunk]:
+    async def astream(self, feed: Sequence[int] | str, max_new_tokens: int, *,
+                      stop_at_eos: bool = False) -> AsyncIterator[Chunk]:
         """Chunks as they arrive; a sync-only backend answers from one worker thread, one at a time."""
         backend = self.backend
         if hasattr(backend, "astream"):
-            async for chunk in backend.astream(feed, max_new_tokens):
+            async for chunk in backend.astream(feed, max_new_tokens, **self._stop_kw(stop_at_eos)):
                 yield chunk
             return
         if self._serial is None:
             self._serial = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmcompare-serial")
-        gen = await asyncio.get_running_loop().run_in_executor(self._serial, backend.generate, feed, max_new_tokens)
+        call = functools.partial(backend.generate, feed, max_new_tokens, **self._stop_kw(stop_at_eos))
+        gen = await asyncio.get_running_loop().run_in_executor(self._serial, call)
         for i, t in enumerate(gen.token_times):
             last = i == len(gen.token_times) - 1
             ids = gen.token_ids[i:i + 1] if gen.count_source == "ids" else []
@@ -281,14 +295,27 @@ class BackendSession:
                         engine_output_tokens=gen.engine_output_tokens if last else None,
                         count_source=gen.count_source if gen.count_source != "ids" else None)
 
+    def score(self, token_ids: Sequence[int], start: int, top_k: int = 0) -> Scores:
+        """The backend's own teacher-forced log-probabilities (``score``, or ``ascore`` on the loop)."""
+        assert self.spec is not None
+        if not self.spec.capabilities.scores:
+            raise RequestFailed("unsupported", f"backend {self.spec.name!r} gives no log-probabilities")
+        backend = self.backend
+        if hasattr(backend, "score"):
+            return backend.score(token_ids, start, top_k)
+        return self.run(backend.ascore(token_ids, start, top_k))
+
     # ---- timed requests, as records ----
     def request(self, prompt: Prompt, max_new_tokens: int, *, stage: str = "latency", request_id: str = "",
-                repeat: int = 0, warmup: bool = False) -> RequestRecord:
-        """One timed request at batch 1: hand over, collect tokens with timestamps, check the count."""
+                repeat: int = 0, warmup: bool = False, stop_at_eos: bool = False) -> RequestRecord:
+        """One timed request at batch 1: hand over, collect tokens with timestamps, check the count.
+        With ``stop_at_eos`` the backend decodes greedily until EOS (the fidelity pass)."""
         feed = self.feed(prompt)
         t0 = clock()
         try:
-            gen = self.generate(feed, max_new_tokens)
+            if stop_at_eos:
+                self.check_natural_stop()
+            gen = self.generate(feed, max_new_tokens, stop_at_eos=stop_at_eos)
         except SessionFailed:
             raise
         except Exception as exc:  # one failed request is a failed request, not a failed run

@@ -144,6 +144,41 @@ def parse_dist(text: str, flag: str) -> tuple[str, int, int]:
     return (kind, a, b)
 
 
+@dataclass(frozen=True)
+class FidelitySpec:
+    """The fidelity pass of a latency run (``llmcompare run``; ``--no-fidelity`` turns it off).
+
+    Every backend that can stop at EOS decodes each prompt once more, greedily and with natural
+    stopping, up to ``max_new_tokens``; then ``reference`` (by default transformers at the highest
+    precision that fits) generates its own outputs and judges every backend's by teacher forcing.
+    ``near_tie_margin`` (nats) splits first divergences into near-ties and real divergences when
+    reports are built (docs/fidelity.md).
+    """
+
+    reference: BackendRequest | None = None
+    """The judge; None when none can run here (``reference_note`` says why)."""
+    reference_note: str = ""
+    max_new_tokens: int = 128
+    near_tie_margin: float = 0.5
+    text_id: str = "reference-text-v1"
+
+    def __post_init__(self) -> None:
+        _check(self.max_new_tokens >= 1, f"--fidelity-tokens must be at least 1, got {self.max_new_tokens}")
+        _check(self.near_tie_margin >= 0 and math.isfinite(self.near_tie_margin),
+               f"--near-tie-margin must be a non-negative number of nats, got {self.near_tie_margin}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference.to_dict() if self.reference else None,
+                "reference_note": self.reference_note, "max_new_tokens": self.max_new_tokens,
+                "near_tie_margin": self.near_tie_margin, "text_id": self.text_id}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FidelitySpec:
+        ref = d.get("reference")
+        return cls(BackendRequest.from_dict(ref) if ref else None, d.get("reference_note", ""),
+                   d.get("max_new_tokens", 128), d.get("near_tie_margin", 0.5), d.get("text_id", "reference-text-v1"))
+
+
 Scenario = LatencyScenario | LoadScenario
 SCENARIOS: dict[str, type] = {"latency": LatencyScenario, "load": LoadScenario}
 
@@ -172,15 +207,24 @@ class RunSpec:
     device: str = "cpu"
     timeout_s: float = 3600.0
     chat_template: bool = True
-    reference: str | None = None
+    baseline: str | None = None
+    """The backend label the others' speed is compared with (default: the first)."""
     trust_remote_code: bool = False
     prices: Mapping[str, float] = field(default_factory=dict)
     """$/hour per backend label (``"*"`` for every backend), for cost per 1M output tokens."""
     python: Mapping[str, str] = field(default_factory=dict)
     """Backend name -> interpreter its worker runs under (``--python NAME=PATH``)."""
+    fidelity: FidelitySpec | None = None
+    """The fidelity pass (latency runs); None when it is off."""
 
     def backend(self, label: str) -> BackendRequest:
-        return next(b for b in self.backends if b.label == label)
+        """The run's backend of that label, or the fidelity reference."""
+        for b in self.backends:
+            if b.label == label:
+                return b
+        if self.fidelity is not None and self.fidelity.reference is not None and self.fidelity.reference.label == label:
+            return self.fidelity.reference
+        raise KeyError(label)
 
     def price(self, label: str) -> float | None:
         b = self.backend(label)
@@ -198,8 +242,9 @@ class RunSpec:
             "backends": [b.to_dict() for b in self.backends],
             "scenario": scenario_to_dict(self.scenario),
             "model": self.model, "prompts": self.prompts, "device": self.device, "timeout_s": self.timeout_s,
-            "chat_template": self.chat_template, "reference": self.reference,
+            "chat_template": self.chat_template, "baseline": self.baseline,
             "trust_remote_code": self.trust_remote_code, "prices": dict(self.prices), "python": dict(self.python),
+            "fidelity": self.fidelity.to_dict() if self.fidelity else None,
         }
 
     @classmethod
@@ -214,8 +259,11 @@ class RunSpec:
             scenario=scenario_from_dict(scenario),
             model=d.get("model"), prompts=d.get("prompts"), device=d.get("device", "cpu"),
             timeout_s=d.get("timeout_s", 3600.0), chat_template=d.get("chat_template", True),
-            reference=d.get("reference"), trust_remote_code=d.get("trust_remote_code", False),
+            # runs before the fidelity pass called the speed baseline "reference"
+            baseline=d["baseline"] if "baseline" in d else d.get("reference"),
+            trust_remote_code=d.get("trust_remote_code", False),
             prices=dict(d.get("prices") or {}), python=dict(d.get("python") or {}),
+            fidelity=FidelitySpec.from_dict(d["fidelity"]) if d.get("fidelity") else None,
         )
 
 
@@ -259,13 +307,13 @@ def parse_backends(registry: Registry, backends: Sequence[str], options: Sequenc
     return tuple(requests)
 
 
-def resolve_reference(requests: Sequence[BackendRequest], reference: str | None) -> str | None:
-    if reference is None:
+def resolve_baseline(requests: Sequence[BackendRequest], baseline: str | None) -> str | None:
+    if baseline is None:
         return None
-    matches = [r.label for r in requests if reference in (r.label, r.name)]
+    matches = [r.label for r in requests if baseline in (r.label, r.name)]
     if len(matches) != 1:
         raise UserError(
-            f"--reference {reference!r} must name exactly one of this run's backends ({', '.join(r.label for r in requests)})"
+            f"--baseline {baseline!r} must name exactly one of this run's backends ({', '.join(r.label for r in requests)})"
         )
     return matches[0]
 

@@ -7,7 +7,8 @@ Two steps, each printed as it runs:
    vocabulary, timestamps, determinism, token counting, memory given back on unload.
 2. A short comparison through the real CLI path (a worker process, the records, the reports): the
    backend beside a reference (``--reference``, default ``transformers`` where it can load the model)
-   on the default prompts, 16 tokens each, so the user sees exact lengths, latency and agreement.
+   on the default prompts, 16 tokens each, so the user sees exact lengths, latency and agreement; the
+   reference is also the fidelity judge (up to 32 tokens with natural stopping, docs/fidelity.md).
 
 Exit status 0 only when both pass.
 """
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         labels = [r.label for r in parse_backends(registry, backends, args.option, args.device)]
         result = api.compare(backends, model=args.model, options=args.option, device=args.device,
-                             max_new_tokens=16, repeats=1, warmup=1, reference=labels[-1],
+                             max_new_tokens=16, repeats=1, warmup=1, baseline=labels[-1],
+                             reference=labels[-1], fidelity_tokens=32,
                              python=_pythons(args.python))
     except UserError as exc:
         print(f"comparison skipped: {exc}")

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 PARENT_ENV = "LLMCOMPARE_PARENT_PID"
@@ -45,13 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     job = Job.from_dict(json.loads(Path(argv[0]).read_text(encoding="utf-8")))
     run_dir = RunDir(job.run_dir)
     header = Header.read(run_dir)
-    request = header.spec.backend(job.label)
-    driver = driver_for(header.spec.scenario.kind)
+    fidelity = driver_for("fidelity")
+    if job.kind == "judge":  # the fidelity reference, under its own label so it is never taken for a backend
+        assert header.spec.fidelity is not None and header.spec.fidelity.reference is not None
+        request = replace(header.spec.fidelity.reference, label=job.label)
+        steps = [fidelity.judge]
+    else:
+        request = header.spec.backend(job.label)
+        steps = [driver_for(header.spec.scenario.kind).run]
+        if header.spec.fidelity is not None and header.spec.scenario.kind == "latency":
+            steps.append(fidelity.run)
     with RecordWriter(run_dir.requests) as writer:
         with BackendSession(request, header.model, device=header.spec.device,
                             trust_remote_code=header.spec.trust_remote_code, logs_dir=str(run_dir.logs),
                             writer=writer) as session:
-            driver.run(session, Context(job, header, request), writer)
+            for step in steps:
+                step(session, Context(job, header, request), writer)
     return 0 if session.record.status == "ok" else 1
 
 

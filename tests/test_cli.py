@@ -31,7 +31,7 @@ def assert_user_error(out, *fragments):
 @needs_model
 def test_run_end_to_end_writes_every_report(tmp_path):
     out_dir = tmp_path / "run"
-    out = cli("--backend", "echo", "-o", "per_token_ms=1", "-n", "6", "-r", "2", "-O", str(out_dir), "-q")
+    out = cli("--backend", "echo", "-o", "per_token_ms=1", "-n", "6", "-r", "2", "-O", str(out_dir), "-q", "--no-fidelity")
     assert out.returncode == 0, out.stderr
     assert "echo" in out.stdout and "TPOT" in out.stdout
     for name in ("requests.jsonl", "results.json", "requests.csv", "summary.md", "run.json"):
@@ -56,7 +56,7 @@ def test_run_end_to_end_writes_every_report(tmp_path):
 
 @needs_model
 def test_side_by_side_variants_and_options(tmp_path):
-    out = cli("-b", "echo", "-b", "crashy", "-o", "echo.per_token_ms=1", "-o", "crashy.crash_after=100",
+    out = cli("-b", "echo", "-b", "crashy", "--no-fidelity", "-o", "echo.per_token_ms=1", "-o", "crashy.crash_after=100",
               "-n", "4", "-r", "1", "-O", str(tmp_path / "r"), "-q",
               env=_plugin_env())
     assert out.returncode == 0, out.stderr
@@ -69,7 +69,7 @@ def test_side_by_side_variants_and_options(tmp_path):
 
 @needs_model
 def test_failed_backend_exit_status_1_and_others_reported(tmp_path):
-    out = cli("-b", "crashy", "-b", "echo", "-o", "crashy.crash_after=0", "-n", "4", "-r", "1",
+    out = cli("-b", "crashy", "-b", "echo", "--no-fidelity", "-o", "crashy.crash_after=0", "-n", "4", "-r", "1",
               "-O", str(tmp_path / "r"), "-q", env=_plugin_env())
     assert out.returncode == 1
     assert "failed" in out.stdout and "SIGKILL" in out.stdout
@@ -112,7 +112,7 @@ def test_unknown_synthetic_shape():
 def test_malformed_prompt_file_names_file_and_line(tmp_path, name, content, where):
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    out = cli("--backend", "echo", "--prompts", str(path), "-O", str(tmp_path / "r"))
+    out = cli("--backend", "echo", "--no-fidelity", "--prompts", str(path), "-O", str(tmp_path / "r"))
     assert_user_error(out, where)
     assert not (tmp_path / "r").exists()
 
@@ -155,7 +155,7 @@ def test_existing_run_dir_is_not_overwritten(tmp_path):
     d = tmp_path / "r"
     d.mkdir()
     (d / "requests.jsonl").write_text('{"type": "run"}\n')
-    out = cli("--backend", "echo", "-O", str(d))
+    out = cli("--backend", "echo", "--no-fidelity", "-O", str(d))
     assert_user_error(out, "already holds a run", "--resume")
     assert (d / "requests.jsonl").read_text() == '{"type": "run"}\n'
 
@@ -173,7 +173,7 @@ def test_help_and_version_are_fast_and_light():
 
 @needs_model
 def test_label_runs_one_backend_twice_with_other_options(tmp_path):
-    out = cli("-b", "echo", "-b", "echo@slow", "-o", "slow.per_token_ms=2", "-n", "4", "-r", "1", "-w", "0",
+    out = cli("-b", "echo", "-b", "echo@slow", "--no-fidelity", "-o", "slow.per_token_ms=2", "-n", "4", "-r", "1", "-w", "0",
               "-O", str(tmp_path / "r"), "-q")
     assert out.returncode == 0, out.stderr
     s = {x["backend"]: x for x in json.loads((tmp_path / "r" / "results.json").read_text())["summaries"]}
@@ -207,7 +207,7 @@ def test_a_huge_prompt_is_refused_before_tokenizing(tmp_path):
     path = tmp_path / "huge.txt"
     path.write_text("word " * 2_600_000 + "\n")  # 13 MB on one line
     t = time.monotonic()
-    out = cli("-b", "echo", "--prompts", str(path), "-O", str(tmp_path / "r"))
+    out = cli("-b", "echo", "--no-fidelity", "--prompts", str(path), "-O", str(tmp_path / "r"))
     assert_user_error(out, "12,999,999 characters", "context of 8,192 tokens")
     assert time.monotonic() - t < 30
     assert not (tmp_path / "r").exists()

@@ -13,6 +13,7 @@ pytestmark = [pytest.mark.engine, needs_model]
 
 ENGINES = {"transformers": "transformers", "ctranslate2": "ctranslate2", "llamacpp": "llama_cpp"}
 N = 12
+FIDELITY_TOKENS = 48
 
 
 def have(*mods):
@@ -26,7 +27,7 @@ def engine_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("engines") / "run"
     result = llmcompare.compare(
         ["transformers:fp32", "ctranslate2:int8", "llamacpp", "ctranslate2:float32"],
-        prompts="default", max_new_tokens=N, repeats=1, warmup=1, output=out,
+        prompts="default", max_new_tokens=N, repeats=1, warmup=1, output=out, fidelity_tokens=FIDELITY_TOKENS,
     )
     return result
 
@@ -62,6 +63,34 @@ def test_agreement_with_transformers_fp32_is_reported(engine_run):
     # float32 CTranslate2 runs the same dequantized weights as transformers fp32
     assert comps["ctranslate2:float32"]["agreement"]["token_match"] >= 0.9
     assert engine_run.summary("llamacpp").agreement is not None
+
+
+def test_fidelity_of_every_engine_against_transformers_fp32(engine_run):
+    """The issue's figures: real and non-trivial for the quantized engines, full agreement for float32."""
+    fid = {f.backend: f for f in engine_run.fidelity}
+    assert engine_run.spec.fidelity.reference.label == "transformers:fp32"
+    assert set(fid) == {"transformers:fp32", "ctranslate2:int8", "llamacpp", "ctranslate2:float32"}
+    for label, f in fid.items():
+        assert f.prompts == 10 and f.errors == 0, (label, f.note)
+        assert f.exact + f.near_ties + f.divergences == 10
+        assert f.ll_gap is not None and f.similarity is not None and f.perplexity is not None, label
+    # the run's own transformers:fp32 and the judge are the same configuration: identical outputs
+    assert fid["transformers:fp32"].exact == 10 and fid["transformers:fp32"].ll_gap["value"] == pytest.approx(0, abs=1e-6)
+    # CTranslate2 float32 runs the same weights in the same precision: it agrees fully
+    f32 = fid["ctranslate2:float32"]
+    assert f32.divergences == 0 and f32.exact >= 9, (f32.exact, f32.near_ties, f32.examples)
+    assert abs(f32.ll_gap["value"]) < 0.01
+    # the quantized engines differ somewhere on these prompts, and the figures say how
+    for label in ("ctranslate2:int8", "llamacpp"):
+        f = fid[label]
+        assert f.exact < 10 and f.mean_prefix["value"] < FIDELITY_TOKENS, (label, f.to_dict())
+        assert f.first_divergence_p50 is not None
+    # perplexity of the shipped text: quantization costs some, float32 none to speak of
+    ref_ppl = engine_run.fidelity_reference_perplexity
+    assert 2 < ref_ppl < 100
+    assert f32.perplexity == pytest.approx(ref_ppl, rel=0.01)
+    assert fid["llamacpp"].perplexity > ref_ppl and fid["ctranslate2:int8"].perplexity > ref_ppl * 0.99
+    assert fid["transformers:fp32"].perplexity == pytest.approx(ref_ppl, rel=1e-4)
 
 
 def test_report_states_how_prefix_caches_were_kept_out(engine_run):
@@ -117,7 +146,7 @@ def test_conformance_kit_catches_a_broken_backend(use_plugins, tmp_path, monkeyp
 @pytest.mark.skipif(not have("torch", "transformers"), reason="transformers not installed")
 def test_synthetic_model_runs_on_transformers(run_dir):
     result = llmcompare.compare(["transformers"], model="synthetic:smollm2-135m", input_tokens=16,
-                                max_new_tokens=4, repeats=1, warmup=0, output=run_dir)
+                                max_new_tokens=4, repeats=1, warmup=0, output=run_dir, fidelity=False)
     s = result.summary("transformers:fp32")
     assert s.status == "ok", s.error
     assert s.n_requests == 10 and s.n_length_mismatch == 0

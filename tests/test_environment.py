@@ -28,7 +28,8 @@ def test_capture_has_versions_and_hardware():
 def test_no_secret_reaches_any_results_file(tmp_path):
     env = dict(os.environ, **SECRETS)
     out_dir = tmp_path / "run"
-    out = subprocess.run([sys.executable, "-m", "llmcompare", "-b", "echo", "-n", "2", "-r", "1", "-q", "-O", str(out_dir)],
+    out = subprocess.run([sys.executable, "-m", "llmcompare", "-b", "echo", "--no-fidelity", "-n", "2", "-r", "1", "-q",
+                          "-O", str(out_dir)],
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     blob = "".join(p.read_text(errors="replace") for p in out_dir.rglob("*") if p.is_file())

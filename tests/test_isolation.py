@@ -13,7 +13,7 @@ def test_crash_leaves_failed_row_and_others_finish(use_plugins, run_dir):
     use_plugins("llmcompare_testplugins")
     result = llmcompare.compare(
         ["echo", "crashy"],
-        options=["crashy.crash_after=3"], max_new_tokens=4, repeats=1, warmup=0, output=run_dir,
+        options=["crashy.crash_after=3"], max_new_tokens=4, repeats=1, warmup=0, output=run_dir, fidelity=False,
     )
     crashy, echo = result.summary("crashy"), result.summary("echo")
     assert echo.status == "ok" and echo.n_requests == 10
@@ -30,14 +30,14 @@ def test_crash_leaves_failed_row_and_others_finish(use_plugins, run_dir):
 def test_crash_does_not_stop_later_backends(use_plugins, run_dir):
     use_plugins("llmcompare_testplugins")
     result = llmcompare.compare(["crashy", "echo"], options=["crashy.crash_after=0"], max_new_tokens=4,
-                                repeats=1, warmup=0, output=run_dir)
+                                repeats=1, warmup=0, output=run_dir, fidelity=False)
     assert [s.status for s in result.summaries] == ["failed", "ok"]
 
 
 def test_hang_times_out(use_plugins, run_dir):
     use_plugins("llmcompare_testplugins")
     result = llmcompare.compare(["hangs", "echo"], options=["hangs.hang_after=2"], max_new_tokens=4, repeats=1,
-                                warmup=0, timeout_s=6, output=run_dir)
+                                warmup=0, timeout_s=6, output=run_dir, fidelity=False)
     hangs = result.summary("hangs")
     assert hangs.status == "failed" and "timed out after 6 s" in hangs.error
     assert hangs.n_requests == 2
@@ -48,7 +48,7 @@ def test_resume_continues_without_redoing_finished_work(use_plugins, run_dir, tm
     use_plugins("llmcompare_testplugins")
     marker = tmp_path / "crashed-once"
     first = llmcompare.compare(["echo", "crashy"], options=["crashy.crash_after=4", f"crashy.marker={marker}"],
-                               max_new_tokens=4, repeats=2, warmup=1, output=run_dir)
+                               max_new_tokens=4, repeats=2, warmup=1, output=run_dir, fidelity=False)
     assert first.summary("crashy").status == "failed" and marker.exists()
     lines_before = (run_dir / "requests.jsonl").read_text().splitlines()
     # warm-up (1) + 3 measured requests finished before the 5th call crashed
@@ -107,7 +107,8 @@ def test_kill_9_of_the_parent_leaves_no_worker_and_resume_is_clean(run_dir):
 
     import psutil
 
-    parent = _start_cli("-b", "echo", "-o", "per_token_ms=20", "-n", "10", "-r", "3", "-w", "0", "-q", "-O", str(run_dir))
+    parent = _start_cli("-b", "echo", "--no-fidelity", "-o", "per_token_ms=20", "-n", "10", "-r", "3", "-w", "0", "-q", "-O",
+                        str(run_dir))
     _wait_for_requests(run_dir / "requests.jsonl", 2)
     workers = psutil.Process(parent.pid).children(recursive=True)
     assert workers, "the worker should be running"
@@ -129,7 +130,8 @@ def test_resume_of_a_run_a_live_process_holds_is_refused(run_dir):
     import subprocess
     import sys
 
-    parent = _start_cli("-b", "echo", "-o", "per_token_ms=20", "-n", "10", "-r", "3", "-w", "0", "-q", "-O", str(run_dir))
+    parent = _start_cli("-b", "echo", "--no-fidelity", "-o", "per_token_ms=20", "-n", "10", "-r", "3", "-w", "0", "-q", "-O",
+                        str(run_dir))
     try:
         _wait_for_requests(run_dir / "requests.jsonl", 1)
         out = subprocess.run([sys.executable, "-m", "llmcompare", "--resume", str(run_dir)], capture_output=True, text=True)
@@ -143,7 +145,7 @@ def test_resume_of_a_run_a_live_process_holds_is_refused(run_dir):
 
 def test_a_request_recorded_twice_is_reported_not_dropped(use_plugins, run_dir):
     use_plugins("llmcompare_testplugins")
-    llmcompare.compare(["echo"], max_new_tokens=4, repeats=1, warmup=0, output=run_dir)
+    llmcompare.compare(["echo"], max_new_tokens=4, repeats=1, warmup=0, output=run_dir, fidelity=False)
     path = run_dir / "requests.jsonl"
     lines = path.read_text().splitlines()
     first_request = next(x for x in lines if '"type":"request"' in x)

@@ -41,7 +41,7 @@ def test_temporary_plugin_registers_and_runs(use_plugins, run_dir):
 def test_temporary_plugin_runs_in_a_worker(use_plugins, run_dir):
     use_plugins("llmcompare_testplugins")
     result = llmcompare.compare(["crashy"], options=["crash_after=1000"], max_new_tokens=4, repeats=1,
-                                warmup=0, output=run_dir)
+                                warmup=0, output=run_dir, fidelity=False)
     assert result.summary("crashy").status == "ok"
     assert result.summary("crashy").n_requests == 10
 

@@ -3,8 +3,10 @@
 A driver is one module with ``run(session, job, writer)``: it takes a :class:`~llmcompare.session.
 BackendSession`, sends requests on its schedule and appends a record for each one. It never loads or
 unloads the backend (the session does) and never branches on a backend's name (it reads
-capabilities). :data:`DRIVERS` maps a scenario kind to its module; a third one (``fidelity``) adds an
-entry here.
+capabilities). :data:`DRIVERS` maps a scenario kind to its module. A latency run's workers also run
+the ``fidelity`` driver after the timed pass (when the spec has one), and one last worker, a job of
+kind ``judge``, loads the fidelity reference and judges every backend's outputs
+(:mod:`llmcompare.drivers.fidelity`).
 
 The worker receives a :class:`Job`: the run directory, the backend's label and the requests already
 done. Everything else (the typed spec, the model, the prompts and stages) it reads from the run's
@@ -24,7 +26,8 @@ from ..prompting import Prompt
 from ..rundir import RunDir
 from ..spec import BackendRequest, RunSpec
 
-DRIVERS = {"latency": "llmcompare.drivers.latency", "load": "llmcompare.drivers.load"}
+DRIVERS = {"latency": "llmcompare.drivers.latency", "load": "llmcompare.drivers.load",
+           "fidelity": "llmcompare.drivers.fidelity"}
 
 
 @dataclass(frozen=True)
@@ -87,13 +90,19 @@ class Job:
     done: set[tuple[str, str]] = field(default_factory=set)
     """``(stage, request_id)`` of requests already recorded (``--resume``); a load level is done as a
     whole, its stage name alone (request id ``"*"``)."""
+    kind: str = "backend"
+    """``backend``: one of the run's backends, its scenario (then the fidelity pass); ``judge``: the
+    fidelity reference, whose label is ``judge:<reference label>``."""
+
+    JUDGE_PREFIX = "judge:"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_dir": self.run_dir, "label": self.label, "done": sorted(list(x) for x in self.done)}
+        return {"run_dir": self.run_dir, "label": self.label, "done": sorted(list(x) for x in self.done),
+                "kind": self.kind}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Job:
-        return cls(d["run_dir"], d["label"], {tuple(x) for x in d.get("done") or []})
+        return cls(d["run_dir"], d["label"], {tuple(x) for x in d.get("done") or []}, d.get("kind", "backend"))
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,14 @@ REQUEST_TOK_S = Column("request_tok_s_p50", "tok/s per request p50", lambda s: s
 LOAD_S = Column("load_s", "load s", lambda s: s.load_s, lambda x: fmt(x, 2))
 PEAK_RSS = Column("peak_rss", "peak RSS", lambda s: s.peak_rss_bytes, mib)
 GPU_PEAK = Column("gpu_peak", "GPU peak", lambda s: s.gpu_peak_bytes, mib)
+
+
+def _floor_pct(s: Summary) -> float | None:
+    return (s.info.get("roofline") or {}).get("percent_of_floor")
+
+
+FLOOR_PCT = Column("floor_pct", "% of floor", _floor_pct, lambda x: "–" if x is None else f"{x:.1f}%")
+"""Batch-1 decode floor / TPOT p50, where the run measured the GPU's bandwidth (:mod:`llmcompare.roofline`)."""
 LENGTH_OK = Column("length_ok", "length ok", _length_ok, str, bad=lambda s: s.n_length_ok != s.n_requests)
 AGREEMENT = Column("agreement", "agreement", _agreement, str)
 
@@ -85,12 +93,16 @@ CONSOLE_ONLY_DROPS = {"request_tok_s_p50"}
 
 
 def latency_columns(summaries: list[Summary], where: str = "markdown") -> list[Column]:
-    """The summary table's columns: the stage column only with several stages, GPU memory only where a
-    backend used a GPU; the console leaves out the per-request tok/s to fit a terminal."""
+    """The summary table's columns: the stage column only with several stages, "% of floor" only where a
+    summary carries a roofline entry, GPU memory only where a backend used a GPU; the console leaves out
+    the per-request tok/s to fit a terminal."""
     cols = [BACKEND]
     if len({s.stage for s in summaries}) > 1:
         cols.append(STAGE)
-    cols += [STATUS, N, TTFT_P50, TPOT_P50, TPOT_P90, E2E_P50, OUTPUT_TOK_S, REQUEST_TOK_S, LOAD_S, PEAK_RSS]
+    cols += [STATUS, N, TTFT_P50, TPOT_P50, TPOT_P90]
+    if any("roofline" in s.info for s in summaries):
+        cols.append(FLOOR_PCT)
+    cols += [E2E_P50, OUTPUT_TOK_S, REQUEST_TOK_S, LOAD_S, PEAK_RSS]
     if any(s.gpu_peak_bytes for s in summaries):
         cols.append(GPU_PEAK)
     cols += [LENGTH_OK, AGREEMENT]
@@ -156,6 +168,15 @@ def summary_notes(summaries: list[Summary], max_new_tokens: int) -> list[tuple[s
         if s.n_approximate:
             out.append(("note", f"{who}: {s.n_approximate} request(s) counted by re-tokenizing the server's text"
                                 " (approximate: it sent neither ids nor a count)"))
+        roof = s.info.get("roofline") or {}
+        if roof.get("ms_per_token"):
+            out.append(("note", f"{who}: % of floor = floor / TPOT p50; floor {roof['ms_per_token']:.3f} ms/token ="
+                                f" ({roof['weight_bytes'] / 1e9:.2f} GB of {roof['weight_dtype']} weights +"
+                                f" {roof['kv_bytes'] / 1e9:.3f} GB of KV at {roof['context_tokens']} tokens) /"
+                                f" {roof['bandwidth_bytes_per_s'] / 1e9:,.1f} GB/s copy bandwidth"
+                                f" ({roof.get('bandwidth_source') or 'recorded'})"))
+        elif roof.get("error"):
+            out.append(("note", f"{who}: no % of floor: {roof['error']}"))
         if s.n_without_ids:
             out.append(("note", f"{who}: {s.n_without_ids} request(s) counted by the server itself (its usage, its"
                                 " log-probabilities, or a 'length' finish at max_tokens), without token ids: no"

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..api import Progress as ProgressCallbacks
 from .columns import latency_columns, ratio, summary_notes, ttft_by_input_length
+from .fidelity import FIDELITY_COLUMNS, reference_line, verdict_lines
 from .files import SYNTHETIC_AGREEMENT_NOTE, headline
 
 if TYPE_CHECKING:
@@ -41,6 +42,9 @@ class RichProgress(ProgressCallbacks):
 
     def request_done(self, label: str, record: RequestRecord) -> None:
         task = self.tasks[label]
+        if record.stage.startswith("fidelity"):
+            self.progress.update(task, status=f"fidelity pass: {escape(record.prompt_id)}")
+            return
         if record.warmup:
             self.progress.update(task, status=f"warming up {escape(record.stage)}")
             return
@@ -79,6 +83,22 @@ def table(result: RunResult) -> Table:
     return t
 
 
+def print_fidelity(console: Console, result: RunResult) -> None:
+    """The fidelity table, then one line per backend: speed against the baseline, fidelity against the
+    reference."""
+    if result.fidelity and any(f.prompts for f in result.fidelity):
+        t = Table(title="Fidelity against the reference (greedy, natural stop; docs/fidelity.md)")
+        for col in FIDELITY_COLUMNS:
+            t.add_column(col.header, justify="right" if col.numeric else "left")
+        for f in result.fidelity:
+            t.add_row(*[f"[red]{escape(c.cell(f))}" if c.bad is not None and c.bad(f) else escape(c.cell(f))
+                        for c in FIDELITY_COLUMNS])
+        console.print(t)
+    console.print(escape(reference_line(result)))
+    for line in verdict_lines(result):
+        console.print(escape(f"  {line}"))
+
+
 def print_result(console: Console, result: RunResult, paths: dict) -> None:
     if result.levels:
         from .levels_console import print_levels
@@ -98,6 +118,8 @@ def print_result(console: Console, result: RunResult, paths: dict) -> None:
     for c in result.comparisons:
         stage = f" [{c['stage']}]" if len(result.stages) > 1 else ""
         console.print(escape(f"  {c['backend']} vs {c['reference']}{stage}: TPOT {ratio(c['tpot_ratio'])}"))
+    if result.spec.fidelity is not None:
+        print_fidelity(console, result)
     if result.comparisons and result.environment.get("model", {}).get("kind") == "synthetic":
         console.print(f"  note: {SYNTHETIC_AGREEMENT_NOTE}")
     for kind, text in summary_notes(result.summaries, result.spec.scenario.max_new_tokens):

@@ -44,9 +44,9 @@ def write_all(result: RunResult) -> dict[str, Path]:
 
         paths["levels"] = d.levels_csv
         write_levels_csv(result, paths["levels"])
-        from .html import write_html
+    from .html import write_html
 
-        paths["html"] = write_html(result)
+    paths["html"] = write_html(result)
     paths["markdown"].write_text(markdown(result), encoding="utf-8")
     paths["requests"] = d.requests
     return paths
@@ -75,6 +75,29 @@ def headline(result: RunResult) -> str:
         return f"{model} · load · {levels} · {sc.max_new_tokens} new tokens · {result.spec.device}"
     return (f"{model} · {len(result.prompts) // max(1, len(result.stages))} prompts × {sc.repeats} ·"
             f" {sc.max_new_tokens} new tokens · batch 1 · {result.spec.device}")
+
+
+def markdown_fidelity(result: RunResult) -> list[str]:
+    from .fidelity import FIDELITY_COLUMNS, examples, reference_line, verdict_lines
+
+    lines = ["", "## Fidelity: does each backend still say the same thing?", "", reference_line(result), ""]
+    lines += [f"- {line}" for line in verdict_lines(result)]
+    if any(f.prompts for f in result.fidelity):
+        lines += ["", "| " + " | ".join(c.header for c in FIDELITY_COLUMNS) + " |", "|" + "---|" * len(FIDELITY_COLUMNS)]
+        lines += ["| " + " | ".join(c.cell(f).replace("|", "\\|") for c in FIDELITY_COLUMNS) + " |"
+                  for f in result.fidelity]
+    shown = examples(result)
+    if shown:
+        lines += ["", "Real divergences (the text both agree on, then each continuation):", "",
+                  "| backend | prompt | token | gap nats | … shared | reference goes on | backend goes on |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(e[k].replace("|", "\\|") for k in ("backend", "prompt_id", "position", "gap", "shared",
+                                                                       "reference", "backend_text")) + " |"
+                  for e in shown]
+    lines += ["", "A near-tie: at the first divergence the reference scores the backend's token within the margin of"
+              " its own; a real divergence: beyond it. Log-likelihood gap: the reference's mean log-probability per"
+              " token of its own outputs minus of the backend's. See docs/fidelity.md."]
+    return lines
 
 
 def markdown(result: RunResult) -> str:
@@ -118,6 +141,8 @@ def markdown(result: RunResult) -> str:
             agree = f"{a['token_match']:.1%} | {a['exact_prompts']}/{a['prompts']}" if a else "– | –"
             lines.append(f"| {c['backend']} | {c['stage']} | {ratio(c['tpot_ratio'])} | {ratio(c['ttft_ratio'])}"
                          f" | {ratio(c['e2e_ratio'])} | {agree} |")
+    if spec.fidelity is not None:
+        lines += markdown_fidelity(result)
     lines += ["", "## Backends", ""]
     seen = set()
     for s in result.summaries:

@@ -1,4 +1,5 @@
-"""``report.html``: a load run as one self-contained page.
+"""``report.html``: a run as one self-contained page (a load run's levels and plots; a batch-1 run's
+summary table, comparisons and fidelity).
 
 The page needs nothing but its own file: CSS inline, no script, no web font, every plot a PNG embedded
 as a ``data:`` URI (and also written under ``plots/`` beside it, for slides and issues). Opened
@@ -96,8 +97,11 @@ class Plot:
 
 
 def write_html(result: RunResult) -> Path:
-    """Write ``report.html`` (and ``plots/*.png``) for a load run; return the page's path."""
+    """Write ``report.html`` (and, for a load run, ``plots/*.png``); return the page's path."""
     d = result.run_dir
+    if not result.levels:
+        d.html.write_text(latency_page(result), encoding="utf-8")
+        return d.html
     try:
         plots = make_plots(result)
         missing = None
@@ -307,6 +311,57 @@ def page(result: RunResult, plots: list[Plot], plots_missing: str | None = None)
     parts += [('<p class="note">Definitions: TTFT = first token time; TPOT = (e2e − TTFT)/(n − 1); output tok/s ='
                " output tokens / wall time of the level; under load TTFT, e2e and queue are counted from each"
                " request's scheduled send. See docs/load.md and docs/metrics.md.</p>"), "</body>", "</html>", ""]
+    return "\n".join(parts)
+
+
+def latency_page(result: RunResult) -> str:
+    """A batch-1 run: every backend's figures, the speed against the baseline, and fidelity beside it."""
+    from .columns import latency_columns, ratio
+    from .fidelity import FIDELITY_COLUMNS, examples, reference_line, verdict_lines
+    from .files import headline
+
+    title = f"llmcompare report · {headline(result)}"
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
+             "<h1>llmcompare report</h1>", f'<p class="headline">{escape(headline(result))}</p>',
+             f'<p class="note">Run directory: <code>{escape(str(result.run_dir))}</code>.</p>']
+    lines = verdict_lines(result)
+    if lines:
+        parts += ["<h2>At a glance</h2>", '<ul class="recs">'] + [f"<li>{escape(x)}</li>" for x in lines] + ["</ul>"]
+    cols = latency_columns(result.summaries, where="html")
+    parts += ["<h2>Batch 1</h2>",
+              '<p class="note">Greedy, output length forced; warm-up excluded; brackets are 95% bootstrap intervals'
+              " over prompts.</p>",
+              f'<div class="wide">{_table("summary", [(c.header, "num" if c.numeric else "") for c in cols], [_cells(cols, s) for s in result.summaries])}</div>']
+    if result.comparisons:
+        rows = []
+        for c in result.comparisons:
+            s = c.get("speedup_tpot")
+            rows.append([(c["backend"], ""), (c["stage"], ""),
+                         ("–" if not s else f"{s['speedup']:.2f}× [{s['lo']:.2f}, {s['hi']:.2f}] {s['verdict']}", "num"),
+                         (ratio(c["tpot_ratio"]), "num"), (ratio(c["ttft_ratio"]), "num"), (ratio(c["e2e_ratio"]), "num")])
+        base = result.comparisons[0]["reference"]
+        parts += [f"<h2>Against {escape(base)}</h2>",
+                  _table("comparisons", [("backend", ""), ("stage", ""), ("speed-up, TPOT, paired by prompt", "num"),
+                                         ("TPOT ratio of medians", "num"), ("TTFT ratio", "num"), ("e2e ratio", "num")],
+                         rows)]
+    if result.spec.fidelity is not None:
+        parts += ["<h2>Fidelity: does each backend still say the same thing?</h2>",
+                  f'<p class="note">{escape(reference_line(result))}</p>']
+        if any(f.prompts for f in result.fidelity):
+            parts.append(f'<div class="wide">{_table("fidelity", [(c.header, "num" if c.numeric else "") for c in FIDELITY_COLUMNS], [_cells(FIDELITY_COLUMNS, f) for f in result.fidelity])}</div>')
+        shown = examples(result)
+        if shown:
+            keys = ("backend", "prompt_id", "position", "gap", "shared", "reference", "backend_text")
+            parts.append(_table("divergences", [("backend", ""), ("prompt", ""), ("token", "num"), ("gap nats", "num"),
+                                                ("… shared text", ""), ("reference goes on", ""), ("backend goes on", "")],
+                                [[(e[k], "num" if k in ("position", "gap") else "") for k in keys] for e in shown]))
+        parts.append('<p class="note">Near-tie: at the first divergence the reference scores the backend\'s token within'
+                     " the margin of its own; real divergence: beyond it. See docs/fidelity.md.</p>")
+    parts += _backends(result)
+    parts += _environment(result)
+    parts += ["</body>", "</html>", ""]
     return "\n".join(parts)
 
 

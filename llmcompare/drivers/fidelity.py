@@ -1,0 +1,158 @@
+"""The fidelity pass: does each backend still say the same thing as the reference?
+
+Two steps, in two kinds of worker, both through a :class:`~llmcompare.session.BackendSession`:
+
+* :func:`run`, in every backend's own worker after its timed pass: each prompt once, greedy, with
+  natural stopping (``stop_at_eos``: text forced past EOS means nothing), up to the fidelity cap; a
+  ``request`` record per prompt in stage ``fidelity``. A backend that gives log-probabilities also
+  scores the shipped reference text (a ``score`` record: its perplexity).
+* :func:`judge`, in one last worker that loads the reference: it generates the reference's own
+  outputs the same way (stage ``fidelity:reference``), then scores every backend's output by teacher
+  forcing and writes one ``fidelity`` record per backend and prompt (:mod:`llmcompare.fidelity`
+  turns them into exact-match rates, divergence verdicts and likelihood gaps).
+
+Sequences are compared with the EOS token appended where an output stopped at EOS, so "stopped
+here" against "went on" is a divergence like any other token, and its two sides are scored alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..prompting import Prompt
+from ..records import FidelityRecord, RecordWriter, RequestRecord, ScoreRecord, read_records
+from ..rundir import RunDir
+from ..session import BackendSession, one_line
+from . import Context, Header
+
+STAGE = "fidelity"
+REFERENCE_STAGE = "fidelity:reference"
+
+
+def prompts(header: Header) -> list[Prompt]:
+    by_id = {p.id: p for p in header.prompts}
+    return [by_id[i] for i in header.workload.get("fidelity_prompt_ids", [])]
+
+
+def request_id(prompt: Prompt) -> str:
+    return f"{prompt.id}/fidelity"
+
+
+def strip_eos(record: RequestRecord, eos_ids: set[int]) -> tuple[list[int], bool]:
+    """The output ids without a trailing EOS (engines differ on returning it), and whether it ended at EOS."""
+    ids = list(record.token_ids)
+    if ids and ids[-1] in eos_ids:
+        return ids[:-1], True
+    return ids, record.finish_reason in ("stop", "eos_token", "eos")
+
+
+def run(session: BackendSession, ctx: Context, writer: RecordWriter) -> None:
+    """The backend's natural-stop pass and, where it scores, the perplexity of the shipped text."""
+    spec = ctx.spec.fidelity
+    if spec is None or session.spec is None:
+        return
+    n = spec.max_new_tokens
+    for p in prompts(ctx.header):
+        if ctx.job.is_done(STAGE, request_id(p)):
+            continue
+        writer.write(session.request(p, n, stage=STAGE, request_id=request_id(p), stop_at_eos=True))
+    if session.spec.capabilities.scores and not ctx.job.is_done(STAGE, "score"):
+        writer.write(score_text(session, ctx.backend.label, ctx.header, spec.text_id))
+
+
+def score_text(session: BackendSession, label: str, header: Header, text_id: str) -> ScoreRecord:
+    ids = header.workload.get("fidelity_text_ids") or []
+    try:
+        scores = session.score(ids, 1)
+        return ScoreRecord(label, text_id, tokens=len(scores.logprobs), nll_sum=-sum(scores.logprobs))
+    except Exception as exc:
+        return ScoreRecord(label, text_id, error=one_line(exc))
+
+
+def judge(session: BackendSession, ctx: Context, writer: RecordWriter) -> None:
+    """Generate the reference's outputs, then judge every backend's output against them."""
+    spec = ctx.spec.fidelity
+    assert spec is not None
+    header = ctx.header
+    eos_ids = set(header.workload.get("eos_ids") or [])
+    eos_token = min(eos_ids) if eos_ids else None
+    label = ctx.backend.label
+    records = read_records(RunDir(ctx.job.run_dir).requests)
+    judged = {f.key for f in records.fidelity if f.reference == spec.reference.label}
+    ref_outputs = {r.prompt_id: r for r in records.for_backend(label, REFERENCE_STAGE) if r.error is None}
+    can_score = bool(session.spec and session.spec.capabilities.scores)
+    if can_score and not any(s.backend == label for s in records.scores):
+        writer.write(score_text(session, label, header, spec.text_id))
+    tokenizer = header.model.tokenizer(trust_remote_code=header.spec.trust_remote_code)
+    outputs = [r for r in records.requests if r.stage == STAGE and r.backend in header.spec.labels]
+    for p in prompts(header):
+        ref = ref_outputs.get(p.id)
+        if ref is None:
+            ref = session.request(p, spec.max_new_tokens, stage=REFERENCE_STAGE, request_id=request_id(p),
+                                  stop_at_eos=True)
+            writer.write(ref)
+        mine = [r for r in outputs if r.prompt_id == p.id and (r.backend, p.id) not in judged]
+        for out in _first_per_backend(mine):
+            writer.write(_judge_one(session, p, ref, out, eos_ids, eos_token, tokenizer, can_score, spec.reference.label))
+
+
+def _first_per_backend(records: list[RequestRecord]) -> list[RequestRecord]:
+    best: dict[str, RequestRecord] = {}
+    for r in records:
+        if r.backend not in best or (best[r.backend].error is not None and r.error is None):
+            best[r.backend] = r
+    return list(best.values())
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _judge_one(session: BackendSession, prompt: Prompt, ref: RequestRecord, out: RequestRecord, eos_ids: set[int],
+               eos_token: int | None, tokenizer, can_score: bool, reference: str) -> FidelityRecord:
+    rec = FidelityRecord(backend=out.backend, reference=reference, prompt_id=prompt.id)
+    if ref.error is not None:
+        rec.error = f"the reference failed on this prompt: {ref.error}"
+        return rec
+    if out.error is not None:
+        rec.error = out.error
+        return rec
+    if out.count_source != "ids" or (out.output_tokens and not out.token_ids):
+        rec.error = f"the backend gave no token ids (count source {out.count_source!r})"
+        return rec
+    ref_ids, rec.ref_eos = strip_eos(ref, eos_ids)
+    ids, rec.eos = strip_eos(out, eos_ids)
+    rec.tokens, rec.ref_tokens = len(ids), len(ref_ids)
+    rec.text, rec.ref_text = tokenizer.decode(ids), tokenizer.decode(ref_ids)
+    marker = [eos_token] if eos_token is not None else []
+    seq = ids + (marker if rec.eos else [])
+    ref_seq = ref_ids + (marker if rec.ref_eos else [])
+    rec.prefix = common_prefix(seq, ref_seq)
+    rec.diverged = seq != ref_seq
+    if not can_score:
+        return rec
+    context = list(prompt.token_ids)
+    try:
+        mine = session.score(context + seq, len(context), top_k=2) if seq else None
+        theirs = session.score(context + ref_seq, len(context), top_k=2) if ref_seq else None
+    except Exception as exc:
+        rec.error = f"the reference could not score this output: {one_line(exc)}"
+        return rec
+    if mine is not None:
+        rec.ll_sum, rec.ll_tokens = sum(mine.logprobs), len(mine.logprobs)
+    if theirs is not None:
+        rec.ref_ll_sum, rec.ref_ll_tokens = sum(theirs.logprobs), len(theirs.logprobs)
+    k = rec.prefix
+    if rec.diverged and theirs is not None and k < len(ref_seq):
+        rec.divergence_ref_logprob = theirs.logprobs[k]
+        if mine is not None and k < len(seq):
+            rec.divergence_logprob = mine.logprobs[k]
+        top = theirs.top[k] if k < len(theirs.top) else []
+        if len(top) >= 2:
+            rec.divergence_top2_gap = top[0][1] - top[1][1]
+    return rec

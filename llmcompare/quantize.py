@@ -1,0 +1,377 @@
+"""Quantization recipes: GPTQ (gptqmodel), EXL2 (exllamav2's converter) and EXL3 (exllamav3's converter).
+
+Every recipe starts from one fp16 checkpoint (:func:`fp16_source`): for ``synthetic:<shape>`` the
+seeded random weights that :mod:`llmcompare.synthetic` builds, built in fp16 on the GPU when there
+is one and saved once; for any other model its own HF directory. Each output is cached by
+:func:`llmcompare.models.cached_build`, keyed by the source's fingerprint, the recipe's fields and the
+tool's version, so a changed source, recipe or tool converts again and nothing else does. A cache
+entry holds ``model/`` (the checkpoint), ``quantize.log`` (the converter's output),
+``calibration.json`` (GPTQ only: the exact token rows) and ``llmcompare-source.json`` (the key).
+
+Every converter runs in a child process started from an argv list (no shell), on CUDA; without CUDA
+or without the tool, a recipe refuses at once with one line that says what to do.
+
+Calibration, stated per recipe (on random weights it is meaningless for quality: what a synthetic
+checkpoint is for is the kernel path, whose speed does not depend on the weights' values):
+
+* GPTQ: the built-in default prompts, tokenized with the source's tokenizer (no special tokens),
+  concatenated and cycled into ``rows`` rows of ``row_tokens`` tokens, row ``i`` starting at prompt
+  ``i``; written to ``calibration.json`` beside the checkpoint.
+* EXL2 and EXL3: the converters' own bundled calibration corpora, with fewer and shorter rows than
+  their defaults (so that a 7B conversion fits in a few minutes; the fields below give the counts).
+
+Command line (prints the checkpoint's directory)::
+
+    python -m llmcompare.quantize exl2 -m synthetic:llama-2-7b --bits 4.0
+    python -m llmcompare.quantize gptq -m ./Llama-2-7b-hf
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .errors import UserError
+from .models import ResolvedModel, cache_dir, cached_build, fingerprint
+
+RECIPES_VERSION = "1"
+FP16_VERSION = "1"
+GPTQMODEL_PIN = "7.6.0"
+"""The newest gptqmodel whose requirements accept the GPU machine's torch 2.11 (docs/backends/gptq.md)."""
+
+
+# ---------------------------------------------------------------- recipes
+@dataclass(frozen=True)
+class GPTQRecipe:
+    """4-bit GPTQ, group size 128, no act-order, symmetric: the classic format ExLlamaV2 and the
+    transformers/optimum loader both run. Quantized by gptqmodel through its Python API, in a child
+    process (``python -m llmcompare.quantize gptq-run``)."""
+
+    bits: int = 4
+    group_size: int = 128
+    desc_act: bool = False
+    sym: bool = True
+    rows: int = 16
+    row_tokens: int = 512
+
+    method: ClassVar[str] = "gptq"
+    options: ClassVar[tuple[str, ...]] = ()
+    module: ClassVar[str] = "gptqmodel"
+    distribution: ClassVar[str] = "gptqmodel"
+    install: ClassVar[str] = (f"pip install --no-deps gptqmodel=={GPTQMODEL_PIN} plus its dependencies"
+                              " (docs/backends/gptq.md lists them)")
+
+    def argv(self, source: Path, out: Path, work: Path) -> list[str]:
+        return [sys.executable, "-m", "llmcompare.quantize", "gptq-run", "--source", str(source), "--out", str(out),
+                "--calibration", str(out.parent / "calibration.json"), "--bits", str(self.bits),
+                "--group-size", str(self.group_size), "--desc-act", _flag(self.desc_act), "--sym", _flag(self.sym)]
+
+    def prepare(self, source: Path, entry: Path) -> None:
+        """Write ``calibration.json``: the token rows gptqmodel calibrates on."""
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        rows = calibration_rows(tokenizer, self.rows, self.row_tokens)
+        (entry / "calibration.json").write_text(json.dumps({"source": "built-in prompt set 'default'", "rows": rows}))
+
+
+@dataclass(frozen=True)
+class EXL2Recipe:
+    """EXL2 at ``bits`` bits per weight (``head_bits`` for the output layer), by exllamav2's converter
+    (``python -m exllamav2.conversion.convert_exl2``) on its bundled calibration data. The row counts
+    are below the converter's defaults (100 × 2048 tokens; measurement 16 × 2048)."""
+
+    bits: float = 4.0
+    head_bits: int = 6
+    rows: int = 32
+    length: int = 512
+    measurement_rows: int = 8
+    measurement_length: int = 512
+
+    method: ClassVar[str] = "exl2"
+    options: ClassVar[tuple[str, ...]] = ("bits", "head_bits")
+    module: ClassVar[str] = "exllamav2"
+    distribution: ClassVar[str] = "exllamav2"
+    install: ClassVar[str] = "pip install 'llmcompare[exllamav2]'"
+
+    def argv(self, source: Path, out: Path, work: Path) -> list[str]:
+        # -o is the converter's working directory, -cf the finished checkpoint; -nr: never resume a job
+        return [sys.executable, "-m", "exllamav2.conversion.convert_exl2", "-i", str(source), "-o", str(work),
+                "-nr", "-cf", str(out), "-b", f"{self.bits:g}", "-hb", str(self.head_bits),
+                "-r", str(self.rows), "-l", str(self.length),
+                "-mr", str(self.measurement_rows), "-ml", str(self.measurement_length)]
+
+    def prepare(self, source: Path, entry: Path) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class EXL3Recipe:
+    """EXL3 at ``bits`` bits per weight (``head_bits`` for the output layer), by exllamav3's converter
+    (``python -m exllamav3.conversion.convert_model``) on its bundled calibration corpus, on GPU 0.
+    The calibration is ``cal_rows`` × ``cal_cols`` tokens (the converter's default is 250 × 2048)."""
+
+    bits: float = 4.0
+    head_bits: int = 6
+    cal_rows: int = 64
+    cal_cols: int = 2048
+
+    method: ClassVar[str] = "exl3"
+    options: ClassVar[tuple[str, ...]] = ("bits", "head_bits")
+    module: ClassVar[str] = "exllamav3"
+    distribution: ClassVar[str] = "exllamav3"
+    install: ClassVar[str] = "pip install 'llmcompare[exllamav3]'"
+
+    def argv(self, source: Path, out: Path, work: Path) -> list[str]:
+        return [sys.executable, "-m", "exllamav3.conversion.convert_model", "-i", str(source), "-o", str(out),
+                "-w", str(work), "-b", f"{self.bits:g}", "-hb", str(self.head_bits),
+                "-cr", str(self.cal_rows), "-cc", str(self.cal_cols), "-d", "0"]
+
+    def prepare(self, source: Path, entry: Path) -> None:
+        pass
+
+
+Recipe = GPTQRecipe | EXL2Recipe | EXL3Recipe
+RECIPES: dict[str, type] = {"gptq": GPTQRecipe, "exl2": EXL2Recipe, "exl3": EXL3Recipe}
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+# ---------------------------------------------------------------- what a checkpoint holds
+def checkpoint_format(path: str | os.PathLike) -> str:
+    """``unquantized``, ``gptq``, ``exl2``, ``exl3`` (or another ``quant_method``) for an HF directory,
+    read from its ``config.json`` (``quantization_config.quant_method``; a ``quantize_config.json``
+    beside it also means GPTQ)."""
+    p = Path(path)
+    try:
+        config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{str(p)!r} is not a model directory with a readable config.json ({exc})") from None
+    method = (config.get("quantization_config") or {}).get("quant_method")
+    if method:
+        return str(method).lower()
+    return "gptq" if (p / "quantize_config.json").is_file() else "unquantized"
+
+
+def describe_checkpoint(path: str | os.PathLike) -> str:
+    """One line for the environment block: the format and its settings, from ``config.json``."""
+    p = Path(path)
+    kind = checkpoint_format(p)
+    if kind == "unquantized":
+        return "unquantized safetensors (run in fp16)"
+    q = json.loads((p / "config.json").read_text(encoding="utf-8")).get("quantization_config") or {}
+    if kind == "gptq":
+        return (f"gptq {q.get('bits', '?')}-bit group {q.get('group_size', '?')} desc_act={q.get('desc_act', '?')}"
+                f" sym={q.get('sym', '?')} format={q.get('checkpoint_format', 'gptq')}")
+    return f"{kind} {q.get('bits', '?')} bpw, head {q.get('head_bits', '?')} bits (converter {q.get('version', '?')})"
+
+
+# ---------------------------------------------------------------- the fp16 source
+def fp16_source(model: ResolvedModel) -> Path:
+    """The unquantized checkpoint every recipe (and every fp16 ExLlama run) starts from.
+
+    ``synthetic:<shape>``: the shape's seeded weights built in fp16 (on CUDA when torch sees a GPU, as
+    the transformers backend builds them there: the same weights; random draws differ between the
+    CPU and CUDA generators, so where they were built is part of the key), saved with the shape's
+    tokenizer, cached. A build on CUDA gives its memory back and resets torch's peak-memory counters,
+    so that a run's recorded peak is the engine's. A GGUF model: its cached fp32 HF conversion. An HF
+    directory: itself, unless it is already quantized.
+    """
+    if model.kind == "synthetic":
+        import torch
+
+        assert model.shape is not None
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        from . import synthetic
+
+        key = {"synthetic": model.shape, "seed": synthetic.SEED, "dtype": "float16", "built_on": device,
+               "v": FP16_VERSION}
+
+        def build(out: Path) -> None:
+            synthetic.build_model(model.shape, dtype=torch.float16, device=device).save_pretrained(out)
+            synthetic.build_tokenizer(model.shape).save_pretrained(out)
+            if device == "cuda":  # a one-off conversion: its device memory is no part of the engine's peak
+                gc.collect()
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+
+        return cached_build("synthetic-fp16", key, build)
+    if model.kind == "hub":
+        raise UserError(f"quantizing needs a local model directory, not the hub id {model.ref!r}; download it first")
+    path = Path(model.hf_dir())
+    held = checkpoint_format(path)
+    if held != "unquantized":
+        raise UserError(f"model {model.ref!r} is already a {held} checkpoint; it cannot be the fp16 source of another"
+                        f" conversion (run it as the {held} variant)")
+    return path
+
+
+# ---------------------------------------------------------------- calibration
+def calibration_rows(tokenizer, rows: int, row_tokens: int, prompt_set: str = "default") -> list[list[int]]:
+    """``rows`` rows of ``row_tokens`` ids: the prompt set's texts tokenized (no special tokens),
+    concatenated and cycled, row ``i`` starting where prompt ``i mod len(prompts)`` starts."""
+    from .prompting import read_prompts
+
+    pieces = [tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in read_prompts(prompt_set)]
+    stream = [int(t) for ids in pieces for t in ids]
+    if not stream:
+        raise UserError(f"the prompt set {prompt_set!r} tokenizes to nothing; it cannot calibrate GPTQ")
+    starts, at = [], 0
+    for ids in pieces:
+        starts.append(at)
+        at += len(ids)
+    return [[stream[(starts[r % len(starts)] + i) % len(stream)] for i in range(row_tokens)] for r in range(rows)]
+
+
+# ---------------------------------------------------------------- running a recipe
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (the converters all need one)."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def tool_version(recipe: Recipe) -> str:
+    """The converter's version without importing it (exllamav2 compiles its CUDA extension at import):
+    the distribution's metadata, else the ``version.py`` beside the package's ``__init__``."""
+    try:
+        return importlib.metadata.version(recipe.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    spec = importlib.util.find_spec(recipe.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"{recipe.method.upper()} quantization needs the {recipe.distribution!r} package;"
+                        f" install it with: {recipe.install}")
+    version_py = Path(list(spec.submodule_search_locations)[0]) / "version.py"
+    match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", version_py.read_text()) if version_py.is_file() else None
+    return match.group(1) if match else "unknown"
+
+
+def require(recipe: Recipe) -> None:
+    """Refuse, in one line that says what to do, when the tool or CUDA is missing."""
+    if importlib.util.find_spec(recipe.module) is None:
+        raise UserError(f"{recipe.method.upper()} quantization needs the {recipe.distribution!r} package;"
+                        f" install it with: {recipe.install}")
+    if not cuda_available():
+        raise UserError(f"{recipe.method.upper()} quantization runs on a CUDA GPU and torch sees none here;"
+                        " run it on a GPU machine (see docs/backends/exllama.md)")
+
+
+def recipe_key(source: Path, recipe: Recipe) -> dict[str, Any]:
+    """The cache key: the source's fingerprint, every recipe field and the tool's version."""
+    return {"source": fingerprint(source), "method": recipe.method, "recipe": asdict(recipe),
+            recipe.distribution: tool_version(recipe), "v": RECIPES_VERSION}
+
+
+def quantize(source: str | os.PathLike, recipe: Recipe, log_dir: str | os.PathLike | None = None) -> Path:
+    """The quantized checkpoint of ``source`` by ``recipe``: ``<cache>/<method>/<key hash>/model``,
+    converted now if it is not cached yet. The converter's output goes to a log file in ``log_dir``
+    (default ``<cache>/quantize-logs``) while it runs, and is kept beside the checkpoint."""
+    src = Path(source).resolve()
+    key = recipe_key(src, recipe)
+
+    def build(entry: Path) -> None:
+        require(recipe)
+        logs = Path(log_dir) if log_dir else cache_dir() / "quantize-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{recipe.method}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        work, out = entry / "work", entry / "model"
+        recipe.prepare(src, entry)
+        argv = recipe.argv(src, out, work)
+        with open(log_path, "w", encoding="utf-8") as log:
+            log.write(f"$ {shlex.join(argv)}\n")
+            log.flush()
+            done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # exllamav2's and exllamav3's converters print their own argument errors and exit with status
+        # 0, so the output itself is checked too.
+        problem = f"exit status {done.returncode}" if done.returncode else _missing_output(out, recipe.method)
+        if problem:
+            tail = " | ".join(log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:])
+            raise RuntimeError(f"{recipe.method} quantization failed ({problem}); log {log_path}: {tail}")
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copyfile(log_path, entry / "quantize.log")
+
+    return cached_build(recipe.method, key, build) / "model"
+
+
+def _missing_output(out: Path, method: str) -> str | None:
+    if not any(out.glob("*.safetensors")):
+        return f"no .safetensors written to {out}"
+    held = checkpoint_format(out)
+    return None if held == method else f"the output's config.json says {held!r}, not {method!r}"
+
+
+# ---------------------------------------------------------------- command line
+def _gptq_run(args: argparse.Namespace) -> None:
+    """The child process of :class:`GPTQRecipe`: gptqmodel's documented load → quantize → save."""
+    from gptqmodel import GPTQModel, QuantizeConfig
+
+    rows = json.loads(Path(args.calibration).read_text())["rows"]
+    calibration = [{"input_ids": row, "attention_mask": [1] * len(row)} for row in rows]
+    config = QuantizeConfig(bits=args.bits, group_size=args.group_size, desc_act=args.desc_act == "true",
+                            sym=args.sym == "true")
+    model = GPTQModel.load(args.source, config)
+    model.quantize(calibration, batch_size=1)
+    model.save(args.out)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m llmcompare.quantize", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="method", required=True)
+    for name, cls in RECIPES.items():
+        p = sub.add_parser(name, help=(cls.__doc__ or "").split(".")[0])
+        p.add_argument("-m", "--model", default=None, help="model reference, as llmcompare --model takes it")
+        p.add_argument("--log-dir", default=None)
+        for f in fields(cls):
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=_arg_type(f.default), default=f.default)
+    run = sub.add_parser("gptq-run", help="internal: the GPTQ child process")
+    for flag in ("--source", "--out", "--calibration", "--desc-act", "--sym"):
+        run.add_argument(flag, required=True)
+    run.add_argument("--bits", type=int, required=True)
+    run.add_argument("--group-size", type=int, required=True)
+    return parser
+
+
+def _arg_type(default: Any):
+    if isinstance(default, bool):
+        return lambda s: s.lower() in ("1", "true", "yes", "on")
+    return type(default)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.method == "gptq-run":
+        _gptq_run(args)
+        return 0
+    from .models import resolve_model
+
+    cls = RECIPES[args.method]
+    recipe = cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+    try:
+        print(quantize(fp16_source(resolve_model(args.model)), recipe, log_dir=args.log_dir))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from .tokenizer import ExLlamaV2Tokenizer
+
+__all__ = ["ExLlamaV2Tokenizer"]

@@ -1,0 +1,3 @@
+from .cache import Cache
+
+__all__ = ["Cache"]

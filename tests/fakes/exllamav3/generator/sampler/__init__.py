@@ -1,0 +1,1 @@
+from .presets import *  # noqa: F403

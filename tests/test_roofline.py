@@ -1,0 +1,185 @@
+"""The roofline: the floor against plan's own figures, the per-GPU bandwidth cache, the environment
+entry, and the "% of floor" column (present only when the environment block holds a bandwidth)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from llmcompare import environment, gpus, roofline
+from llmcompare.metrics import summarize
+from llmcompare.plan import load_model_config, plan
+from llmcompare.records import BackendRecord, RequestRecord
+from llmcompare.report.columns import FLOOR_PCT, latency_columns, summary_notes
+from llmcompare.spec import BackendRequest, LatencyScenario, LoadScenario, RunSpec
+
+H200 = {"gpu": "NVIDIA H200", "driver": "580.159.04"}
+BW = 4263.8e9  # the 2026-11-22 session's copy bandwidth (benchmarks/results/2026-11-22-h200)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMCOMPARE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv(roofline.OPT_OUT_ENV, raising=False)
+    return tmp_path / "cache" / roofline.CACHE_FILE
+
+
+@pytest.fixture(scope="module")
+def llama2():
+    return load_model_config("synthetic:llama-2-7b")
+
+
+# ---- the floor -----------------------------------------------------------------------------------
+def test_floor_is_plans_floor_at_the_measured_bandwidth_and_the_mean_decode_context(llama2):
+    assert roofline.mean_decode_context(256, 256) == 384
+    f = roofline.floor(llama2, "fp16", BW, 384)
+    p = plan(llama2, gpus.get_accelerator("h200").with_bandwidth(BW / 1e9), 384)
+    assert f.weight_bytes == p.weight_bytes == 13_476_831_232
+    assert f.kv_bytes == 2 * 32 * 32 * 128 * 2 * 384 == p.kv_bytes_at_context
+    assert f.ms_per_token == pytest.approx(p.floor_ms_per_token)
+    assert round(f.ms_per_token, 3) == 3.208  # the figure the first GPU session's README quotes
+    assert f.ms_per_token == pytest.approx((f.weight_bytes + f.kv_bytes) / BW * 1000)
+
+
+def test_quantized_variants_count_their_weight_bytes_and_keep_a_16_bit_kv_cache(llama2):
+    fp16, int8, nf4 = (roofline.floor(llama2, roofline.weight_dtype(v), BW, 384) for v in ("fp16", "int8", "nf4"))
+    assert int8.weight_bytes == fp16.weight_bytes // 2
+    assert nf4.weight_bytes == fp16.weight_bytes // 4
+    assert int8.kv_bytes == nf4.kv_bytes == fp16.kv_bytes and int8.kv_dtype == "fp16"
+    assert nf4.ms_per_token < int8.ms_per_token < fp16.ms_per_token
+
+
+def test_weight_type_of_each_variant_name():
+    assert [roofline.weight_dtype(v) for v in ("fp16", "float16", "bf16", "fp32", "int8_float16", "int8", "nf4")] == [
+        "fp16", "fp16", "bf16", "fp32", "int8", "int8", "int4"]
+    assert roofline.weight_dtype("awq-marlin") is None  # unknown: no floor rather than a guess
+    assert roofline.weight_dtype(None, "Q4_1") == "int4"
+    assert roofline.weight_dtype(None, "Q8_0") == "int8"
+    assert roofline.weight_dtype(None, "F16") == "fp16"
+    assert roofline.weight_dtype(None, None) is None
+
+
+# ---- the cache -----------------------------------------------------------------------------------
+def test_cache_round_trip_is_keyed_by_gpu_name_and_driver(cache):
+    assert roofline.lookup(**H200) is None
+    roofline.store({**H200, "bytes_per_s": BW, "method": "copy"})
+    roofline.store({"gpu": "NVIDIA H100 80GB HBM3", "driver": "580.159.04", "bytes_per_s": 3.0e12})
+    assert roofline.lookup(**H200)["bytes_per_s"] == BW
+    assert roofline.lookup("NVIDIA H200", "590.1") is None  # another driver: measured again
+    assert len(json.loads(cache.read_text())["entries"]) == 2
+    roofline.store({**H200, "bytes_per_s": 4.1e12})  # --force replaces that GPU's entry only
+    assert roofline.lookup(**H200)["bytes_per_s"] == 4.1e12
+    assert len(roofline.read_cache()) == 2
+
+
+def test_an_unreadable_cache_counts_as_empty(cache):
+    cache.parent.mkdir(parents=True)
+    cache.write_text("{not json")
+    assert roofline.read_cache() == {}
+    roofline.store({**H200, "bytes_per_s": BW})
+    assert roofline.lookup(**H200)["bytes_per_s"] == BW
+
+
+def test_cuda_visible_devices_maps_the_cuda_index_to_nvmls(monkeypatch):
+    monkeypatch.setattr(environment, "gpu_info", lambda: [{"index": 0, "name": "A", "driver": "1"},
+                                                          {"index": 3, "name": "B", "driver": "1"}])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,0")
+    assert roofline.gpu_identity(0) == {"gpu": "B", "driver": "1"}
+    assert roofline.gpu_identity(1) == {"gpu": "A", "driver": "1"}
+    assert roofline.gpu_identity(2) is None
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert roofline.gpu_identity(0)["gpu"] == "A"
+    assert roofline.device_index("cuda:3") == 3 and roofline.device_index("cuda") == 0
+
+
+# ---- the environment entry -----------------------------------------------------------------------
+def test_environment_entry_by_device(cache, monkeypatch):
+    monkeypatch.setattr(roofline, "gpu_identity", lambda index=0: dict(H200))
+    children = []
+    monkeypatch.setattr(roofline, "_measure_in_child",
+                        lambda device, python: children.append(device) or {**H200, "bytes_per_s": BW, "source": "measured"})
+    assert roofline.for_environment("cpu") is None
+    assert roofline.for_environment(None) is None  # device unknown and nothing cached: never measures
+    assert roofline.for_environment("cuda")["source"] == "measured"
+    assert children == ["cuda"]
+    roofline.store({**H200, "bytes_per_s": BW})
+    assert roofline.for_environment("cuda:0") == {**H200, "bytes_per_s": BW, "source": "cache"}
+    assert roofline.for_environment(None)["source"] == "cache"
+    assert children == ["cuda"]  # a cached figure is never measured again
+    monkeypatch.setenv(roofline.OPT_OUT_ENV, "1")
+    assert roofline.for_environment("cuda") == {"skipped": "LLMCOMPARE_NO_BANDWIDTH=1"}
+
+
+def test_capture_records_the_bandwidth_only_for_a_cuda_run(cache, monkeypatch):
+    monkeypatch.setattr(roofline, "gpu_identity", lambda index=0: dict(H200))
+    roofline.store({**H200, "bytes_per_s": BW})
+    assert environment.capture([], device="cuda")["bandwidth"]["bytes_per_s"] == BW
+    assert "bandwidth" not in environment.capture([], device="cpu")
+
+
+def test_measuring_without_a_cuda_device_is_an_error_entry_not_a_crash(cache):
+    entry = roofline._measure_in_child("cuda", None)  # this machine: torch without CUDA, or no torch
+    assert "error" in entry and "python -m llmcompare.roofline" in entry["error"]
+    assert not cache.exists()
+
+
+def test_command_line_prints_the_cached_figure(cache, monkeypatch, capsys):
+    monkeypatch.setattr(roofline, "gpu_identity", lambda index=0: dict(H200))
+    roofline.store({**H200, "bytes_per_s": BW, "method": "copy"})
+    assert roofline.main(["--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {**H200, "bytes_per_s": BW, "method": "copy", "source": "cache"}
+
+
+# ---- the report column ---------------------------------------------------------------------------
+def _summary(label, variant, device, tpot_s=0.0046, n=256):
+    times = [0.015 + i * tpot_s for i in range(n)]
+    reqs = [RequestRecord(label, f"p{i}", 0, False, 256, n, n, times[0], times[-1], token_times_s=times,
+                          token_ids=list(range(n)), stage="latency") for i in range(3)]
+    backend = BackendRecord(label, label.split(":")[0], variant, "ok", device=device)
+    return summarize(label, reqs, [backend], "latency"), reqs
+
+
+def _result(environment_block, *rows, scenario=None):
+    built = [_summary(*row) for row in rows]
+    spec = RunSpec(backends=tuple(BackendRequest(row[0], row[0].split(":")[0], row[1]) for row in rows),
+                   scenario=scenario or LatencyScenario(max_new_tokens=256, input_tokens=(256,)),
+                   model="synthetic:llama-2-7b")
+    return SimpleNamespace(environment=environment_block, spec=spec, summaries=[s for s, _ in built],
+                           requests=[r for _, rs in built for r in rs])
+
+
+def test_percent_of_floor_column_when_the_environment_has_a_bandwidth():
+    result = _result({"bandwidth": {"bytes_per_s": BW, "source": "cache"}},
+                     ("vllm:fp16", "fp16", "cuda"), ("transformers:int8", "int8", "cuda"), ("llamacpp", None, "cuda"))
+    roofline.annotate(result)
+    vllm, int8, gguf = result.summaries
+    assert vllm.info["roofline"]["context_tokens"] == 384
+    assert vllm.info["roofline"]["percent_of_floor"] == pytest.approx(100 * 3.2082 / vllm.tpot_ms["p50"], rel=1e-3)
+    assert FLOOR_PCT.cell(vllm) == f"{vllm.info['roofline']['percent_of_floor']:.1f}%"
+    assert int8.info["roofline"]["weight_bytes"] == 13_476_831_232 // 2
+    assert "error" in gguf.info["roofline"] and FLOOR_PCT.cell(gguf) == "–"
+    cols = [c.key for c in latency_columns(result.summaries)]
+    assert cols.index("floor_pct") == cols.index("tpot_p90_ms") + 1
+    notes = [text for _, text in summary_notes(result.summaries, 256)]
+    assert any("3.208 ms/token" in t and "4,263.8 GB/s" in t for t in notes)
+    roofline.annotate(result)  # idempotent
+    assert vllm.info["roofline"]["percent_of_floor"] == pytest.approx(100 * 3.2082 / vllm.tpot_ms["p50"], rel=1e-3)
+
+
+def test_no_column_without_a_bandwidth_and_a_dash_for_cpu_rows():
+    bare = _result({}, ("vllm:fp16", "fp16", "cuda"))
+    roofline.annotate(bare)
+    assert "roofline" not in bare.summaries[0].info
+    assert "floor_pct" not in [c.key for c in latency_columns(bare.summaries)]
+    skipped = _result({"bandwidth": {"skipped": "LLMCOMPARE_NO_BANDWIDTH=1"}}, ("vllm:fp16", "fp16", "cuda"))
+    roofline.annotate(skipped)
+    assert "floor_pct" not in [c.key for c in latency_columns(skipped.summaries)]
+    mixed = _result({"bandwidth": {"bytes_per_s": BW}}, ("vllm:fp16", "fp16", "cuda"), ("ctranslate2:int8", "int8", "cpu"))
+    roofline.annotate(mixed)
+    assert FLOOR_PCT.cell(mixed.summaries[1]) == "–"
+    load = _result({"bandwidth": {"bytes_per_s": BW}}, ("vllm:fp16", "fp16", "cuda"),
+                   scenario=LoadScenario(max_new_tokens=256, concurrency=(1,), duration_s=1.0))
+    roofline.annotate(load)  # the batch-1 floor says nothing about a loaded server
+    assert "roofline" not in load.summaries[0].info
