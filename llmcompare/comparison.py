@@ -1,8 +1,8 @@
 """``llmcompare compare RUN_A RUN_B``: the same backends on two machines or versions, metric by metric.
 
 For every backend and stage present in both runs, each metric is compared as the ratio of medians
-``median(B) / median(A)`` over the measured requests, with a 95% percentile-bootstrap interval
-(:func:`llmcompare.statistics.bootstrap_ratio`). The verdict reads the interval: for a latency (lower is
+``median(B) / median(A)`` over the measured requests, with a 95% percentile-bootstrap interval that
+resamples prompts on each side (:func:`llmcompare.statistics.bootstrap_ratio`). The verdict reads the interval: for a latency (lower is
 better) an interval wholly under 1 is *faster*, wholly over 1 *slower*, and one containing 1 is *no
 difference*; for a throughput the other way round.
 
@@ -75,9 +75,11 @@ def compare_runs(run_a: str, run_b: str) -> list[dict[str, Any]]:
 
     a, b = load_result(run_a), load_result(run_b)
 
-    def series(result, label: str, stage: str, key: str) -> list[float]:
-        return [v for r in result.requests if r.backend == label and r.stage == stage and not r.warmup
-                and r.error is None and (v := metrics.request_row(r)[key]) is not None]
+    def series(result, label: str, stage: str, key: str) -> tuple[list[float], list[str]]:
+        """The measured values and each one's prompt (the unit the interval resamples)."""
+        pairs = [(v, r.prompt_id) for r in result.requests if r.backend == label and r.stage == stage and not r.warmup
+                 and r.error is None and (v := metrics.request_row(r)[key]) is not None]
+        return [v for v, _ in pairs], [p for _, p in pairs]
 
     rows = []
     keys_b = {(s.backend, s.stage) for s in b.summaries}
@@ -85,7 +87,8 @@ def compare_runs(run_a: str, run_b: str) -> list[dict[str, Any]]:
         if (s.backend, s.stage) not in keys_b:
             continue
         for name, (key, lower_better) in METRICS.items():
-            ratio = statistics.bootstrap_ratio(series(a, s.backend, s.stage, key), series(b, s.backend, s.stage, key))
+            (va, pa), (vb, pb) = series(a, s.backend, s.stage, key), series(b, s.backend, s.stage, key)
+            ratio = statistics.bootstrap_ratio(va, vb, clusters_a=pa, clusters_b=pb)
             rows.append({"backend": s.backend, "stage": s.stage, "metric": name, "ratio": ratio,
                          "verdict": verdict(ratio, lower_better)})
     if not rows:

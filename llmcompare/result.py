@@ -149,7 +149,7 @@ def compare_summaries(labels: list[str], requests: list[RequestRecord], referenc
                 continue
             out.append({
                 "backend": label,
-                "reference": ref,
+                "baseline": ref,
                 "stage": stage,
                 "tpot_ratio": _ratio(ok[ref], ok[label], "tpot_ms"),
                 "ttft_ratio": _ratio(ok[ref], ok[label], "ttft_ms"),

@@ -63,7 +63,7 @@ def test_side_by_side_variants_and_options(tmp_path):
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert [s["backend"] for s in results["summaries"]] == ["echo", "crashy"]
     assert results["summaries"][0]["info"]["options"]["per_token_ms"] == 1.0
-    assert results["comparisons"][0]["reference"] == "echo"
+    assert results["comparisons"][0]["baseline"] == "echo"
     assert results["comparisons"][0]["agreement"]["token_match"] == 1.0
 
 

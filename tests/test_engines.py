@@ -55,7 +55,7 @@ def test_agreement_with_transformers_fp32_is_reported(engine_run):
     comps = {c["backend"]: c for c in engine_run.comparisons}
     assert set(comps) == {"ctranslate2:int8", "llamacpp", "ctranslate2:float32"}
     for label, c in comps.items():
-        assert c["reference"] == "transformers:fp32"
+        assert c["baseline"] == "transformers:fp32"
         a = c["agreement"]
         assert a["prompts"] == 10 and 0.0 <= a["token_match"] <= 1.0
         # every engine decodes the same model greedily: the first token agrees on most prompts

@@ -8,7 +8,7 @@ import pytest
 
 from llmcompare import metrics, statistics
 from llmcompare.records import BackendRecord, RequestRecord
-from llmcompare.result import compare_summaries
+from llmcompare.result import compare_summaries, load_result
 from conftest import needs_model
 
 SEEDS = 300
@@ -215,11 +215,14 @@ def test_comparisons_carry_paired_speedups():
 
 @needs_model
 def test_results_json_has_intervals_and_speedups(tmp_path):
+    """Two echo backends at 4 and 6 ms per token: the second is 1.5x slower per token, paired by prompt."""
     import llmcompare
 
     result = llmcompare.compare(["echo", "echo@b"], options=["per_token_ms=4", "ttft_ms=5", "b.per_token_ms=6"],
-                                max_new_tokens=12, repeats=2, warmup=1, output=tmp_path / "run")
-    data = json.loads((result.run_dir.path / "results.json").read_text())
+                                max_new_tokens=12, repeats=2, warmup=1, output=tmp_path / "run", fidelity=False)
+    data = json.loads(json.dumps(result.to_dict(), default=str))  # what results.json holds (report.write_all)
+    again = load_result(result.run_dir)  # rebuilt from requests.jsonl: the seeded intervals come back equal
+    assert [s.ci for s in again.summaries] == [s.ci for s in result.summaries]
     for s in data["summaries"]:
         tpot = s["ci"]["tpot_p50_ms"]
         assert tpot["lo"] <= tpot["value"] <= tpot["hi"] and tpot["resampled"] == "prompts"

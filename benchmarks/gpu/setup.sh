@@ -1,4 +1,4 @@
-# Sourced by call1.sh, call2.sh and call3.sh on the GPU machine (repository root as cwd).
+# Sourced by call1.sh, call2.sh and call3.sh, and b1-*.sh, b2-*.sh, b3-*.sh, on the GPU machine (repository root as cwd).
 # Each call runs in a fresh copy of the working tree; /tmp and the image's venv survive between calls
 # only while the machine stays warm (~30 s idle), which is how the two vLLM archives add up in /tmp/site.
 set -uo pipefail
@@ -20,16 +20,25 @@ unpack() {  # unpack ARCHIVE into /tmp/site once per machine; TAG marks it done
   say "unpacked $tag rc=$?"
 }
 
-install_llmcompare() {  # editable install of this copy (its path changes from call to call)
-  if ! python3 -c "import platformdirs" 2>/dev/null; then  # its wheel: .gpucarryA/whl (make-carry.sh) or .whl (make-wheels.sh)
-    python3 -m pip install -q --no-index --no-deps --no-cache-dir $(ls .gpucarryA/whl/platformdirs-*.whl .whl/platformdirs-*.whl 2>/dev/null | head -1) || return 1
+install_llmcompare() {  # editable install of this copy, or of a carried snapshot (make-carry-b.sh)
+  if ! python3 -c "import platformdirs" 2>/dev/null; then  # its wheel: */whl (make-carry*.sh) or .whl (make-wheels.sh)
+    python3 -m pip install -q --no-index --no-deps --no-cache-dir $(ls .gpucarryA/whl/platformdirs-*.whl .gpucarryB/whl/platformdirs-*.whl .whl/platformdirs-*.whl 2>/dev/null | head -1) || return 1
   fi
-  if ! PYTHONPATH= python3 -m pip install -q --no-deps --no-build-isolation --no-index -e .; then
+  local src=. snap
+  snap=$(ls .gpucarryA/lcsnap.tgz .gpucarryB/lcsnap.tgz .whl/lcsnap.tgz 2>/dev/null | head -1)
+  if [ -n "$snap" ]; then  # HEAD's package plus named files: never the working tree's work in progress
+    src=/tmp/lcsrc-$(sha256sum "$snap" | cut -c1-12)
+    [ -d "$src" ] || { mkdir -p "$src.tmp" && tar -xzf "$snap" -C "$src.tmp" && mv "$src.tmp" "$src"; } || return 1
+    say "llmcompare from $snap: $(tr '\n' ' ' < "$src/LLMCOMPARE_SNAPSHOT")"
+  fi
+  if [ "$src" != . ] && PYTHONPATH= python3 -c "import llmcompare, sys; sys.exit(not llmcompare.__file__.startswith('$src/'))" 2>/dev/null; then
+    say "llmcompare already installed from $src"
+  elif ! (cd "$src" && PYTHONPATH= python3 -m pip install -q --no-deps --no-build-isolation --no-index -e .); then
     # Fallback: the package-dir mapping laid out by hand (llmcompare.backends = backends/, .prompts = prompts/).
     say "editable install failed; putting a copy laid out as the package on PYTHONPATH"
-    rm -rf /tmp/lcpkg && mkdir -p /tmp/lcpkg && cp -r llmcompare /tmp/lcpkg/ \
-      && cp -r backends /tmp/lcpkg/llmcompare/backends && cp -r prompts /tmp/lcpkg/llmcompare/prompts || return 1
-    export PYTHONPATH=/tmp/lcpkg:/tmp/site
+    rm -rf /tmp/lcpkg && mkdir -p /tmp/lcpkg && cp -r "$src/llmcompare" /tmp/lcpkg/ \
+      && cp -r "$src/backends" /tmp/lcpkg/llmcompare/backends && cp -r "$src/prompts" /tmp/lcpkg/llmcompare/prompts || return 1
+    export PYTHONPATH=/tmp/lcpkg:$PYTHONPATH
   fi
   python3 -c "import llmcompare, llmcompare.backends.vllm, llmcompare.drivers.load, platformdirs; print('llmcompare', llmcompare.__file__)"
 }
@@ -59,13 +68,20 @@ bundle() {  # tar.gz a run directory into $OUT (the tool brings back 8 files at 
   [ -d "/tmp/runs/$name" ] && tar -czf "$OUT/run-$name.tar.gz" -C /tmp/runs "$name" && say "bundled $name: $(du -h "$OUT/run-$name.tar.gz" | cut -f1)"
 }
 
+roofline_of() {  # llmcompare's own floor and % of floor for /tmp/runs/NAME: kept in the run dir, and printed
+  local d=/tmp/runs/$1
+  [ -d "$d" ] || return 0
+  python3 -m llmcompare.roofline "$d" --json > "$d/roofline.json"
+  python3 -m llmcompare.roofline "$d"
+}
+
 kill_gpu_leftovers() {  # engine processes this call started and left behind, by pid
   for p in $(nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null); do
     say "killing leftover GPU process $p"; kill -9 "$p" 2>/dev/null
   done
 }
 
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 LLMCOMPARE_CACHE_DIR=/tmp/llmcompare-cache \
+export PYTHONSAFEPATH=1 PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 LLMCOMPARE_CACHE_DIR=/tmp/llmcompare-cache \
   HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 TOKENIZERS_PARALLELISM=false
 
 # vLLM options every vLLM run here uses: the FACTS.md probe's memory settings (0.85 of the GPU, 2048-token

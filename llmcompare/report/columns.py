@@ -37,6 +37,14 @@ def ratio(r: dict[str, Any] | None) -> str:
     return f"{r['ratio']:.2f}× [{r['lo']:.2f}, {r['hi']:.2f}]{note}"
 
 
+def speedup(s: dict[str, Any] | None) -> str:
+    """A paired speed-up: ``1.80× [1.62, 1.99] faster`` (above 1: faster than the baseline)."""
+    if not s:
+        return "–"
+    dropped = f" · {s['prompts']}/{s['prompts'] + s['dropped']} prompts" if s.get("dropped") else ""
+    return f"{s['speedup']:.2f}× [{s['lo']:.2f}, {s['hi']:.2f}] {s['verdict']}{dropped}"
+
+
 @dataclass(frozen=True)
 class Column:
     key: str
@@ -47,8 +55,18 @@ class Column:
     bad: Callable[[Any], bool] | None = None
     """True for a cell that should be shown as a problem (a failed status, a length mismatch)."""
 
-    def cell(self, row: Any) -> str:
-        return self.format(self.value(row))
+    def cell(self, row: Any, intervals: str | None = None) -> str:
+        """The formatted value; with ``intervals`` and where the row has a 95% interval under this
+        column's key (``Summary.ci``), also the interval: ``"brackets"`` gives ``4.60 [4.58, 4.62]``,
+        ``"pm"`` gives ``4.60 ±0.02`` (the larger half-width; the console's narrow form)."""
+        value = self.value(row)
+        text = self.format(value)
+        ci = (getattr(row, "ci", None) or {}).get(self.key) if intervals else None
+        if not ci or ci.get("lo") is None or value is None or text == "–":
+            return text
+        if intervals == "brackets":
+            return f"{text} [{self.format(ci['lo'])}, {self.format(ci['hi'])}]"
+        return f"{text} ±{self.format(max(ci['hi'] - value, value - ci['lo']))}"
 
 
 def _status(s: Summary) -> str:

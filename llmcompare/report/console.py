@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..api import Progress as ProgressCallbacks
-from .columns import latency_columns, ratio, summary_notes, ttft_by_input_length
+from .columns import latency_columns, ratio, speedup, summary_notes, ttft_by_input_length
 from .fidelity import FIDELITY_COLUMNS, reference_line, verdict_lines
 from .files import SYNTHETIC_AGREEMENT_NOTE, headline
 
@@ -73,7 +73,7 @@ def table(result: RunResult) -> Table:
     for s in result.summaries:
         cells = []
         for col in cols:
-            text = escape(col.cell(s))
+            text = escape(col.cell(s, intervals="pm"))
             if col.key == "status" and s.status == "ok":
                 text = f"[green]{text}"
             elif col.bad is not None and col.bad(s):
@@ -117,7 +117,8 @@ def print_result(console: Console, result: RunResult, paths: dict) -> None:
             console.print(t)
     for c in result.comparisons:
         stage = f" [{c['stage']}]" if len(result.stages) > 1 else ""
-        console.print(escape(f"  {c['backend']} vs {c['reference']}{stage}: TPOT {ratio(c['tpot_ratio'])}"))
+        console.print(escape(f"  {c['backend']} vs {c['baseline']}{stage}: TPOT speed-up, paired by prompt,"
+                             f" {speedup(c.get('speedup_tpot'))}; ratio of medians {ratio(c['tpot_ratio'])}"))
     if result.spec.fidelity is not None:
         print_fidelity(console, result)
     if result.comparisons and result.environment.get("model", {}).get("kind") == "synthetic":

@@ -54,7 +54,7 @@ def speed_phrase(result: RunResult, label: str) -> str | None:
     if c is None:
         return None
     s = c.get("speedup_tpot") or c.get("speedup_e2e")
-    base = c.get("reference")
+    base = c.get("baseline")
     if not s:
         r = c.get("tpot_ratio")
         if not r:

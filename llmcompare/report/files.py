@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..metrics import request_row
 from ..spec import LoadScenario
-from .columns import fmt, latency_columns, mib, ratio, summary_notes, ttft_by_input_length
+from .columns import fmt, latency_columns, mib, ratio, speedup, summary_notes, ttft_by_input_length
 
 if TYPE_CHECKING:
     from ..result import RunResult
@@ -125,7 +125,7 @@ def markdown(result: RunResult) -> str:
         cols = latency_columns(result.summaries)
         lines += ["| " + " | ".join(c.header for c in cols) + " |", "|" + "---|" * len(cols)]
         for s in result.summaries:
-            lines.append("| " + " | ".join(c.cell(s) for c in cols) + " |")
+            lines.append("| " + " | ".join(c.cell(s, intervals="brackets") for c in cols) + " |")
         lengths, ttft = ttft_by_input_length(result.summaries)
         if len(lengths) > 1:
             lines += ["", "## TTFT p50 ms against input length (prefill cost)", "",
@@ -133,14 +133,18 @@ def markdown(result: RunResult) -> str:
             for label, row in ttft.items():
                 lines.append(f"| {label} | " + " | ".join(fmt(row.get(n)) for n in lengths) + " |")
     if result.comparisons:
-        lines += ["", f"## Against {result.comparisons[0]['reference']} (ratio of medians, 95% bootstrap CI)", "",
-                  "| backend | stage | TPOT ratio | TTFT ratio | e2e ratio | token agreement | identical outputs |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", f"## Against {result.comparisons[0]['baseline']} (95% bootstrap intervals over prompts)", "",
+                  "| backend | stage | speed-up TPOT, paired | speed-up e2e, paired | TPOT ratio of medians | TTFT ratio"
+                  " | e2e ratio | token agreement | identical outputs |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for c in result.comparisons:
             a = c.get("agreement")
             agree = f"{a['token_match']:.1%} | {a['exact_prompts']}/{a['prompts']}" if a else "– | –"
-            lines.append(f"| {c['backend']} | {c['stage']} | {ratio(c['tpot_ratio'])} | {ratio(c['ttft_ratio'])}"
+            lines.append(f"| {c['backend']} | {c['stage']} | {speedup(c.get('speedup_tpot'))}"
+                         f" | {speedup(c.get('speedup_e2e'))} | {ratio(c['tpot_ratio'])} | {ratio(c['ttft_ratio'])}"
                          f" | {ratio(c['e2e_ratio'])} | {agree} |")
+        lines += ["", "Speed-up, paired: the geometric mean over prompts of baseline / backend (above 1: faster), each"
+                  " prompt's figure the median of its repeats. Ratio of medians: backend / baseline (below 1: faster)."]
     if spec.fidelity is not None:
         lines += markdown_fidelity(result)
     lines += ["", "## Backends", ""]

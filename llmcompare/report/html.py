@@ -316,7 +316,7 @@ def page(result: RunResult, plots: list[Plot], plots_missing: str | None = None)
 
 def latency_page(result: RunResult) -> str:
     """A batch-1 run: every backend's figures, the speed against the baseline, and fidelity beside it."""
-    from .columns import latency_columns, ratio
+    from .columns import latency_columns, ratio, speedup
     from .fidelity import FIDELITY_COLUMNS, examples, reference_line, verdict_lines
     from .files import headline
 
@@ -333,15 +333,13 @@ def latency_page(result: RunResult) -> str:
     parts += ["<h2>Batch 1</h2>",
               '<p class="note">Greedy, output length forced; warm-up excluded; brackets are 95% bootstrap intervals'
               " over prompts.</p>",
-              f'<div class="wide">{_table("summary", [(c.header, "num" if c.numeric else "") for c in cols], [_cells(cols, s) for s in result.summaries])}</div>']
+              f'<div class="wide">{_table("summary", [(c.header, "num" if c.numeric else "") for c in cols], [_cells(cols, s, "brackets") for s in result.summaries])}</div>']
     if result.comparisons:
         rows = []
         for c in result.comparisons:
-            s = c.get("speedup_tpot")
-            rows.append([(c["backend"], ""), (c["stage"], ""),
-                         ("–" if not s else f"{s['speedup']:.2f}× [{s['lo']:.2f}, {s['hi']:.2f}] {s['verdict']}", "num"),
+            rows.append([(c["backend"], ""), (c["stage"], ""), (speedup(c.get("speedup_tpot")), "num"),
                          (ratio(c["tpot_ratio"]), "num"), (ratio(c["ttft_ratio"]), "num"), (ratio(c["e2e_ratio"]), "num")])
-        base = result.comparisons[0]["reference"]
+        base = result.comparisons[0]["baseline"]
         parts += [f"<h2>Against {escape(base)}</h2>",
                   _table("comparisons", [("backend", ""), ("stage", ""), ("speed-up, TPOT, paired by prompt", "num"),
                                          ("TPOT ratio of medians", "num"), ("TTFT ratio", "num"), ("e2e ratio", "num")],
@@ -484,10 +482,10 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix, "–" if value is None else str(value))]
 
 
-def _cells(columns: list[Column], row: Any) -> list[tuple[str, str]]:
-    """One table row from shared columns: each cell's text, right-aligned when numeric, "bad" when the
-    column flags it."""
-    return [(c.cell(row), " ".join(filter(None, ("num" if c.numeric else "",
+def _cells(columns: list[Column], row: Any, intervals: str | None = None) -> list[tuple[str, str]]:
+    """One table row from shared columns: each cell's text (with its interval where asked and known),
+    right-aligned when numeric, "bad" when the column flags it."""
+    return [(c.cell(row, intervals), " ".join(filter(None, ("num" if c.numeric else "",
                                                  "bad" if c.bad is not None and c.bad(row) else ""))))
             for c in columns]
 
