@@ -13,11 +13,11 @@ __version__ = "0.1.0"
 
 from .hookspecs import hookimpl  # noqa: E402
 
-__all__ = ["__version__", "hookimpl", "compare", "load", "resume", "BackendSpec", "Capabilities", "Generation", "Chunk",
+__all__ = ["__version__", "hookimpl", "compare", "load", "resume", "load_result", "BackendSpec", "Capabilities", "Generation", "Chunk",
            "Scores", "BackendConfig", "OptionSpec", "RunResult", "UserError", "RequestFailed"]
 
 _LAZY = {
-    "compare": "api", "load": "api", "resume": "api", "RunResult": "result",
+    "compare": "api", "load": "api", "resume": "api", "RunResult": "result", "load_result": "result",
     "BackendSpec": "backend", "Capabilities": "backend", "Generation": "backend", "Chunk": "backend", "Scores": "backend",
     "BackendConfig": "backend", "OptionSpec": "backend", "UserError": "errors", "RequestFailed": "errors",
 }

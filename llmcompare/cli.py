@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("backends", help="list backends, their source, and whether they can run here")
     rp = sub.add_parser("report", help="rebuild results.json, requests.csv, summary.md (and the load reports) from a run directory")
     rp.add_argument("run_dir")
+    rp.add_argument("--near-tie-margin", type=float, default=None, metavar="NATS",
+                    help="judge the fidelity pass's divergences at another margin (default: the run's)")
     for name in ("comparison", "plan", "envs", "verify"):
         try:
             module = __import__(f"llmcompare.{name}", fromlist=["add_parser"])
@@ -162,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "backends":
             return cmd_backends()
         if args.command == "report":
-            return cmd_report(args.run_dir)
+            return cmd_report(args.run_dir, args.near_tie_margin)
         if args.command == "plan":
             from . import plan
 
@@ -273,7 +275,7 @@ def cmd_backends() -> int:
     return 0
 
 
-def cmd_report(run_dir: str) -> int:
+def cmd_report(run_dir: str, near_tie_margin: float | None = None) -> int:
     from .errors import UserError
     from .report import write_all
     from .report.console import print_result
@@ -283,7 +285,7 @@ def cmd_report(run_dir: str) -> int:
     rd = RunDir(run_dir)
     if not rd.requests.exists():
         raise UserError(f"{run_dir} holds no requests.jsonl; pass the directory of a run")
-    result = load_result(rd)
+    result = load_result(rd, near_tie_margin=near_tie_margin)
     print_result(_console(), result, write_all(result))
     return 0
 

@@ -74,8 +74,9 @@ class RunResult:
         }
 
 
-def load_result(run_dir: str | Path | RunDir) -> RunResult:
-    """Rebuild every summary, level and comparison from ``requests.jsonl`` (the durable truth)."""
+def load_result(run_dir: str | Path | RunDir, near_tie_margin: float | None = None) -> RunResult:
+    """Rebuild every summary, level and comparison from ``requests.jsonl`` (the durable truth).
+    ``near_tie_margin`` judges the fidelity pass at another margin than the run's."""
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     records = read_records(rd.requests)
     if records.run is None:
@@ -115,8 +116,12 @@ def load_result(run_dir: str | Path | RunDir) -> RunResult:
             s.agreement = c.get("agreement")
     fid, ref_ppl = [], None
     if spec.fidelity is not None and not levels:
+        from dataclasses import replace
+
         from . import fidelity
 
+        if near_tie_margin is not None:  # another margin, applied to the same raw facts
+            spec = replace(spec, fidelity=replace(spec.fidelity, near_tie_margin=near_tie_margin))
         fid = fidelity.summarize(records, spec.fidelity, spec.labels)
         ref_ppl = fidelity.reference_perplexity(records, spec.fidelity)
     return RunResult(rd, spec, header.environment, header.prompts, summaries, comparisons, records.requests, records,

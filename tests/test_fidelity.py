@@ -170,3 +170,14 @@ def test_the_reports_put_fidelity_beside_speed(unfaithful):
     data = __import__("json").loads(paths["json"].read_text())
     assert {b["backend"] for b in data["fidelity"]["backends"]} == {"flipper:fp32", "broken:noisy", "broken:drop"}
     assert data["fidelity"]["reference_perplexity"] > 1.0
+
+
+@needs_model
+@needs_transformers
+def test_another_margin_needs_no_new_run(unfaithful):
+    from llmcompare.result import load_result
+
+    lenient = load_result(unfaithful.run_dir, near_tie_margin=100.0)
+    f = next(f for f in lenient.fidelity if f.backend == "broken:noisy")
+    assert lenient.spec.fidelity.near_tie_margin == 100.0
+    assert f.divergences == 0 and f.near_ties == f.prompts - f.exact  # every divergence judged within 100 nats
