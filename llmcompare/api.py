@@ -271,7 +271,7 @@ def _workload(spec: RunSpec, resolved: ResolvedModel) -> tuple[list[Prompt], lis
             f" {context:,} tokens; shorten the prompts, lower --input-tokens or --max-new-tokens"
         )
     fidelity_ids: list[str] = []
-    if spec.fidelity is not None:  # natural prompts (never the cut-to-length ones), checked against the context
+    if spec.fidelity is not None and spec.fidelity.reference is not None:  # natural prompts (never the cut-to-length ones), checked against the context
         natural = tokenize(texts, tokenizer, chat=spec.chat_template)
         _check_lengths([], [natural], context, spec.fidelity.max_new_tokens, spec.prompts)
         have = {p.id for p in all_prompts}
@@ -287,7 +287,7 @@ def _workload(spec: RunSpec, resolved: ResolvedModel) -> tuple[list[Prompt], lis
         "context_length": context,
         "vocab_size": len(tokenizer),
     }
-    if spec.fidelity is not None:
+    if spec.fidelity is not None and spec.fidelity.reference is not None:
         from .fidelity import reference_text
 
         text_ids = tokenizer(reference_text())["input_ids"]
@@ -366,7 +366,8 @@ def _progress(header: Header, records, label: str) -> tuple[set[tuple[str, str]]
                 if not r.warmup and r.error is None and r.stage in stages}
         remaining = sum(len(s.prompt_ids) for s in header.stages) * header.spec.scenario.repeats - len(done)
         fidelity_left = 0
-        if header.spec.fidelity is not None:  # the natural-stop pass; "unsupported" is an answer too
+        fid = header.spec.fidelity
+        if fid is not None and fid.reference is not None:  # the natural-stop pass; "unsupported" is an answer too
             from .drivers import fidelity
 
             answered = {r.request_id for r in records.for_backend(label, fidelity.STAGE)

@@ -59,6 +59,9 @@ def choose_reference(registry, requests: tuple[BackendRequest, ...], reference: 
         scopes = {reference, reference.partition("@")[0], reference.partition(":")[0]}
         own = [o for o in options if o.partition("=")[0].rpartition(".")[0] in scopes]  # its scoped options only
         return parse_backends(registry, [reference], own, device)[0], f"--reference {reference}"
+    if resolved.kind == "synthetic":
+        return None, ("fidelity not judged: a synthetic model's random weights make nearly every divergence a"
+                      " near-tie; pass --reference BACKEND to judge it anyway")
     try:
         spec = registry.get("transformers")
     except Exception:

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         request = header.spec.backend(job.label)
         steps = [driver_for(header.spec.scenario.kind).run]
-        if header.spec.fidelity is not None and header.spec.scenario.kind == "latency":
+        fid = header.spec.fidelity
+        if fid is not None and fid.reference is not None and header.spec.scenario.kind == "latency":
             steps.append(fidelity.run)
     with RecordWriter(run_dir.requests) as writer:
         with BackendSession(request, header.model, device=header.spec.device,

@@ -49,7 +49,7 @@ def strip_eos(record: RequestRecord, eos_ids: set[int]) -> tuple[list[int], bool
 def run(session: BackendSession, ctx: Context, writer: RecordWriter) -> None:
     """The backend's natural-stop pass and, where it scores, the perplexity of the shipped text."""
     spec = ctx.spec.fidelity
-    if spec is None or session.spec is None:
+    if spec is None or spec.reference is None or session.spec is None:
         return
     n = spec.max_new_tokens
     for p in prompts(ctx.header):

@@ -71,11 +71,12 @@ def speed_phrase(result: RunResult, label: str) -> str | None:
 
 def verdict_lines(result: RunResult) -> list[str]:
     """One line per backend: speed against the baseline, then fidelity against the reference."""
+    judged = result.spec.fidelity is not None and result.spec.fidelity.reference is not None
     lines = []
     for f in result.fidelity:
-        speed = speed_phrase(result, f.backend)
-        parts = [p for p in (speed, f.headline()) if p]
-        lines.append(f"{f.backend}: " + ", ".join(parts))
+        parts = [p for p in (speed_phrase(result, f.backend), f.headline() if judged else None) if p]
+        if parts:  # without a reference, reference_line() says why once
+            lines.append(f"{f.backend}: " + ", ".join(parts))
     return lines
 
 
