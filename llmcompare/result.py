@@ -37,6 +37,8 @@ class RunResult:
     fidelity: list[Any] = field(default_factory=list)
     """Latency runs with the fidelity pass: one :class:`llmcompare.fidelity.FidelitySummary` per backend."""
     fidelity_reference_perplexity: float | None = None
+    prompts_per_stage: int | None = None
+    """How many prompts each timed stage sends (the fidelity pass may add the uncut prompts)."""
 
     def summary(self, label: str, stage: str | None = None) -> metrics.Summary:
         return next(s for s in self.summaries if s.backend == label and (stage is None or s.stage == stage))
@@ -125,7 +127,8 @@ def load_result(run_dir: str | Path | RunDir, near_tie_margin: float | None = No
         fid = fidelity.summarize(records, spec.fidelity, spec.labels)
         ref_ppl = fidelity.reference_perplexity(records, spec.fidelity)
     return RunResult(rd, spec, header.environment, header.prompts, summaries, comparisons, records.requests, records,
-                     levels, analysis, fid, ref_ppl)
+                     levels, analysis, fid, ref_ppl,
+                     len(header.stages[0].prompt_ids) if header.stages else len(header.prompts))
 
 
 def compare_summaries(labels: list[str], requests: list[RequestRecord], reference: str | None,

@@ -104,7 +104,8 @@ def _first_per_backend(records: list[RequestRecord]) -> list[RequestRecord]:
     return list(best.values())
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence, b: Sequence) -> int:
+    """How many leading items (token ids, or characters) ``a`` and ``b`` share."""
     n = 0
     for x, y in zip(a, b):
         if x != y:

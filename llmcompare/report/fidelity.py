@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..drivers.fidelity import common_prefix
 from .columns import Column, fmt
 
 if TYPE_CHECKING:
@@ -98,21 +99,12 @@ def examples(result: RunResult, limit: int = 3, width: int = 60) -> list[dict[st
     for f in result.fidelity:
         for ex in f.examples[:limit]:
             ref, mine = ex["reference_text"], ex["text"]
-            cut = _common_chars(ref, mine)
+            cut = common_prefix(ref, mine)
             out.append({"backend": f.backend, "prompt_id": ex["prompt_id"], "position": str(ex["position"]),
                         "gap": "–" if ex.get("logprob_gap") is None else f"{ex['logprob_gap']:.2f}",
                         "shared": _tail(ref[:cut], width), "reference": _head(ref[cut:], width),
                         "backend_text": _head(mine[cut:], width)})
     return out
-
-
-def _common_chars(a: str, b: str) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _tail(s: str, n: int) -> str:

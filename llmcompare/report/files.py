@@ -73,7 +73,8 @@ def headline(result: RunResult) -> str:
         levels = (f"concurrency {', '.join(map(str, sc.concurrency))}" if sc.concurrency
                   else f"{sc.arrivals} arrivals at {', '.join(f'{r:g}' for r in sc.rates)} req/s" if sc.rates else "sweep")
         return f"{model} · load · {levels} · {sc.max_new_tokens} new tokens · {result.spec.device}"
-    return (f"{model} · {len(result.prompts) // max(1, len(result.stages))} prompts × {sc.repeats} ·"
+    n = result.prompts_per_stage or len(result.prompts) // max(1, len(result.stages))
+    return (f"{model} · {n} prompts × {sc.repeats} ·"
             f" {sc.max_new_tokens} new tokens · batch 1 · {result.spec.device}")
 
 

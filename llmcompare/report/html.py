@@ -296,12 +296,7 @@ def page(result: RunResult, plots: list[Plot], plots_missing: str | None = None)
     """The whole HTML5 document."""
     from .files import headline
 
-    title = f"llmcompare load report · {headline(result)}"
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
-             "<h1>llmcompare load report</h1>", f'<p class="headline">{escape(headline(result))}</p>',
-             f'<p class="note">Run directory: <code>{escape(str(result.run_dir))}</code>.</p>']
+    parts = _opening(result, "llmcompare load report", headline(result))
     parts += _recommendations(result)
     parts += _plots_section(result, plots, plots_missing)
     parts += _knees(result)
@@ -314,18 +309,22 @@ def page(result: RunResult, plots: list[Plot], plots_missing: str | None = None)
     return "\n".join(parts)
 
 
+def _opening(result: RunResult, name: str, line: str) -> list[str]:
+    """The document's head and the page's title block."""
+    return ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{escape(f'{name} · {line}')}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
+            f"<h1>{escape(name)}</h1>", f'<p class="headline">{escape(line)}</p>',
+            f'<p class="note">Run directory: <code>{escape(str(result.run_dir))}</code>.</p>']
+
+
 def latency_page(result: RunResult) -> str:
     """A batch-1 run: every backend's figures, the speed against the baseline, and fidelity beside it."""
     from .columns import latency_columns, ratio, speedup
     from .fidelity import FIDELITY_COLUMNS, examples, reference_line, verdict_lines
     from .files import headline
 
-    title = f"llmcompare report · {headline(result)}"
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
-             "<h1>llmcompare report</h1>", f'<p class="headline">{escape(headline(result))}</p>',
-             f'<p class="note">Run directory: <code>{escape(str(result.run_dir))}</code>.</p>']
+    parts = _opening(result, "llmcompare report", headline(result))
     lines = verdict_lines(result)
     if lines:
         parts += ["<h2>At a glance</h2>", '<ul class="recs">'] + [f"<li>{escape(x)}</li>" for x in lines] + ["</ul>"]
