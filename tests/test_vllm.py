@@ -134,9 +134,15 @@ async def drive(backend, prompts, n):
     four = await asyncio.gather(*(one(backend, p, n) for p in prompts[:4]))
     four_s = clock() - t
     children_loaded = live_children()
+    # the fidelity pass: natural stopping, and teacher-forced scores of the prompt plus that answer
+    natural = [c async for c in backend.astream(prompts[2], 96, stop_at_eos=True)]
+    answer = [t for c in natural for t in c.token_ids]
+    scores = await backend.ascore(prompts[2] + answer, len(prompts[2]), top_k=2)
     await backend.aclose()
     return {"sequential": sequential, "sequential_s": sequential_s, "single": single, "single_s": single_s,
-            "four": four, "four_s": four_s, "children_loaded": children_loaded}
+            "four": four, "four_s": four_s, "children_loaded": children_loaded,
+            "natural": {"ids": answer, "finish_reason": natural[-1].finish_reason},
+            "scores": {"logprobs": scores.logprobs, "top": scores.top}}
 
 
 def live_children():
@@ -251,6 +257,32 @@ def test_tokens_match_transformers_fp32(live):
     same_tokens = sum(a == b for e, g in zip(expected, got) for a, b in zip(e, g))
     print(f"vLLM vs transformers fp32: {same_prompts}/{len(got)} prompts identical, {same_tokens}/{N * len(got)} tokens")
     assert same_prompts == len(got), list(zip(expected, got))
+
+
+@pytest.mark.engine
+def test_natural_stop_and_scores_match_transformers_fp32(live):
+    """The fidelity pass's two engine calls: greedy until EOS, and prompt_logprobs as teacher forcing."""
+    from llmcompare.backends.hf_transformers import TransformersBackend
+    from llmcompare.models import resolve_model
+
+    reference = TransformersBackend(BackendConfig(model=resolve_model(live["hf_dir"]), variant="fp32",
+                                                  options={"threads": 2}))
+    reference.load()
+    try:
+        prompt = live["prompts"][2]
+        expected = reference.generate(prompt, 96, stop_at_eos=True)
+        answer = live["natural"]["ids"]
+        eos = reference.eos_ids()
+        got = answer[:-1] if answer and answer[-1] in eos else answer  # vLLM returns the EOS id itself
+        assert got == expected.token_ids
+        assert (live["natural"]["finish_reason"] == "stop") == (expected.finish_reason == "stop")
+        ref_scores = reference.score(prompt + answer, len(prompt), top_k=2)
+    finally:
+        reference.unload()
+    mine = live["scores"]
+    assert len(mine["logprobs"]) == len(answer)
+    assert max(abs(a - b) for a, b in zip(mine["logprobs"], ref_scores.logprobs)) < 1e-2
+    assert [t[0][0] for t in mine["top"]] == [t[0][0] for t in ref_scores.top]
 
 
 @pytest.mark.engine
