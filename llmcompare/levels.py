@@ -59,6 +59,10 @@ class Level:
     hours_to_1m_tokens: float | None = None
     concurrent_backend: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    ci: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """95% bootstrap intervals of the level's TTFT, TPOT and e2e p50 (keys as the level columns'),
+    resampling the level's requests by prompt (:func:`llmcompare.statistics.bootstrap_ci`). The output
+    tok/s of a level is one measurement of the whole level and has no interval: repeat the level for one."""
 
     @property
     def load(self) -> float:
@@ -76,6 +80,19 @@ def _meets(r: RequestRecord, slo: dict[str, float]) -> bool:
               "e2e_ms": (row["e2e_ms"] or 0.0) + q,
               "itl_ms": max((g * 1000.0 for g in metrics.itl(r.token_times_s)), default=0.0)}
     return r.error is None and r.length_ok and all(values[k] <= v for k, v in slo.items())
+
+
+def _intervals(ok: list[RequestRecord]) -> dict[str, dict[str, Any]]:
+    """The level's p50 latencies with their intervals (from the scheduled send, as the level reports them)."""
+    from . import statistics
+
+    figures = {
+        "ttft_p50_ms": [(r.queue_s + r.ttft_s) * 1000.0 if r.ttft_s is not None else None for r in ok],
+        "tpot_p50_ms": [(t * 1000.0 if (t := metrics.tpot(r.token_times_s)) is not None else None) for r in ok],
+        "e2e_p50_ms": [(r.queue_s + r.e2e_s) * 1000.0 if r.e2e_s is not None else None for r in ok],
+    }
+    prompts = [r.prompt_id for r in ok]
+    return {k: ci for k, v in figures.items() if (ci := statistics.bootstrap_ci(v, "median", clusters=prompts))}
 
 
 def level_of(spec: RunSpec, stage: StageRecord, requests: list[RequestRecord]) -> Level:
@@ -112,6 +129,7 @@ def level_of(spec: RunSpec, stage: StageRecord, requests: list[RequestRecord]) -
         max_in_flight=stage.achieved.get("max_in_flight"), fell_behind=bool(stage.achieved.get("fell_behind")),
         price_per_hour=price, concurrent_backend=stage.params.get("concurrent_backend"),
     )
+    lv.ci = _intervals(ok)
     if slo and mine:
         good = sum(1 for r in mine if _meets(r, slo))
         lv.slo_attainment = good / len(mine)

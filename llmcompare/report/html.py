@@ -413,7 +413,7 @@ def _level_name(stage: str | None) -> str:
 
 def _levels(result: RunResult) -> list[str]:
     head = [(c.header, "num" if c.numeric else "") for c in LEVEL_COLUMNS]
-    rows = [_cells(LEVEL_COLUMNS, lv) for lv in result.levels]
+    rows = [_cells(LEVEL_COLUMNS, lv, "brackets") for lv in result.levels]
     sc = result.spec.scenario
     length = (f"{sc.duration_s:g} s" if sc.duration_s is not None
               else f"{sc.requests} requests" if sc.requests is not None else "measured")

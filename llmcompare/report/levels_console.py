@@ -22,7 +22,7 @@ def print_levels(console: Console, result: RunResult) -> None:
     for col in LEVEL_COLUMNS:
         t.add_column(col.header, justify="right" if col.numeric else "left")
     for lv in result.levels:
-        t.add_row(*[(f"[red]{escape(c.cell(lv))}" if c.bad is not None and c.bad(lv) else escape(c.cell(lv)))
+        t.add_row(*[(f"[red]{escape(c.cell(lv))}" if c.bad is not None and c.bad(lv) else escape(c.cell(lv, "pm")))
                     for c in LEVEL_COLUMNS])
     console.print(t)
     for label, a in (result.analysis.get("backends") or {}).items():

@@ -17,7 +17,9 @@ LEVELS_CSV_FIELDS = [
     "tpot_p90_ms", "tpot_p99_ms", "itl_p50_ms", "itl_p99_ms", "e2e_p50_ms", "e2e_p90_ms", "e2e_p99_ms",
     "queue_p50_ms", "queue_p99_ms", "achieved_rate", "achieved_concurrency", "max_in_flight", "fell_behind",
     "slo_attainment", "goodput_req_s", "meets_slo", "price_per_hour", "cost_per_1m_tokens", "hours_to_1m_tokens",
+    "ttft_p50_ms_lo", "ttft_p50_ms_hi", "tpot_p50_ms_lo", "tpot_p50_ms_hi", "e2e_p50_ms_lo", "e2e_p50_ms_hi",
 ]
+"""The ``_lo``/``_hi`` columns are the 95% bootstrap interval of the p50 before them (``Level.ci``)."""
 
 
 def level_row(lv) -> dict[str, Any]:
@@ -27,6 +29,8 @@ def level_row(lv) -> dict[str, Any]:
         for q in ("p50", "p90", "p99"):
             row[f"{metric}_{q}_ms"] = dist.get(q)
     row["errors_by_kind"] = " ".join(f"{k}={v}" for k, v in sorted(lv.errors_by_kind.items()))
+    for key, ci in (getattr(lv, "ci", None) or {}).items():
+        row[f"{key}_lo"], row[f"{key}_hi"] = ci.get("lo"), ci.get("hi")
     return {k: row.get(k) for k in LEVELS_CSV_FIELDS}
 
 
@@ -64,7 +68,7 @@ def markdown_levels(result: RunResult) -> list[str]:
              " every request distinct (no prefix cache can help). Latencies from the scheduled send.", "",
              "| " + " | ".join(c.header for c in LEVEL_COLUMNS) + " |", "|" + "---|" * len(LEVEL_COLUMNS)]
     for lv in result.levels:
-        lines.append("| " + " | ".join(c.cell(lv) for c in LEVEL_COLUMNS) + " |")
+        lines.append("| " + " | ".join(c.cell(lv, "brackets") for c in LEVEL_COLUMNS) + " |")
     lines += ["", "## Knee, SLO and recommendations", ""]
     for label, a in (result.analysis.get("backends") or {}).items():
         lines.append(f"- **{label}**: knee at {a['knee'] or '–'} ({fmt(a['knee_output_tok_s'])} output tok/s,"
