@@ -331,7 +331,7 @@ def start(spec: RunSpec, *, output: str | Path | None = None, progress: Progress
     registry = get_registry()
     with run_dir:
         dists = sorted({d for r in spec.backends for d in registry.get(r.name).distributions})
-        env = environment.capture(dists, model=resolved.identity())
+        env = environment.capture(dists, model=resolved.identity(), device=spec.device)
         env["plugins"] = dict(registry.plugins)  # plugin -> "built-in" or "distribution==version"
         header = Header(spec, resolved, env, prompts, stages, workload)
         run_dir.run_json.write_text(__import__("json").dumps(header.to_dict(), indent=2), encoding="utf-8")

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from . import __version__
 
-COMMANDS = ("run", "load", "backends", "report", "compare", "plan", "env", "verify-backend")
+COMMANDS = ("run", "load", "backends", "report", "compare", "plan", "env", "verify-backend", "bandwidth")
 
 
 def _int_list(text: str) -> list[int]:
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir")
     rp.add_argument("--near-tie-margin", type=float, default=None, metavar="NATS",
                     help="judge the fidelity pass's divergences at another margin (default: the run's)")
-    for name in ("comparison", "plan", "envs", "verify"):
+    for name in ("comparison", "plan", "envs", "verify", "roofline"):
         try:
             module = __import__(f"llmcompare.{name}", fromlist=["add_parser"])
         except ImportError:
@@ -169,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import plan
 
             return plan.run(args)
+        if args.command == "bandwidth":
+            from . import roofline
+
+            return roofline.run(args)
         if args.command == "env":
             from . import envs
 

@@ -83,7 +83,8 @@ def capture(distributions: list[str] | None = None, model: dict[str, Any] | None
 
     ``device`` is the run's: on ``cuda`` the GPU's copy bandwidth is added (cached, else measured once
     in a child process: :func:`llmcompare.roofline.for_environment`); when not given, only a cached
-    figure is. ``cuda_compat`` records a cuBLAS alias the workers will get, when one was asked for.
+    figure is. With a bandwidth, ``model_config`` keeps the model's shape (the floor's inputs).
+    ``cuda_compat`` records a cuBLAS alias the workers will get, when one was asked for.
     """
     vm = psutil.virtual_memory()
     env: dict[str, Any] = {
@@ -112,6 +113,10 @@ def capture(distributions: list[str] | None = None, model: dict[str, Any] | None
     bandwidth = roofline.for_environment(device)
     if bandwidth is not None:
         env["bandwidth"] = bandwidth
+        if bandwidth.get("bytes_per_s") and model is not None:
+            shape = roofline.model_config_record(model.get("ref"))
+            if shape is not None:
+                env["model_config"] = shape  # the floor's inputs, for reports rebuilt without the model
     compat = cuda_compat.environment_record()
     if compat is not None:
         env["cuda_compat"] = compat

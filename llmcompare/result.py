@@ -126,9 +126,13 @@ def load_result(run_dir: str | Path | RunDir, near_tie_margin: float | None = No
             spec = replace(spec, fidelity=replace(spec.fidelity, near_tie_margin=near_tie_margin))
         fid = fidelity.summarize(records, spec.fidelity, spec.labels)
         ref_ppl = fidelity.reference_perplexity(records, spec.fidelity)
-    return RunResult(rd, spec, header.environment, header.prompts, summaries, comparisons, records.requests, records,
-                     levels, analysis, fid, ref_ppl,
-                     len(header.stages[0].prompt_ids) if header.stages else len(header.prompts))
+    result = RunResult(rd, spec, header.environment, header.prompts, summaries, comparisons, records.requests, records,
+                       levels, analysis, fid, ref_ppl,
+                       len(header.stages[0].prompt_ids) if header.stages else len(header.prompts))
+    from . import roofline
+
+    roofline.annotate(result)  # % of the decode floor, for CUDA runs whose environment has a bandwidth
+    return result
 
 
 def compare_summaries(labels: list[str], requests: list[RequestRecord], reference: str | None,

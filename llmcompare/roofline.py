@@ -17,7 +17,8 @@ Three parts, each usable alone:
   little low (its "% of floor" a little high). A variant of unknown type gets no floor.
 * **Report.** :func:`annotate` puts ``summary.info["roofline"]`` on every CUDA summary of a latency
   run whose environment block holds a bandwidth; the ``% of floor`` column reads it
-  (:mod:`llmcompare.report.columns`).
+  (:mod:`llmcompare.report.columns`). With the bandwidth, the environment block keeps the model's
+  shape (``model_config``), so a report rebuilt where the model files are not still has the floor.
 
 Command line (``python -m llmcompare.roofline``, or ``llmcompare bandwidth`` once registered)::
 
@@ -285,6 +286,25 @@ def floor(config: Any, dtype: str, bandwidth_bytes_per_s: float, context_tokens:
                  bandwidth_bytes_per_s=float(bandwidth_bytes_per_s), ms_per_token=p.floor_ms_per_token)
 
 
+def model_config_record(model_ref: str | None) -> dict[str, Any] | None:
+    """The model's shape as the environment block keeps it (``model_config``), so a run's floor can be
+    recomputed where the model files are not; None when the config cannot be read."""
+    from .plan import load_model_config
+
+    try:
+        return asdict(load_model_config(model_ref))
+    except Exception:  # a hub id, a missing gguf reader: the report then reads the model itself, or says why not
+        return None
+
+
+def run_model_config(environment: dict[str, Any], model_ref: str | None) -> Any:
+    """The :class:`~llmcompare.plan.ModelConfig` a run recorded, else the one read from ``model_ref`` now."""
+    from .plan import ModelConfig, load_model_config
+
+    recorded = (environment or {}).get("model_config")
+    return ModelConfig(**recorded) if recorded else load_model_config(model_ref)
+
+
 def annotate(result: Any) -> None:
     """Set ``summary.info["roofline"]`` on each CUDA summary of a latency run with a measured bandwidth.
 
@@ -299,11 +319,9 @@ def annotate(result: Any) -> None:
     cuda = [s for s in result.summaries if str(s.info.get("device") or "").startswith("cuda")]
     if not cuda:
         return
-    from .plan import load_model_config
-
     try:
-        config = load_model_config(result.spec.model)
-    except Exception as exc:  # the model file may be gone when a report is rebuilt elsewhere
+        config = run_model_config(result.environment, result.spec.model)
+    except Exception as exc:  # an older run, and its model file gone from this machine
         for s in cuda:
             s.info["roofline"] = {"error": f"model config not readable: {exc}"}
         return
@@ -385,11 +403,10 @@ def _print_run(run_dir: str, as_json: bool) -> int:
         if "error" in r:
             print(f"  {r['backend']} [{r['stage']}]: no floor: {r['error']}")
             continue
-        pct = r["percent_of_floor"]
+        tpot, pct = r["tpot_p50_ms"], r["percent_of_floor"]
         print(f"  {r['backend']} [{r['stage']}]: {r['weight_dtype']} weights {r['weight_bytes'] / 1e9:.2f} GB + KV"
               f" {r['kv_bytes'] / 1e9:.3f} GB at {r['context_tokens']} tokens -> floor {r['ms_per_token']:.3f} ms/token;"
-              f" TPOT p50 {r['tpot_p50_ms'] if r['tpot_p50_ms'] is None else round(r['tpot_p50_ms'], 3)} ms"
-              f" = {'–' if pct is None else f'{pct:.1f}%'} of the floor")
+              f" TPOT p50 {'–' if tpot is None else f'{tpot:.3f}'} ms = {'–' if pct is None else f'{pct:.1f}%'} of the floor")
     return 0
 
 

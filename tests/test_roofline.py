@@ -3,6 +3,7 @@ entry, and the "% of floor" column (present only when the environment block hold
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -112,11 +113,14 @@ def test_environment_entry_by_device(cache, monkeypatch):
     assert roofline.for_environment("cuda") == {"skipped": "LLMCOMPARE_NO_BANDWIDTH=1"}
 
 
-def test_capture_records_the_bandwidth_only_for_a_cuda_run(cache, monkeypatch):
+def test_capture_records_the_bandwidth_and_the_floors_inputs_only_for_a_cuda_run(cache, monkeypatch):
     monkeypatch.setattr(roofline, "gpu_identity", lambda index=0: dict(H200))
     roofline.store({**H200, "bytes_per_s": BW})
-    assert environment.capture([], device="cuda")["bandwidth"]["bytes_per_s"] == BW
-    assert "bandwidth" not in environment.capture([], device="cpu")
+    env = environment.capture([], model={"ref": "synthetic:llama-2-7b"}, device="cuda")
+    assert env["bandwidth"]["bytes_per_s"] == BW
+    assert env["model_config"]["parameters"] == 6_738_415_616 and env["model_config"]["num_key_value_heads"] == 32
+    cpu = environment.capture([], model={"ref": "synthetic:llama-2-7b"}, device="cpu")
+    assert "bandwidth" not in cpu and "model_config" not in cpu
 
 
 def test_measuring_without_a_cuda_device_is_an_error_entry_not_a_crash(cache):
@@ -166,6 +170,16 @@ def test_percent_of_floor_column_when_the_environment_has_a_bandwidth():
     assert any("3.208 ms/token" in t and "4,263.8 GB/s" in t for t in notes)
     roofline.annotate(result)  # idempotent
     assert vllm.info["roofline"]["percent_of_floor"] == pytest.approx(100 * 3.2082 / vllm.tpot_ms["p50"], rel=1e-3)
+
+
+def test_a_report_rebuilt_without_the_model_files_uses_the_recorded_shape(llama2):
+    gone = _result({"bandwidth": {"bytes_per_s": BW}}, ("ctranslate2:float16", "float16", "cuda"))
+    gone.spec = dataclasses.replace(gone.spec, model="/nonexistent/l7b-hf")
+    roofline.annotate(gone)
+    assert "model config not readable" in gone.summaries[0].info["roofline"]["error"]
+    gone.environment["model_config"] = roofline.model_config_record("synthetic:llama-2-7b")
+    roofline.annotate(gone)
+    assert round(gone.summaries[0].info["roofline"]["ms_per_token"], 3) == 3.208
 
 
 def test_no_column_without_a_bandwidth_and_a_dash_for_cpu_rows():
