@@ -18,8 +18,22 @@ from collections.abc import Sequence
 from llmcompare import hookimpl
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, Scores, clock
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-VARIANTS = {"fp32": "float32 weights", "fp16": "float16 weights", "bf16": "bfloat16 weights"}
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "float16", "nf4": "float16"}
+VARIANTS = {"fp32": "float32 weights", "fp16": "float16 weights", "bf16": "bfloat16 weights",
+            "int8": "bitsandbytes LLM.int8() weights, fp16 compute (CUDA)",
+            "nf4": "bitsandbytes 4-bit NF4 weights, fp16 compute (CUDA)"}
+BNB_VARIANTS = ("int8", "nf4")
+
+
+def bnb_config(variant: str):
+    """The bitsandbytes quantization a variant loads with (stated in full, not left to defaults)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if variant == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=6.0)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float16,
+                              bnb_4bit_use_double_quant=False)
 
 
 class _TimestampStreamer:
@@ -58,6 +72,8 @@ def load_model(config: BackendConfig, **from_pretrained_kwargs):
         torch.set_num_threads(int(opts["threads"]))
     dtype = getattr(torch, DTYPES[config.variant or "fp32"])
     model = config.model
+    if config.variant in BNB_VARIANTS:
+        return _load_bnb(config, dtype, **from_pretrained_kwargs)
     if model.kind == "synthetic":
         from llmcompare import synthetic
 
@@ -69,6 +85,35 @@ def load_model(config: BackendConfig, **from_pretrained_kwargs):
             model.hf_dir(), dtype=dtype, device_map=config.device, trust_remote_code=config.trust_remote_code,
             **from_pretrained_kwargs,
         ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_dir(), trust_remote_code=config.trust_remote_code)
+    return loaded, tokenizer
+
+
+def _load_bnb(config: BackendConfig, dtype, **from_pretrained_kwargs):
+    """bitsandbytes quantizes while ``from_pretrained`` loads, so it needs a checkpoint on disk: a
+    ``synthetic:`` shape is first saved in fp16 (:func:`llmcompare.quantize.fp16_source`, cached), and
+    the run's seeded weights are the ones quantized."""
+    import importlib.util
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmcompare.errors import UserError
+
+    if not config.device.startswith("cuda"):
+        raise UserError(f"transformers:{config.variant} (bitsandbytes) runs on CUDA only; pass --device cuda")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError(f"transformers:{config.variant} needs bitsandbytes: pip install bitsandbytes")
+    model = config.model
+    if model.kind == "synthetic":
+        from llmcompare.quantize import fp16_source
+
+        path = str(fp16_source(model))
+    else:
+        path = model.hf_dir()
+    loaded = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, device_map=config.device, quantization_config=bnb_config(config.variant),
+        trust_remote_code=config.trust_remote_code, **from_pretrained_kwargs,
+    ).eval()
     tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_dir(), trust_remote_code=config.trust_remote_code)
     return loaded, tokenizer
 
@@ -152,6 +197,10 @@ class TransformersBackend:
         import transformers
 
         v = {"transformers": transformers.__version__, "torch": torch.__version__}
+        if self.config.variant in BNB_VARIANTS:
+            import bitsandbytes
+
+            v["bitsandbytes"] = bitsandbytes.__version__
         if self.config.device.startswith("cuda"):
             v["cuda"] = str(torch.version.cuda)
             v["gpu"] = torch.cuda.get_device_name(self._device)
@@ -188,6 +237,6 @@ def register_backends(register):
             capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("hf", "synthetic"), prefix_cache="none",
                                       natural_stop=True, scores=True),
             description="HF Transformers generate() with a per-token streamer; CPU and CUDA.",
-            distributions=("transformers", "torch", "accelerate"),
+            distributions=("transformers", "torch", "accelerate", "bitsandbytes"),
         )
     )

@@ -155,3 +155,17 @@ def test_synthetic_model_runs_on_transformers(run_dir):
     assert s.n_requests == 10 and s.n_length_mismatch == 0
     assert all(p.token_ids and len(p.token_ids) == 16 for p in result.prompts)
     assert result.environment["model"]["parameters"] == 134_515_008
+
+
+@pytest.mark.skipif(not have("torch", "transformers"), reason="transformers not installed")
+def test_bitsandbytes_variants_state_their_quantization_and_refuse_the_cpu(run_dir):
+    from llmcompare.backends.hf_transformers import bnb_config
+
+    int8, nf4 = bnb_config("int8"), bnb_config("nf4")
+    assert int8.load_in_8bit and int8.llm_int8_threshold == 6.0
+    assert nf4.load_in_4bit and nf4.bnb_4bit_quant_type == "nf4" and not nf4.bnb_4bit_use_double_quant
+    result = llmcompare.compare(["transformers:nf4", "echo"], max_new_tokens=2, repeats=1, warmup=0,
+                                output=run_dir, fidelity=False)
+    s = result.summary("transformers:nf4")
+    assert s.status == "failed" and "runs on CUDA only; pass --device cuda" in s.error
+    assert result.summary("echo").status == "ok"  # the failure is a row, the rest still runs
