@@ -48,7 +48,7 @@ def choose_reference(registry, requests: tuple[BackendRequest, ...], reference: 
     """The judge and a note on why: ``--reference`` (a run label, a run backend's name, or any
     backend spec), else transformers at the highest precision whose weights fit the device."""
     if reference is not None:
-        matches = [r for r in requests if reference in (r.label, r.name)]
+        matches = [r for r in requests if r.label == reference] or [r for r in requests if r.name == reference]
         if len(matches) == 1:
             return matches[0], f"--reference {reference}"
         if len(matches) > 1:

@@ -310,7 +310,7 @@ def parse_backends(registry: Registry, backends: Sequence[str], options: Sequenc
 def resolve_baseline(requests: Sequence[BackendRequest], baseline: str | None) -> str | None:
     if baseline is None:
         return None
-    matches = [r.label for r in requests if baseline in (r.label, r.name)]
+    matches = [r.label for r in requests if r.label == baseline] or [r.label for r in requests if r.name == baseline]
     if len(matches) != 1:
         raise UserError(
             f"--baseline {baseline!r} must name exactly one of this run's backends ({', '.join(r.label for r in requests)})"

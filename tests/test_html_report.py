@@ -131,7 +131,7 @@ def test_page_is_self_contained_and_holds_the_tables(run):
     assert levels["head"] == [c.header for c in LEVEL_COLUMNS]
     assert len(levels["rows"]) == len(r.levels) == 6
     for lv, row in zip(r.levels, levels["rows"]):
-        assert [t for t, _ in row] == [c.cell(lv) for c in LEVEL_COLUMNS]
+        assert [t for t, _ in row] == [c.cell(lv, "brackets") for c in LEVEL_COLUMNS]  # with 95% intervals
         for c, (_, cls) in zip(LEVEL_COLUMNS, row):
             assert ("bad" in cls.split()) == bool(c.bad and c.bad(lv)), (lv.stage, c.key)
     assert {row[0] for row in page.texts("levels")} == {"echo", "slow"}
@@ -290,3 +290,35 @@ def test_chromium_renders_the_page_offline(run, tmp_path):
         assert im.size == (1400, 3000)
         colors = im.convert("RGB").resize((70, 150)).getcolors(70 * 150)
         assert colors is not None and len(colors) > 20  # drawn, not a blank page
+
+
+@pytest.fixture(scope="module")
+def latency_run(tmp_path_factory):
+    """A batch-1 run of two echo backends, judged for fidelity by the first (no scores: exact match only)."""
+    out = tmp_path_factory.mktemp("html-latency") / "run"
+    r = llmcompare.compare(["echo", "echo@slow"], options=["echo.per_token_ms=1", "slow.per_token_ms=3"],
+                           max_new_tokens=6, repeats=2, warmup=0, reference="echo", fidelity_tokens=8, output=out)
+    return r, write_all(r)
+
+
+def test_batch_one_page_puts_intervals_speed_ups_and_fidelity_side_by_side(latency_run, tmp_path):
+    from llmcompare.report.columns import latency_columns
+    from llmcompare.report.fidelity import FIDELITY_COLUMNS, verdict_lines
+
+    r, paths = latency_run
+    page = Page(paths["html"].read_text(encoding="utf-8"))
+    assert page.doctype == "DOCTYPE html" and not page.problems, page.problems
+    assert set(page.tables) == {"summary", "comparisons", "fidelity", "backends", "environment"}
+    cols = latency_columns(r.summaries, where="html")
+    assert page.texts("summary") == [[c.cell(s, "brackets") for c in cols] for s in r.summaries]
+    assert "[" in page.texts("summary")[0][[c.key for c in cols].index("tpot_p50_ms")]  # an interval is shown
+    assert page.texts("fidelity") == [[c.cell(f) for c in FIDELITY_COLUMNS] for f in r.fidelity]
+    [slow] = page.texts("comparisons")
+    assert slow[0] == "slow" and "slower" in slow[2]  # the paired speed-up and its verdict
+    items = [t for t in verdict_lines(r)]
+    assert any(line.startswith("slow: ") and "100% exact match" in line for line in items), items
+    if CHROMIUM is not None:  # and a real browser opens it offline, with a clean console
+        out = _chromium(paths["html"].as_uri(), tmp_path / "profile", "--dump-dom")
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert len(Page(out.stdout).tables["fidelity"]["rows"]) == 2
+        assert not [ln for ln in out.stderr.splitlines() if "Uncaught" in ln or "ERROR:CONSOLE" in ln]
