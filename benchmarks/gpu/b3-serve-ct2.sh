@@ -47,7 +47,7 @@ timeout -k 10 150 python3 benchmarks/gpu/make_hf_dir.py llama-2-7b /tmp/l7b-hf
 say "hf dir rc=$?"
 timeout -k 10 $(( $(left) - 25 )) python3 -m llmcompare run -q --model /tmp/l7b-hf --device cuda --input-tokens 256 -n 256 \
   -r 1 -w 1 --timeout 300 -b ctranslate2:float16 -b ctranslate2:int8_float16 \
-  -b transformers:fp16@static -o static.cache_implementation=static --reference static -O /tmp/runs/ct2-7b
+  -b transformers:fp16@static -o static.cache_implementation=static --baseline static --no-fidelity -O /tmp/runs/ct2-7b
 rc=$?; say "ct2 7b run rc=$rc"
 [ $rc = 0 ] || python3 -m llmcompare report /tmp/runs/ct2-7b
 kill_gpu_leftovers
