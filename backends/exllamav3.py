@@ -84,11 +84,15 @@ class ExLlamaV3Backend(DynamicGeneratorBackend):
                    stop_on_loop=None)
 
     def engine_version(self) -> dict[str, str]:
+        import importlib.metadata
+
         import exllamav3
 
         from llmcompare.quantize import describe_checkpoint
 
-        return {"exllamav3": str(exllamav3.__version__), **self.torch_versions(),
+        # exllamav3 1.6.5 has no __version__ attribute (seen on the H200): then its distribution's version
+        version = getattr(exllamav3, "__version__", None) or importlib.metadata.version("exllamav3")
+        return {"exllamav3": str(version), **self.torch_versions(),
                 "exllamav3_checkpoint": describe_checkpoint(self.checkpoint),
                 "exllamav3_cache_tokens": str(self.capacity + 1)}
 

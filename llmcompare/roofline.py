@@ -362,7 +362,7 @@ def _arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``bandwidth`` to an ``argparse`` sub-parsers object (plan.py's pattern); return its parser."""
     return _arguments(subparsers.add_parser(
-        "bandwidth", help="the GPU's copy bandwidth (measured once, cached), or a run's % of the decode floor",
+        "bandwidth", help="the GPU's copy bandwidth (measured once, cached), or a run's %% of the decode floor",
         description="Measure the device-to-device copy bandwidth once per GPU and driver (cached), or print a"
                     " run's batch-1 floor, (weight bytes + KV bytes read) / bandwidth, against its TPOT p50."))
 

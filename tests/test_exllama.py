@@ -243,9 +243,19 @@ def test_v2_the_engines_default_settings_would_sample(v2, model_dir):
 
 @pytest.mark.parametrize("flash_attn, paged, batched", [(False, "auto", 1), (True, "auto", 3), (True, "false", 1)])
 def test_v2_concurrent_requests_share_one_batch_when_paged(v2, model_dir, monkeypatch, flash_attn, paged, batched):
+    import time
+
     import exllamav2.attn
+    from exllamav2.generator import dynamic
 
     monkeypatch.setattr(exllamav2.attn, "has_flash_attn_with_paged", flash_attn)
+    real_iterate = dynamic.ExLlamaV2DynamicGenerator.iterate
+
+    def paced_iterate(self):  # a step takes time, as on a GPU: all three requests arrive before one finishes
+        time.sleep(0.005)
+        return real_iterate(self)
+
+    monkeypatch.setattr(dynamic.ExLlamaV2DynamicGenerator, "iterate", paced_iterate)
     b = backend("exllamav2", model_dir, paged=paged)
     b.load()
     assert b.engine_version()["exllamav2_paged"] == str(batched > 1).lower()

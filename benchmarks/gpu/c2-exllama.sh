@@ -5,12 +5,17 @@
 # (llmcompare.quantize.fp16_source, cached: reused when the machine is still warm from c1-bnb.sh), then,
 # with DO_QUANT=1 (default), convert to EXL2 (python -m llmcompare.quantize exl2, timed) and run
 # exllamav2:exl2. ENGINE=exllamav3: the same with exllamav3:fp16 and EXL3.
-# $OUT gets: c2-ENGINE.log, env.txt, run-ENGINE-*.tar.gz.
+# Knobs: REUSE=1 keeps /tmp/site from an earlier call on a still-warm machine (no rebuild of the extension);
+# CALL_LIMIT (setup.sh) is the seconds this call may use. $OUT gets: c2-ENGINE.log, env.txt, run-ENGINE-*.tar.gz.
 source benchmarks/gpu/setup-c.sh
 ENGINE=${ENGINE:-exllamav2}
 QUANT=$([ "$ENGINE" = exllamav2 ] && echo exl2 || echo exl3)
 exec > >(tee "$OUT/c2-$ENGINE.log") 2>&1
-install_carry .gpucarryD || { say "install FAILED"; exit 4; }
+# REUSE=1 on a machine still warm from an earlier call of this script: keep /tmp/site as it is (reinstalling
+# the engine's wheel renews its sources' mtimes, and ninja then rebuilds the whole extension)
+if [ "${REUSE:-0}" = 1 ] && [ -d "/tmp/site/$ENGINE" ]; then mkdir -p .whl && cp .gpucarryD/lcsnap.tgz .gpucarryD/whl/platformdirs-*.whl .whl/ && install_llmcompare || exit 4
+else install_carry .gpucarryD || { say "install FAILED"; exit 4; }; fi
+rm -rf "/tmp/runs/$ENGINE-fp16" "/tmp/runs/$ENGINE-$QUANT"   # a new run, never a resumed one
 export TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16   # the JIT build: Hopper only, all cores
 env_block | tee "$OUT/env.txt"
 say "ninja: $(command -v ninja) $(ninja --version 2>&1)"
@@ -19,7 +24,7 @@ say "building $ENGINE's extension (first import)"
 timeout -k 10 300 python3 -c "import $ENGINE, importlib.metadata as m; print('$ENGINE', m.version('$ENGINE'), $ENGINE.__file__)"
 say "import rc=$?"
 
-timeout -k 10 $(( $(left) - 60 )) python3 -m llmcompare run -q "${SHAPE[@]}" -r 1 -w 1 --no-fidelity \
+timeout -k 10 $(( $(left) > 120 ? $(left) - 60 : 60 )) python3 -m llmcompare run -q "${SHAPE[@]}" -r 1 -w 1 --no-fidelity \
   -b "$ENGINE:fp16" -O "/tmp/runs/$ENGINE-fp16"
 rc=$?; say "$ENGINE fp16 run rc=$rc"
 [ $rc = 0 ] || python3 -m llmcompare report "/tmp/runs/$ENGINE-fp16"

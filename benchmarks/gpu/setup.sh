@@ -22,10 +22,10 @@ unpack() {  # unpack ARCHIVE into /tmp/site once per machine; TAG marks it done
 
 install_llmcompare() {  # editable install of this copy, or of a carried snapshot (make-carry-b.sh)
   if ! python3 -c "import platformdirs" 2>/dev/null; then  # its wheel: */whl (make-carry*.sh) or .whl (make-wheels.sh)
-    python3 -m pip install -q --no-index --no-deps --no-cache-dir $(ls .gpucarryA/whl/platformdirs-*.whl .gpucarryB/whl/platformdirs-*.whl .whl/platformdirs-*.whl 2>/dev/null | head -1) || return 1
+    python3 -m pip install -q --no-index --no-deps --no-cache-dir $(ls .gpucarryA/whl/platformdirs-*.whl .gpucarryB/whl/platformdirs-*.whl .gpucarryC/whl/platformdirs-*.whl .gpucarryD/whl/platformdirs-*.whl .whl/platformdirs-*.whl 2>/dev/null | head -1) || return 1
   fi
   local src=. snap
-  snap=$(ls .gpucarryA/lcsnap.tgz .gpucarryB/lcsnap.tgz .whl/lcsnap.tgz 2>/dev/null | head -1)
+  snap=$(ls .gpucarryA/lcsnap.tgz .gpucarryB/lcsnap.tgz .gpucarryC/lcsnap.tgz .gpucarryD/lcsnap.tgz .whl/lcsnap.tgz 2>/dev/null | head -1)
   if [ -n "$snap" ]; then  # HEAD's package plus named files: never the working tree's work in progress
     src=/tmp/lcsrc-$(sha256sum "$snap" | cut -c1-12)
     [ -d "$src" ] || { mkdir -p "$src.tmp" && tar -xzf "$snap" -C "$src.tmp" && mv "$src.tmp" "$src"; } || return 1
