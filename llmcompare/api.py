@@ -421,8 +421,8 @@ def _judge(run_dir: RunDir, header: Header, progress: Progress | None) -> None:
         return
     label = Job.JUDGE_PREFIX + fid.reference.label
     job = Job(str(run_dir.path), label, kind="judge")
-    if progress:
-        progress.backend_started(label, None)
+    if progress:  # the bar counts the reference's own answers; judging follows them
+        progress.backend_started(label, len(fidelity.prompts(header)))
     rec = run_isolated(run_dir, job, replace(fid.reference, label=label), header.spec.timeout_s,
                        python=worker_python(header.spec, fid.reference.name), device=header.spec.device,
                        on_record=(lambda r: progress.request_done(label, r)) if progress else None)

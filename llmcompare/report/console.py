@@ -42,6 +42,9 @@ class RichProgress(ProgressCallbacks):
 
     def request_done(self, label: str, record: RequestRecord) -> None:
         task = self.tasks[label]
+        if record.stage == "fidelity:reference":  # the judge: its own answers, then the judging
+            self.progress.update(task, advance=1, status="reference answers, then judging")
+            return
         if record.stage.startswith("fidelity"):
             self.progress.update(task, status=f"fidelity pass: {escape(record.prompt_id)}")
             return
