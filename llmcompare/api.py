@@ -64,8 +64,8 @@ def compare(
     baseline: str | None = None,
     fidelity: bool = True,
     reference: str | None = None,
-    fidelity_tokens: int = 128,
-    near_tie_margin: float = 0.5,
+    fidelity_tokens: int = FidelitySpec.max_new_tokens,
+    near_tie_margin: float = FidelitySpec.near_tie_margin,
     trust_remote_code: bool = False,
     python: dict[str, str] | None = None,
     output: str | Path | None = None,
@@ -89,18 +89,17 @@ def compare(
                  timeout_s=timeout_s, chat_template=chat_template, baseline=baseline,
                  trust_remote_code=trust_remote_code, python=python)
     if fidelity:
-        FidelitySpec(max_new_tokens=fidelity_tokens, near_tie_margin=near_tie_margin)  # bad values fail before any work
-        spec = replace(spec, fidelity=_fidelity(spec, reference, options, fidelity_tokens, near_tie_margin))
+        fid = FidelitySpec(max_new_tokens=fidelity_tokens, near_tie_margin=near_tie_margin)  # bad values fail here
+        spec = replace(spec, fidelity=_with_reference(fid, spec, reference, options))
     return start(spec, output=output, progress=progress)
 
 
-def _fidelity(spec: RunSpec, reference: str | None, options: Sequence[str], tokens: int, margin: float) -> FidelitySpec:
-    from .fidelity import TEXT_ID, choose_reference
+def _with_reference(fid: FidelitySpec, spec: RunSpec, reference: str | None, options: Sequence[str]) -> FidelitySpec:
+    from .fidelity import choose_reference
 
-    resolved = resolve_model(spec.model)
-    ref, note = choose_reference(get_registry(), spec.backends, reference, spec.device, resolved, options)
-    return FidelitySpec(reference=ref, reference_note=note, max_new_tokens=tokens, near_tie_margin=margin,
-                        text_id=TEXT_ID)
+    ref, note = choose_reference(get_registry(), spec.backends, reference, spec.device, resolve_model(spec.model),
+                                 options)
+    return replace(fid, reference=ref, reference_note=note)
 
 
 def load(

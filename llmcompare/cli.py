@@ -57,6 +57,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _run_parser(sub) -> None:
+    from .spec import FidelitySpec
+
     p = sub.add_parser("run", help="compare backends at batch size 1 (the default command)",
                        description="Time a fixed prompt set on each backend, at batch size 1, with a forced output length.")
     _common(p)
@@ -72,11 +74,11 @@ def _run_parser(sub) -> None:
     f.add_argument("--reference", default=None, metavar="BACKEND",
                    help="the fidelity judge: one of this run's backends or any backend[:variant] (default: transformers"
                         " at the highest precision that fits)")
-    f.add_argument("--fidelity-tokens", type=int, default=128, metavar="N",
-                   help="most tokens per output in the fidelity pass, which stops at EOS (default 128)")
-    f.add_argument("--near-tie-margin", type=float, default=0.5, metavar="NATS",
+    f.add_argument("--fidelity-tokens", type=int, default=FidelitySpec.max_new_tokens, metavar="N",
+                   help="most tokens per output in the fidelity pass, which stops at EOS (default %(default)s)")
+    f.add_argument("--near-tie-margin", type=float, default=FidelitySpec.near_tie_margin, metavar="NATS",
                    help="a first divergence whose two tokens the reference scores within this many nats is a near-tie"
-                        " (default 0.5)")
+                        " (default %(default)s)")
 
 
 def _load_parser(sub) -> None:

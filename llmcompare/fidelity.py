@@ -30,10 +30,8 @@ from typing import Any
 from .records import FidelityRecord, RunRecords
 from .spec import BackendRequest, FidelitySpec, parse_backends
 
-TEXT_ID = "reference-text-v1"
+TEXT_ID = FidelitySpec.text_id
 TEXT_FILE = "reference_text.txt"
-DEFAULT_MARGIN = 0.5
-"""Nats. exp(0.5) ≈ 1.65: the backend's token is at least 60% as likely as the reference's own."""
 
 
 def reference_text() -> str:

@@ -178,7 +178,7 @@ def summarize(label: str, requests: list[RequestRecord], backends: list[BackendR
     None means: for batch-1 records only, not when a measured record comes from a load level (a
     ``load…`` stage), whose requests overlap in time."""
     mine = [r for r in requests if r.backend == label and (stage is None or r.stage == stage)]
-    measured = _dedupe([r for r in mine if not r.warmup])
+    measured = dedupe([r for r in mine if not r.warmup])
     warm = [r for r in mine if r.warmup]
     ok = [r for r in measured if r.error is None]
     brs = [b for b in backends if b.backend == label]
@@ -270,9 +270,9 @@ def throughput_ci(ok: list[RequestRecord], throughput: float) -> dict[str, Any] 
     return {**ci, "value": throughput, "lo": ci["lo"] * scale, "hi": ci["hi"] * scale}
 
 
-def _dedupe(records: list[RequestRecord]) -> list[RequestRecord]:
-    """One record per (stage, request id): the first that succeeded, else the first. A resumed run
-    never counts a request twice."""
+def dedupe(records: list[RequestRecord]) -> list[RequestRecord]:
+    """One record per (backend, stage, request id): the first that succeeded, else the first. A
+    resumed run never counts a request twice."""
     best: dict[tuple, RequestRecord] = {}
     for r in records:
         if r.key not in best or (best[r.key].error is not None and r.error is None):
@@ -281,6 +281,16 @@ def _dedupe(records: list[RequestRecord]) -> list[RequestRecord]:
 
 
 # ---- comparisons -------------------------------------------------------------------------------
+
+def common_prefix(a: Sequence, b: Sequence) -> int:
+    """How many leading items (token ids, or characters) ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
 
 def agreement(reference: list[RequestRecord], other: list[RequestRecord]) -> dict[str, Any] | None:
     """Greedy-token agreement of ``other`` with ``reference``, over prompts both generated.
@@ -307,7 +317,7 @@ def agreement(reference: list[RequestRecord], other: list[RequestRecord]) -> dic
             continue
         same = [x == y for x, y in zip(a[:n], b[:n])]
         matches.append(sum(same) / n)
-        prefixes.append(same.index(False) if False in same else n)
+        prefixes.append(common_prefix(a, b))
         exact += a == b
     if not matches:
         return None

@@ -160,7 +160,9 @@ class FidelitySpec:
     reference_note: str = ""
     max_new_tokens: int = 128
     near_tie_margin: float = 0.5
+    """Nats. exp(-0.5) ≈ 0.61: within it, the backend's token is at least 61% as likely as the reference's."""
     text_id: str = "reference-text-v1"
+    """Which shipped text the perplexities are of (``prompts/reference_text.txt``)."""
 
     def __post_init__(self) -> None:
         _check(self.max_new_tokens >= 1, f"--fidelity-tokens must be at least 1, got {self.max_new_tokens}")
@@ -175,8 +177,8 @@ class FidelitySpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FidelitySpec:
         ref = d.get("reference")
-        return cls(BackendRequest.from_dict(ref) if ref else None, d.get("reference_note", ""),
-                   d.get("max_new_tokens", 128), d.get("near_tie_margin", 0.5), d.get("text_id", "reference-text-v1"))
+        kwargs = {f.name: d[f.name] for f in fields(cls) if f.name != "reference" and f.name in d}
+        return cls(BackendRequest.from_dict(ref) if ref else None, **kwargs)
 
 
 Scenario = LatencyScenario | LoadScenario

@@ -12,7 +12,8 @@ import pytest
 
 import llmcompare
 from llmcompare import fidelity
-from llmcompare.drivers.fidelity import common_prefix, strip_eos
+from llmcompare.drivers.fidelity import strip_eos
+from llmcompare.metrics import common_prefix
 from llmcompare.records import FidelityRecord, RequestRecord, RunRecords, ScoreRecord
 from llmcompare.spec import BackendRequest, FidelitySpec
 from conftest import needs_model

@@ -17,8 +17,10 @@ here" against "went on" is a divergence like any other token, and its two sides 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
+from ..backend import Scores
+from ..metrics import common_prefix, dedupe
 from ..prompting import Prompt
 from ..records import FidelityRecord, RecordWriter, RequestRecord, ScoreRecord, read_records
 from ..rundir import RunDir
@@ -86,39 +88,68 @@ def judge(session: BackendSession, ctx: Context, writer: RecordWriter) -> None:
     tokenizer = header.model.tokenizer(trust_remote_code=header.spec.trust_remote_code)
     outputs = [r for r in records.requests if r.stage == STAGE and r.backend in header.spec.labels]
     for p in prompts(header):
+        mine = dedupe([r for r in outputs if r.prompt_id == p.id and (r.backend, p.id) not in judged])
+        if not mine:  # every answer to this prompt judged already (a resumed judge)
+            continue
         ref = ref_outputs.get(p.id)
         if ref is None:
             ref = session.request(p, spec.max_new_tokens, stage=REFERENCE_STAGE, request_id=request_id(p),
                                   stop_at_eos=True)
             writer.write(ref)
-        mine = [r for r in outputs if r.prompt_id == p.id and (r.backend, p.id) not in judged]
-        for out in _first_per_backend(mine):
-            writer.write(_judge_one(session, p, ref, out, eos_ids, eos_token, tokenizer, can_score, spec.reference.label))
+        reference = _Reference.of(session, p, ref, eos_ids, eos_token, tokenizer, can_score)
+        for out in mine:  # one answer per backend (a resumed pass may have written two)
+            writer.write(_judge_one(session, p, reference, out, eos_ids, eos_token, tokenizer, spec.reference.label))
 
 
-def _first_per_backend(records: list[RequestRecord]) -> list[RequestRecord]:
-    best: dict[str, RequestRecord] = {}
-    for r in records:
-        if r.backend not in best or (best[r.backend].error is not None and r.error is None):
-            best[r.backend] = r
-    return list(best.values())
+@dataclass
+class _Answer:
+    """An output as the judge compares it: its ids without EOS, whether it ended at EOS, the sequence
+    with the EOS marker appended where it did, and its text."""
+
+    ids: list[int]
+    eos: bool
+    seq: list[int]
+    text: str
+
+    @classmethod
+    def of(cls, record: RequestRecord, eos_ids: set[int], eos_token: int | None, tokenizer) -> _Answer:
+        ids, eos = strip_eos(record, eos_ids)
+        marker = [eos_token] if eos and eos_token is not None else []
+        return cls(ids, eos, ids + marker, tokenizer.decode(ids))
 
 
-def common_prefix(a: Sequence, b: Sequence) -> int:
-    """How many leading items (token ids, or characters) ``a`` and ``b`` share."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+@dataclass
+class _Reference:
+    """The reference's answer to one prompt, scored once for every backend it is compared with."""
+
+    error: str | None = None
+    answer: _Answer | None = None
+    scored: bool = False
+    """The reference gives log-probabilities (without them the judge compares prefixes only)."""
+    scores: Scores | None = None
+    score_error: str | None = None
+
+    @classmethod
+    def of(cls, session: BackendSession, prompt: Prompt, ref: RequestRecord, eos_ids: set[int], eos_token: int | None,
+           tokenizer, can_score: bool) -> _Reference:
+        if ref.error is not None:
+            return cls(error=f"the reference failed on this prompt: {ref.error}")
+        answer = _Answer.of(ref, eos_ids, eos_token, tokenizer)
+        out = cls(answer=answer, scored=can_score)
+        if can_score and answer.seq:
+            context = list(prompt.token_ids)
+            try:
+                out.scores = session.score(context + answer.seq, len(context), top_k=2)
+            except Exception as exc:
+                out.score_error = one_line(exc)
+        return out
 
 
-def _judge_one(session: BackendSession, prompt: Prompt, ref: RequestRecord, out: RequestRecord, eos_ids: set[int],
-               eos_token: int | None, tokenizer, can_score: bool, reference: str) -> FidelityRecord:
-    rec = FidelityRecord(backend=out.backend, reference=reference, prompt_id=prompt.id)
-    if ref.error is not None:
-        rec.error = f"the reference failed on this prompt: {ref.error}"
+def _judge_one(session: BackendSession, prompt: Prompt, reference: _Reference, out: RequestRecord, eos_ids: set[int],
+               eos_token: int | None, tokenizer, label: str) -> FidelityRecord:
+    rec = FidelityRecord(backend=out.backend, reference=label, prompt_id=prompt.id)
+    if reference.error is not None:
+        rec.error = reference.error
         return rec
     if out.error is not None:
         rec.error = out.error
@@ -126,33 +157,34 @@ def _judge_one(session: BackendSession, prompt: Prompt, ref: RequestRecord, out:
     if out.count_source != "ids" or (out.output_tokens and not out.token_ids):
         rec.error = f"the backend gave no token ids (count source {out.count_source!r})"
         return rec
-    ref_ids, rec.ref_eos = strip_eos(ref, eos_ids)
-    ids, rec.eos = strip_eos(out, eos_ids)
-    rec.tokens, rec.ref_tokens = len(ids), len(ref_ids)
-    rec.text, rec.ref_text = tokenizer.decode(ids), tokenizer.decode(ref_ids)
-    marker = [eos_token] if eos_token is not None else []
-    seq = ids + (marker if rec.eos else [])
-    ref_seq = ref_ids + (marker if rec.ref_eos else [])
-    rec.prefix = common_prefix(seq, ref_seq)
-    rec.diverged = seq != ref_seq
-    if not can_score:
+    ref = reference.answer
+    assert ref is not None
+    mine = _Answer.of(out, eos_ids, eos_token, tokenizer)
+    rec.eos, rec.ref_eos = mine.eos, ref.eos
+    rec.tokens, rec.ref_tokens = len(mine.ids), len(ref.ids)
+    rec.text, rec.ref_text = mine.text, ref.text
+    rec.prefix = common_prefix(mine.seq, ref.seq)
+    rec.diverged = mine.seq != ref.seq
+    if not reference.scored:
         return rec
     context = list(prompt.token_ids)
     try:
-        mine = session.score(context + seq, len(context), top_k=2) if seq else None
-        theirs = session.score(context + ref_seq, len(context), top_k=2) if ref_seq else None
+        if reference.score_error is not None:
+            raise RuntimeError(reference.score_error)
+        scores = session.score(context + mine.seq, len(context), top_k=2) if mine.seq else None
     except Exception as exc:
         rec.error = f"the reference could not score this output: {one_line(exc)}"
         return rec
-    if mine is not None:
-        rec.ll_sum, rec.ll_tokens = sum(mine.logprobs), len(mine.logprobs)
+    theirs = reference.scores
+    if scores is not None:
+        rec.ll_sum, rec.ll_tokens = sum(scores.logprobs), len(scores.logprobs)
     if theirs is not None:
         rec.ref_ll_sum, rec.ref_ll_tokens = sum(theirs.logprobs), len(theirs.logprobs)
     k = rec.prefix
-    if rec.diverged and theirs is not None and k < len(ref_seq):
+    if rec.diverged and theirs is not None and k < len(ref.seq):
         rec.divergence_ref_logprob = theirs.logprobs[k]
-        if mine is not None and k < len(seq):
-            rec.divergence_logprob = mine.logprobs[k]
+        if scores is not None and k < len(mine.seq):
+            rec.divergence_logprob = scores.logprobs[k]
         top = theirs.top[k] if k < len(theirs.top) else []
         if len(top) >= 2:
             rec.divergence_top2_gap = top[0][1] - top[1][1]

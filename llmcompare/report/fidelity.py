@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..drivers.fidelity import common_prefix
+from ..metrics import common_prefix
 from .columns import Column, fmt
 
 if TYPE_CHECKING:
