@@ -72,30 +72,29 @@ def load_model(config: BackendConfig, **from_pretrained_kwargs):
         torch.set_num_threads(int(opts["threads"]))
     dtype = getattr(torch, DTYPES[config.variant or "fp32"])
     model = config.model
-    if config.variant in BNB_VARIANTS:
-        return _load_bnb(config, dtype, **from_pretrained_kwargs)
-    if model.kind == "synthetic":
+    if model.kind == "synthetic" and config.variant not in BNB_VARIANTS:
         from llmcompare import synthetic
 
         loaded = synthetic.build_model(model.shape, dtype=dtype, device=config.device)
         if from_pretrained_kwargs.get("attn_implementation"):
             loaded.set_attn_implementation(from_pretrained_kwargs["attn_implementation"])
     else:
+        path = model.hf_dir() if config.variant not in BNB_VARIANTS else _bnb_checkpoint(config)
+        if config.variant in BNB_VARIANTS:
+            from_pretrained_kwargs = {**from_pretrained_kwargs, "quantization_config": bnb_config(config.variant)}
         loaded = AutoModelForCausalLM.from_pretrained(
-            model.hf_dir(), dtype=dtype, device_map=config.device, trust_remote_code=config.trust_remote_code,
+            path, dtype=dtype, device_map=config.device, trust_remote_code=config.trust_remote_code,
             **from_pretrained_kwargs,
         ).eval()
     tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_dir(), trust_remote_code=config.trust_remote_code)
     return loaded, tokenizer
 
 
-def _load_bnb(config: BackendConfig, dtype, **from_pretrained_kwargs):
-    """bitsandbytes quantizes while ``from_pretrained`` loads, so it needs a checkpoint on disk: a
-    ``synthetic:`` shape is first saved in fp16 (:func:`llmcompare.quantize.fp16_source`, cached), and
+def _bnb_checkpoint(config: BackendConfig) -> str:
+    """What bitsandbytes quantizes while ``from_pretrained`` loads it: a checkpoint on disk. A
+    ``synthetic:`` shape is first saved in fp16 (:func:`llmcompare.quantize.fp16_source`, cached), so
     the run's seeded weights are the ones quantized."""
     import importlib.util
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llmcompare.errors import UserError
 
@@ -103,19 +102,11 @@ def _load_bnb(config: BackendConfig, dtype, **from_pretrained_kwargs):
         raise UserError(f"transformers:{config.variant} (bitsandbytes) runs on CUDA only; pass --device cuda")
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UserError(f"transformers:{config.variant} needs bitsandbytes: pip install bitsandbytes")
-    model = config.model
-    if model.kind == "synthetic":
+    if config.model.kind == "synthetic":
         from llmcompare.quantize import fp16_source
 
-        path = str(fp16_source(model))
-    else:
-        path = model.hf_dir()
-    loaded = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, device_map=config.device, quantization_config=bnb_config(config.variant),
-        trust_remote_code=config.trust_remote_code, **from_pretrained_kwargs,
-    ).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_dir(), trust_remote_code=config.trust_remote_code)
-    return loaded, tokenizer
+        return str(fp16_source(config.model))
+    return config.model.hf_dir()
 
 
 class TransformersBackend:

@@ -27,6 +27,7 @@ import importlib.resources
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .metrics import percentile
 from .records import FidelityRecord, RunRecords
 from .spec import BackendRequest, FidelitySpec, parse_backends
 
@@ -227,8 +228,8 @@ def summarize(records: RunRecords, spec: FidelitySpec, labels: list[str],
         ids = [f.prompt_id for f in judged]
         summary.exact_rate = _ci([1.0 if v == "same" else 0.0 for v in verdicts], ids)
         summary.mean_prefix = _ci([float(f.prefix) for f in judged], ids)
-        firsts = sorted(f.prefix for f in judged if f.diverged)
-        summary.first_divergence_p50 = _median(firsts)
+        firsts = [float(f.prefix) for f in judged if f.diverged]
+        summary.first_divergence_p50 = percentile(firsts, 50) if firsts else None
         lls = [(f.ll_sum / f.ll_tokens, f.ref_ll_sum / f.ref_ll_tokens) for f in judged
                if f.ll_sum is not None and f.ll_tokens and f.ref_ll_sum is not None and f.ref_ll_tokens]
         if lls:
@@ -262,13 +263,6 @@ def _ci(values: list[float], clusters: list[str] | None) -> dict[str, Any] | Non
     if ci is None:  # one value: the figure without an interval
         return {"value": values[0], "lo": None, "hi": None, "n": 1}
     return ci
-
-
-def _median(xs: list[int]) -> float | None:
-    if not xs:
-        return None
-    mid = len(xs) // 2
-    return float(xs[mid]) if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2.0
 
 
 def _example(f: FidelityRecord) -> dict[str, Any]:
