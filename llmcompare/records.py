@@ -342,6 +342,7 @@ def read_records(path: str | os.PathLike) -> RunRecords:
     """All records in file order, in one container; duplicates reported, not dropped silently."""
     out = RunRecords()
     succeeded: set[tuple[str, str, str]] = set()
+    latest: dict[tuple, FidelityRecord | ScoreRecord] = {}  # judgements and scores: the last written wins
     for d in iter_raw(path):
         rec = parse(d)
         if isinstance(rec, RequestRecord):
@@ -355,10 +356,12 @@ def read_records(path: str | os.PathLike) -> RunRecords:
             out.stages.append(rec)
         elif isinstance(rec, BackendRecord):
             out.backends.append(rec)
-        elif isinstance(rec, FidelityRecord):
-            out.fidelity = [f for f in out.fidelity if f.key != rec.key] + [rec]
-        elif isinstance(rec, ScoreRecord):
-            out.scores = [x for x in out.scores if (x.backend, x.text_id) != (rec.backend, rec.text_id)] + [rec]
+        elif isinstance(rec, (FidelityRecord, ScoreRecord)):
+            key = (rec.type, rec.backend, rec.prompt_id if isinstance(rec, FidelityRecord) else rec.text_id)
+            latest.pop(key, None)  # in the order of their last writing
+            latest[key] = rec
         elif isinstance(rec, dict) and out.run is None:
             out.run = rec
+    out.fidelity = [r for r in latest.values() if isinstance(r, FidelityRecord)]
+    out.scores = [r for r in latest.values() if isinstance(r, ScoreRecord)]
     return out
