@@ -396,6 +396,25 @@ class DynamicGeneratorBackend:
             torch.cuda.empty_cache()
 
 
+def prefill_attention(attn: Any, config: Any) -> str:
+    """Which attention a multi-token prefill runs, made causal: ``flash-attn`` or ``xformers`` when
+    installed (exllamav2 masks both causally); otherwise the matmul path, by setting ``config.no_sdpa``.
+
+    exllamav2 0.3.2's SDPA branch (``ExLlamaV2Attention._attn_torch``, taken when neither flash-attn
+    nor xformers is installed) passes ``attn_params.get_block_diag_mask()`` as the mask whenever
+    ``causal`` is set, and that is ``None`` for an ordinary prefill: the prompt then attends both
+    ways. On the H200 this made every greedy answer differ from transformers' from its first token,
+    while 1-token prompts agreed (benchmarks/results/2026-11-22-h200-c). The matmul branch adds the
+    causal ``get_attn_mask()``. Decoding steps (one query) need no mask, so their speed is the same.
+    """
+    if getattr(attn, "has_flash_attn", False) and not config.no_flash_attn:
+        return "flash-attn"
+    if getattr(attn, "has_xformers", False) and not config.no_xformers:
+        return "xformers"
+    config.no_sdpa = True
+    return "matmul (exllamav2's SDPA prefill is not causal without flash-attn)"
+
+
 class ExLlamaV2Backend(DynamicGeneratorBackend):
 
     engine_name = "ExLlamaV2"
@@ -410,6 +429,7 @@ class ExLlamaV2Backend(DynamicGeneratorBackend):
         self.cache = None
         self.generator = None
         self.paged = False
+        self.attention = ""
 
     def load(self) -> None:
         self.checkpoint = self.checkpoint_dir()
@@ -417,6 +437,7 @@ class ExLlamaV2Backend(DynamicGeneratorBackend):
         from exllamav2.generator import ExLlamaV2DynamicGenerator
 
         config = ExLlamaV2Config(self.checkpoint)
+        self.attention = prefill_attention(attn, config)
         self.model = ExLlamaV2(config)
         tokens = self.cache_size(config.max_seq_len)
         self.cache = ExLlamaV2Cache(self.model, max_seq_len=tokens, lazy=True)
@@ -447,7 +468,7 @@ class ExLlamaV2Backend(DynamicGeneratorBackend):
 
         v = {"exllamav2": str(exllamav2.__version__), **self.torch_versions(),
              "exllamav2_checkpoint": describe_checkpoint(self.checkpoint), "exllamav2_paged": str(self.paged).lower(),
-             "exllamav2_cache_tokens": str(self.capacity + 1)}
+             "exllamav2_cache_tokens": str(self.capacity + 1), "exllamav2_attention": self.attention}
         try:
             v["flash_attn"] = importlib.metadata.version("flash-attn")
         except importlib.metadata.PackageNotFoundError:

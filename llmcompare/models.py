@@ -73,15 +73,19 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def cache_entry(kind: str, key: dict[str, Any]) -> Path:
+    """Where :func:`cached_build` keeps the entry of ``key``: ``<cache>/<kind>/<hash(key)>``."""
+    return cache_dir() / kind / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
 def cached_build(kind: str, key: dict[str, Any], build: Callable[[Path], None]) -> Path:
     """Return ``<cache>/<kind>/<hash(key)>``, building it with ``build(tmp_dir)`` if absent.
 
     The build writes into a temporary directory that is renamed into place only when it finished,
     so an interrupted conversion never leaves a half-written cache entry.
     """
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    root = cache_dir() / kind
-    final = root / digest
+    final = cache_entry(kind, key)
+    root, digest = final.parent, final.name
     if (final / ".complete").exists():
         return final
     with _locked(root / f"{digest}.lock"):

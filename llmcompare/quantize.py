@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import UserError
-from .models import ResolvedModel, cache_dir, cached_build, fingerprint
+from .models import ResolvedModel, cache_dir, cache_entry, cached_build, fingerprint
 
 RECIPES_VERSION = "1"
 FP16_VERSION = "1"
@@ -69,6 +69,7 @@ class GPTQRecipe:
     row_tokens: int = 512
 
     method: ClassVar[str] = "gptq"
+    resumable: ClassVar[bool] = False
     options: ClassVar[tuple[str, ...]] = ()
     module: ClassVar[str] = "gptqmodel"
     distribution: ClassVar[str] = "gptqmodel"
@@ -80,13 +81,13 @@ class GPTQRecipe:
                 "--calibration", str(out.parent / "calibration.json"), "--bits", str(self.bits),
                 "--group-size", str(self.group_size), "--desc-act", _flag(self.desc_act), "--sym", _flag(self.sym)]
 
-    def prepare(self, source: Path, entry: Path) -> None:
+    def prepare(self, source: Path, scratch: Path) -> None:
         """Write ``calibration.json``: the token rows gptqmodel calibrates on."""
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(source))
         rows = calibration_rows(tokenizer, self.rows, self.row_tokens)
-        (entry / "calibration.json").write_text(json.dumps({"source": "built-in prompt set 'default'", "rows": rows}))
+        (scratch / "calibration.json").write_text(json.dumps({"source": "built-in prompt set 'default'", "rows": rows}))
 
 
 @dataclass(frozen=True)
@@ -103,19 +104,21 @@ class EXL2Recipe:
     measurement_length: int = 512
 
     method: ClassVar[str] = "exl2"
+    resumable: ClassVar[bool] = True
     options: ClassVar[tuple[str, ...]] = ("bits", "head_bits")
     module: ClassVar[str] = "exllamav2"
     distribution: ClassVar[str] = "exllamav2"
     install: ClassVar[str] = "pip install 'llmcompare[exllamav2]'"
 
     def argv(self, source: Path, out: Path, work: Path) -> list[str]:
-        # -o is the converter's working directory, -cf the finished checkpoint; -nr: never resume a job
+        # -o is the converter's working directory, -cf the finished checkpoint. A working directory that
+        # holds job_new.json is resumed (the converter's default): its settings, -cf included, win.
         return [sys.executable, "-m", "exllamav2.conversion.convert_exl2", "-i", str(source), "-o", str(work),
-                "-nr", "-cf", str(out), "-b", f"{self.bits:g}", "-hb", str(self.head_bits),
+                "-cf", str(out), "-b", f"{self.bits:g}", "-hb", str(self.head_bits),
                 "-r", str(self.rows), "-l", str(self.length),
                 "-mr", str(self.measurement_rows), "-ml", str(self.measurement_length)]
 
-    def prepare(self, source: Path, entry: Path) -> None:
+    def prepare(self, source: Path, scratch: Path) -> None:
         pass
 
 
@@ -131,17 +134,20 @@ class EXL3Recipe:
     cal_cols: int = 2048
 
     method: ClassVar[str] = "exl3"
+    resumable: ClassVar[bool] = True
     options: ClassVar[tuple[str, ...]] = ("bits", "head_bits")
     module: ClassVar[str] = "exllamav3"
     distribution: ClassVar[str] = "exllamav3"
     install: ClassVar[str] = "pip install 'llmcompare[exllamav3]'"
 
     def argv(self, source: Path, out: Path, work: Path) -> list[str]:
+        # -r resumes the job whose args.json the working directory holds (checkpointed every 120 s)
+        resume = ["-r"] if (work / "args.json").is_file() else []
         return [sys.executable, "-m", "exllamav3.conversion.convert_model", "-i", str(source), "-o", str(out),
-                "-w", str(work), "-b", f"{self.bits:g}", "-hb", str(self.head_bits),
+                "-w", str(work), *resume, "-b", f"{self.bits:g}", "-hb", str(self.head_bits),
                 "-cr", str(self.cal_rows), "-cc", str(self.cal_cols), "-d", "0"]
 
-    def prepare(self, source: Path, entry: Path) -> None:
+    def prepare(self, source: Path, scratch: Path) -> None:
         pass
 
 
@@ -284,17 +290,29 @@ def recipe_key(source: Path, recipe: Recipe) -> dict[str, Any]:
 def quantize(source: str | os.PathLike, recipe: Recipe, log_dir: str | os.PathLike | None = None) -> Path:
     """The quantized checkpoint of ``source`` by ``recipe``: ``<cache>/<method>/<key hash>/model``,
     converted now if it is not cached yet. The converter's output goes to a log file in ``log_dir``
-    (default ``<cache>/quantize-logs``) while it runs, and is kept beside the checkpoint."""
+    (default ``<cache>/quantize-logs``) while it runs, and is kept beside the checkpoint.
+
+    The converter works in ``<cache>/<method>/<key hash>.work/`` (``job/`` its working directory, ``out/``
+    the checkpoint it writes), which outlives a stopped or failed conversion: for a ``resumable``
+    recipe (EXL2, EXL3) the same command then resumes where it stopped, so a 7B conversion can span
+    several time-limited calls. Only a finished, checked checkpoint moves into the cache entry, and
+    the scratch folder goes with it.
+    """
     src = Path(source).resolve()
     key = recipe_key(src, recipe)
+    entry = cache_entry(recipe.method, key)
+    scratch = entry.with_name(entry.name + ".work")
 
-    def build(entry: Path) -> None:
+    def build(tmp: Path) -> None:
         require(recipe)
         logs = Path(log_dir) if log_dir else cache_dir() / "quantize-logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{recipe.method}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-        work, out = entry / "work", entry / "model"
-        recipe.prepare(src, entry)
+        if not recipe.resumable:
+            shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True, exist_ok=True)
+        work, out = scratch / "job", scratch / "out"
+        recipe.prepare(src, scratch)
         argv = recipe.argv(src, out, work)
         with open(log_path, "w", encoding="utf-8") as log:
             log.write(f"$ {shlex.join(argv)}\n")
@@ -305,9 +323,15 @@ def quantize(source: str | os.PathLike, recipe: Recipe, log_dir: str | os.PathLi
         problem = f"exit status {done.returncode}" if done.returncode else _missing_output(out, recipe.method)
         if problem:
             tail = " | ".join(log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:])
-            raise RuntimeError(f"{recipe.method} quantization failed ({problem}); log {log_path}: {tail}")
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.copyfile(log_path, entry / "quantize.log")
+            again = (f"; the same command resumes from {scratch} (delete it to start over)" if recipe.resumable
+                     else "")
+            raise RuntimeError(f"{recipe.method} quantization failed ({problem}){again}; log {log_path}: {tail}")
+        os.replace(out, tmp / "model")
+        for name in ("calibration.json",):
+            if (scratch / name).is_file():
+                os.replace(scratch / name, tmp / name)
+        shutil.copyfile(log_path, tmp / "quantize.log")
+        shutil.rmtree(scratch, ignore_errors=True)
 
     return cached_build(recipe.method, key, build) / "model"
 

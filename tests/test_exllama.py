@@ -56,7 +56,8 @@ def v2(fakes):
     from exllamav2 import _fake
 
     _fake.reset()
-    return _fake
+    yield _fake
+    _fake.reset()
 
 
 @pytest.fixture
@@ -64,7 +65,8 @@ def v3(fakes):
     from exllamav3 import _fake
 
     _fake.reset()
-    return _fake
+    yield _fake
+    _fake.reset()
 
 
 def write_checkpoint(path: Path, quantization: dict | None = None) -> Path:
@@ -241,21 +243,35 @@ def test_v2_the_engines_default_settings_would_sample(v2, model_dir):
     b.unload()
 
 
+@pytest.mark.parametrize("flash, xformers, attention", [
+    (False, False, "matmul (exllamav2's SDPA prefill is not causal without flash-attn)"),
+    (False, True, "xformers"), (True, False, "flash-attn")])
+def test_v2_prefill_attention_is_causal_whatever_is_installed(v2, model_dir, monkeypatch, flash, xformers, attention):
+    """exllamav2 0.3.2's SDPA prefill (no flash-attn, no xformers) attends both ways; the adapter takes the
+    causal matmul path instead, so a many-token prompt's first greedy token is the model's."""
+    import exllamav2.attn
+
+    monkeypatch.setattr(exllamav2.attn, "has_flash_attn", flash)
+    monkeypatch.setattr(exllamav2.attn, "has_xformers", xformers)
+    b = backend("exllamav2", model_dir, paged="false")
+    b.load()
+    assert b.engine_version()["exllamav2_attention"] == attention
+    assert b.model.config.no_sdpa is (not flash and not xformers)
+    assert b.generate(PROMPT, 5).token_ids == expected(v2, PROMPT, 5)
+    b.unload()
+    # without the adapter's choice the fake engine, like the real one, answers a different first token
+    monkeypatch.setattr(exllamav2.attn, "has_flash_attn", False)
+    monkeypatch.setattr(exllamav2.attn, "has_xformers", False)
+    from exllamav2 import ExLlamaV2Config
+    assert not exllamav2.attn.prefill_is_causal(ExLlamaV2Config(str(model_dir)))
+
+
 @pytest.mark.parametrize("flash_attn, paged, batched", [(False, "auto", 1), (True, "auto", 3), (True, "false", 1)])
 def test_v2_concurrent_requests_share_one_batch_when_paged(v2, model_dir, monkeypatch, flash_attn, paged, batched):
-    import time
-
     import exllamav2.attn
-    from exllamav2.generator import dynamic
 
     monkeypatch.setattr(exllamav2.attn, "has_flash_attn_with_paged", flash_attn)
-    real_iterate = dynamic.ExLlamaV2DynamicGenerator.iterate
-
-    def paced_iterate(self):  # a step takes time, as on a GPU: all three requests arrive before one finishes
-        time.sleep(0.005)
-        return real_iterate(self)
-
-    monkeypatch.setattr(dynamic.ExLlamaV2DynamicGenerator, "iterate", paced_iterate)
+    v2.SETTINGS.step_s = 0.005  # a step takes time, as on a GPU: all three requests arrive before one finishes
     b = backend("exllamav2", model_dir, paged=paged)
     b.load()
     assert b.engine_version()["exllamav2_paged"] == str(batched > 1).lower()
@@ -386,6 +402,7 @@ def test_v3_loads_as_documented_and_asks_for_argmax_exact_length_without_stops(v
 
 
 def test_v3_batches_concurrent_requests_and_refuses_what_the_cache_would_cut(v3, model_dir):
+    v3.SETTINGS.step_s = 0.005  # a step takes time, as on a GPU: both requests arrive before one finishes
     b = backend("exllamav3", model_dir, "fp16", cache_tokens=512)
     b.load()
     prompts = [[5, 6, 7], [8, 9]]

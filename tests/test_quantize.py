@@ -68,11 +68,14 @@ def calls(log: Path) -> list[list[str]]:
 def test_each_recipe_builds_its_converters_argv(tmp_path):
     src, out, work = tmp_path / "src", tmp_path / "entry" / "model", tmp_path / "entry" / "work"
     assert EXL2Recipe(bits=3.5).argv(src, out, work) == [
-        sys.executable, "-m", "exllamav2.conversion.convert_exl2", "-i", str(src), "-o", str(work), "-nr",
+        sys.executable, "-m", "exllamav2.conversion.convert_exl2", "-i", str(src), "-o", str(work),
         "-cf", str(out), "-b", "3.5", "-hb", "6", "-r", "32", "-l", "512", "-mr", "8", "-ml", "512"]
-    assert EXL3Recipe().argv(src, out, work) == [
-        sys.executable, "-m", "exllamav3.conversion.convert_model", "-i", str(src), "-o", str(out), "-w", str(work),
-        "-b", "4", "-hb", "6", "-cr", "64", "-cc", "2048", "-d", "0"]
+    exl3 = [sys.executable, "-m", "exllamav3.conversion.convert_model", "-i", str(src), "-o", str(out), "-w", str(work),
+            "-b", "4", "-hb", "6", "-cr", "64", "-cc", "2048", "-d", "0"]
+    assert EXL3Recipe().argv(src, out, work) == exl3
+    work.mkdir(parents=True)
+    (work / "args.json").write_text("{}")  # an interrupted job: resumed
+    assert EXL3Recipe().argv(src, out, work) == exl3[:9] + ["-r"] + exl3[9:]
     assert GPTQRecipe().argv(src, out, work) == [
         sys.executable, "-m", "llmcompare.quantize", "gptq-run", "--source", str(src), "--out", str(out),
         "--calibration", str(tmp_path / "entry" / "calibration.json"), "--bits", "4", "--group-size", "128",
@@ -144,7 +147,28 @@ def test_a_converter_that_exits_0_without_a_checkpoint_is_a_failure(source, fake
     with pytest.raises(RuntimeError) as failed:
         quantize.quantize(source, EXL2Recipe(head_bits=7))  # exllamav2 has no 7-bit head option
     assert "no .safetensors written" in str(failed.value) and "is not a supported option" in str(failed.value)
-    assert not any(p for p in (cache / "exl2").iterdir() if p.is_dir())  # nothing half-written stays cached
+    assert not [p for p in (cache / "exl2").iterdir() if p.is_dir() and not p.name.endswith(".work")]  # none cached
+
+
+@pytest.mark.parametrize("recipe, quant_method", [(EXL2Recipe(), "exl2"), (EXL3Recipe(), "exl3")])
+def test_a_stopped_conversion_resumes_on_the_next_call(source, fakes, cache, monkeypatch, recipe, quant_method):
+    """A 7B EXL2 conversion outlasts one 600-s GPU call: the converter's job survives a stop, and the
+    same call resumes it; only the finished checkpoint enters the cache, and the scratch goes."""
+    monkeypatch.setattr(quantize, "cuda_available", lambda: True)
+    monkeypatch.setenv("FAKE_EXL_STOP", "1")
+    with pytest.raises(RuntimeError) as stopped:
+        quantize.quantize(source, recipe, log_dir=cache.parent / "logs")
+    assert "exit status 124" in str(stopped.value) and "the same command resumes from" in str(stopped.value)
+    scratch = [p for p in (cache / quant_method).iterdir() if p.is_dir()]
+    assert len(scratch) == 1 and scratch[0].name.endswith(".work") and any((scratch[0] / "job").iterdir())
+    monkeypatch.delenv("FAKE_EXL_STOP")
+    out = quantize.quantize(source, recipe, log_dir=cache.parent / "logs")
+    assert quantize.checkpoint_format(out) == quant_method
+    assert "Resuming job" in (out.parent / "quantize.log").read_text()
+    assert not scratch[0].exists() and sorted(p.name for p in (cache / quant_method).iterdir() if p.is_dir()) == [
+        out.parent.name]
+    second = calls(fakes)[1]
+    assert "-nr" not in second and (quant_method == "exl2" or "-r" in second)  # exl2: -r is its row count
 
 
 def test_gptq_calibration_is_the_default_prompts_cycled_into_rows(source, tmp_path):

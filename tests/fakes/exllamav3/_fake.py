@@ -34,6 +34,9 @@ class Settings:
     """Host memory a loaded model holds (stands for its weights)."""
     fail_on_iterate: int | None = None
     """``iterate()`` raises on this call (1-based), as a CUDA error would."""
+    step_s: float = 0.0
+    """Seconds one ``iterate()`` takes (a real forward pass takes milliseconds: tests of batching set
+    it, so that requests submitted together are in flight together on a loaded machine too)."""
 
 
 SETTINGS = Settings()

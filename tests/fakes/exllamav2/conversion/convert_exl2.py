@@ -4,8 +4,10 @@ Like the real script it parses its arguments at import (same flags and defaults)
 argument, prints its own error and exits with status 0. It "converts" by copying ``config.json`` and
 the tokenizer files of ``-i`` into ``-cf``, adding the ``quantization_config`` the real compiler
 writes (``quant_method: exl2``, ``bits``, ``head_bits``, ``calibration``), and writing one small
-``output.safetensors``; the working directory ``-o`` gets its ``job_new.json``. Each run appends its
-argv to ``$FAKE_EXL_CLI_LOG`` (JSON lines) when that is set.
+``output.safetensors``; the working directory ``-o`` gets its ``job_new.json``, and a working directory
+that holds one is resumed with its saved settings. ``$FAKE_EXL_STOP`` stops it after the job file is
+written (exit 124, as ``timeout`` would). Each run appends its argv to ``$FAKE_EXL_CLI_LOG`` (JSON
+lines) when that is set.
 """
 
 import argparse
@@ -44,28 +46,49 @@ if args.head_bits not in (2, 3, 4, 5, 6, 8):
     print(f" ## Error: {args.head_bits} is not a supported option for head layer bitrate")
     sys.exit()
 
+# A job is resumed when the working directory holds job_new.json (and -nr is not given): the saved
+# settings win over the command line's, -cf included, as in the real script.
 os.makedirs(args.out_dir, exist_ok=True)
-with open(os.path.join(args.out_dir, "job_new.json"), "w") as f:
-    json.dump({"bits": args.bits, "head_bits": args.head_bits}, f)
+job_file = os.path.join(args.out_dir, "job_new.json")
+job = {"bits": args.bits, "head_bits": args.head_bits, "compile_full": args.compile_full,
+       "dataset_rows": args.dataset_rows, "length": args.length, "cal_dataset": args.cal_dataset, "progress": "begin"}
+if os.path.exists(job_file) and not args.no_resume:
+    print(" -- Resuming job")
+    with open(job_file) as f:
+        job.update(json.load(f))
+    if job["progress"] == "finished":
+        print(" !! Job is already finished. Clear the working directory, or run this script with -nr/--no_resume")
+        sys.exit()
+else:
+    print(" -- Beginning new job")
+with open(job_file, "w") as f:
+    json.dump(job, f)
+if os.environ.get("FAKE_EXL_STOP"):  # stopped mid-measurement (a time limit): the job file stays
+    print(" -- Measuring layer 14 of 32")
+    sys.exit(124)
 
-if args.compile_full is not None:
+if job["compile_full"] is not None:
     import numpy
     from safetensors.numpy import save_file
 
-    os.makedirs(args.compile_full, exist_ok=True)
+    compile_full = job["compile_full"]
+    os.makedirs(compile_full, exist_ok=True)
     for name in os.listdir(args.in_dir):
         if not name.endswith(".safetensors") and os.path.isfile(os.path.join(args.in_dir, name)):
-            shutil.copyfile(os.path.join(args.in_dir, name), os.path.join(args.compile_full, name))
-    config_json = os.path.join(args.compile_full, "config.json")
+            shutil.copyfile(os.path.join(args.in_dir, name), os.path.join(compile_full, name))
+    config_json = os.path.join(compile_full, "config.json")
     with open(config_json) as f:
         config_dict = json.load(f)
     config_dict["quantization_config"] = {
-        "quant_method": "exl2", "version": "0.3.2", "bits": args.bits, "head_bits": args.head_bits,
-        "calibration": {"rows": args.dataset_rows, "length": args.length,
-                        "dataset": os.path.split(args.cal_dataset)[1] if args.cal_dataset else "(default)"},
+        "quant_method": "exl2", "version": "0.3.2", "bits": job["bits"], "head_bits": job["head_bits"],
+        "calibration": {"rows": job["dataset_rows"], "length": job["length"],
+                        "dataset": os.path.split(job["cal_dataset"])[1] if job["cal_dataset"] else "(default)"},
     }
     with open(config_json, "w") as f:
         f.write(json.dumps(config_dict, indent=4))
     save_file({"model.layers.0.self_attn.q_proj.q_weight": numpy.zeros(4, dtype=numpy.int32)},
-              os.path.join(args.compile_full, "output.safetensors"))
+              os.path.join(compile_full, "output.safetensors"))
+    job["progress"] = "finished"
+    with open(job_file, "w") as f:
+        json.dump(job, f)
     print(" -- Finished")

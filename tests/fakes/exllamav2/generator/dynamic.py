@@ -24,11 +24,13 @@ draft models, LoRAs, embeddings, timings (``time_*`` are 0).
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import torch
 
 from .. import _fake
+from .. import attn
 from ..attn import assert_paged_attn
 from .sampler import ExLlamaV2Sampler
 
@@ -100,6 +102,8 @@ class ExLlamaV2DynamicGenerator:
         _fake.STATE["iterations"] += 1
         if _fake.SETTINGS.fail_on_iterate == _fake.STATE["iterations"]:
             raise RuntimeError("CUDA error: an illegal memory access was encountered (fake)")
+        if _fake.SETTINGS.step_s:
+            time.sleep(_fake.SETTINGS.step_s)
         results: list[dict] = []
         self._start_jobs(results)
         _fake.STATE["max_active"] = max(_fake.STATE["max_active"], len(self.active_jobs))
@@ -183,6 +187,8 @@ class ExLlamaV2DynamicJob:
     def step(self, results: list) -> None:
         """One generation step of this job (the fake's whole forward pass and sampling)."""
         last = self.sequence[-1]
+        if self.new_tokens == 0 and len(self.sequence) > 1 and not attn.prefill_is_causal(self.generator.model.config):
+            last += 1  # a prefill that attends both ways: the first token is not the causal model's
         token = _fake.greedy_next(last) if self.greedy else self.rng.randrange(3, 256)
         self.sequence.append(token)
         self.new_tokens += 1

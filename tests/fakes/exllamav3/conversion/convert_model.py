@@ -4,8 +4,9 @@ Same flags and defaults for what llmcompare passes; like the real script, ``prep
 error that ``__main__`` prints, and the process exits with status 0. "Converting" copies
 ``config.json`` and the tokenizer files of ``-i`` into ``-o``, writes the ``quantization_config`` the
 real compiler writes (``quant_method: exl3``, ``bits``, ``head_bits``, ``calibration``, ``codebook``),
-one small ``model.safetensors`` and ``quantization_config.json``; ``-w`` gets ``args.json``. Each run
-appends its argv to ``$FAKE_EXL_CLI_LOG`` (JSON lines) when that is set.
+one small ``model.safetensors`` and ``quantization_config.json``; ``-w`` gets ``args.json``, which ``-r``
+resumes. ``$FAKE_EXL_STOP`` stops it after ``args.json`` is written (exit 124, as ``timeout`` would).
+Each run appends its argv to ``$FAKE_EXL_CLI_LOG`` (JSON lines) when that is set.
 """
 
 import argparse
@@ -37,14 +38,24 @@ def prepare(args):
         return None, None, False, "Must specify --out_dir or --resume"
     if args.bits is not None and (args.bits > 8 or args.bits < 1):
         return None, None, False, "--bits must be between 1 and 8"
-    if args.bits is None:
+    if not args.resume and args.bits is None:
         return None, None, False, "Specify either --bits or --recipe"
-    in_args = {"in_dir": args.in_dir, "out_dir": args.out_dir, "work_dir": args.work_dir, "bits": args.bits,
-               "head_bits": int(args.head_bits or 6), "cal_rows": args.cal_rows or 250,
-               "cal_cols": args.cal_cols or 2048, "codebook": args.codebook}
+    in_args = {"work_dir": args.work_dir}
+    if args.resume:  # the saved job's settings, then what the command line sets (out_dir may change)
+        with open(os.path.join(args.work_dir, "args.json")) as f:
+            in_args = {**json.load(f), "work_dir": args.work_dir}
+        print(" -- Resuming job")
+    given = {"in_dir": args.in_dir, "out_dir": args.out_dir, "bits": args.bits,
+             "head_bits": int(args.head_bits) if args.head_bits else None, "cal_rows": args.cal_rows,
+             "cal_cols": args.cal_cols}
+    in_args.update({k: v for k, v in given.items() if v is not None})
+    in_args = {"head_bits": 6, "cal_rows": 250, "cal_cols": 2048, "codebook": args.codebook, **in_args}
     os.makedirs(args.work_dir, exist_ok=True)
     with open(os.path.join(args.work_dir, "args.json"), "w") as f:
         json.dump(in_args, f)
+    if os.environ.get("FAKE_EXL_STOP"):  # stopped after a checkpoint (a time limit): args.json stays
+        print(" -- Quantized: model.layers.13")
+        sys.exit(124)
     return in_args, {}, True, None
 
 

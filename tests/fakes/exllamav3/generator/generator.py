@@ -10,6 +10,8 @@ returns result dicts (``started``, ``prefill``, ``streaming`` with ``token_ids``
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from .. import _fake
@@ -77,6 +79,8 @@ class Generator:
         _fake.STATE["iterations"] += 1
         if _fake.SETTINGS.fail_on_iterate == _fake.STATE["iterations"]:
             raise RuntimeError("CUDA error: an illegal memory access was encountered (fake)")
+        if _fake.SETTINGS.step_s:
+            time.sleep(_fake.SETTINGS.step_s)
         results: list[dict] = []
         used = sum(j.pages for j in self.active_jobs)
         for job in list(self.pending_jobs):
