@@ -18,11 +18,14 @@ from collections.abc import Sequence
 from llmcompare import hookimpl
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, Scores, clock
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "float16", "nf4": "float16"}
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "float16", "nf4": "float16",
+          "gptq": "float16"}
 VARIANTS = {"fp32": "float32 weights", "fp16": "float16 weights", "bf16": "bfloat16 weights",
             "int8": "bitsandbytes LLM.int8() weights, fp16 compute (CUDA)",
-            "nf4": "bitsandbytes 4-bit NF4 weights, fp16 compute (CUDA)"}
+            "nf4": "bitsandbytes 4-bit NF4 weights, fp16 compute (CUDA)",
+            "gptq": "GPTQ 4-bit checkpoint through optimum and gptqmodel's kernels, fp16 compute"}
 BNB_VARIANTS = ("int8", "nf4")
+QUANTIZED_VARIANTS = (*BNB_VARIANTS, "gptq")
 
 
 def bnb_config(variant: str):
@@ -72,14 +75,15 @@ def load_model(config: BackendConfig, **from_pretrained_kwargs):
         torch.set_num_threads(int(opts["threads"]))
     dtype = getattr(torch, DTYPES[config.variant or "fp32"])
     model = config.model
-    if model.kind == "synthetic" and config.variant not in BNB_VARIANTS:
+    if model.kind == "synthetic" and config.variant not in QUANTIZED_VARIANTS:
         from llmcompare import synthetic
 
         loaded = synthetic.build_model(model.shape, dtype=dtype, device=config.device)
         if from_pretrained_kwargs.get("attn_implementation"):
             loaded.set_attn_implementation(from_pretrained_kwargs["attn_implementation"])
     else:
-        path = model.hf_dir() if config.variant not in BNB_VARIANTS else _bnb_checkpoint(config)
+        path = {"gptq": _gptq_checkpoint, **dict.fromkeys(BNB_VARIANTS, _bnb_checkpoint)}.get(
+            config.variant, lambda c: c.model.hf_dir())(config)
         if config.variant in BNB_VARIANTS:
             from_pretrained_kwargs = {**from_pretrained_kwargs, "quantization_config": bnb_config(config.variant)}
         loaded = AutoModelForCausalLM.from_pretrained(
@@ -107,6 +111,35 @@ def _bnb_checkpoint(config: BackendConfig) -> str:
 
         return str(fp16_source(config.model))
     return config.model.hf_dir()
+
+
+def _gptq_checkpoint(config: BackendConfig) -> str:
+    """The GPTQ checkpoint ``from_pretrained`` loads (transformers runs it through optimum and gptqmodel):
+    the model directory when it already is one, else its fp16 weights quantized by
+    :class:`llmcompare.quantize.GPTQRecipe` (4-bit, group 128), cached. A ``synthetic:`` shape is first
+    saved in fp16, so the run's seeded weights are the ones quantized."""
+    import importlib.util
+
+    from llmcompare import quantize
+    from llmcompare.errors import UserError
+
+    missing = [m for m in ("gptqmodel", "optimum") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"transformers:gptq needs {' and '.join(missing)}: pip install optimum and"
+                        f" {quantize.GPTQRecipe.install}")
+    model = config.model
+    if model.kind == "hf" and quantize.checkpoint_format(model.path) == "gptq":
+        return str(model.path)
+    return str(quantize.quantize(quantize.fp16_source(model), quantize.GPTQRecipe(), log_dir=config.logs_dir))
+
+
+def linear_kernel(model) -> str | None:
+    """The class of the first quantized linear layer (which kernel a GPTQ model runs), else ``None``."""
+    for module in model.modules():
+        name = type(module).__name__
+        if name.endswith("QuantLinear") or "qlinear" in type(module).__module__:
+            return f"{type(module).__module__}.{name}"
+    return None
 
 
 class TransformersBackend:
@@ -192,6 +225,14 @@ class TransformersBackend:
             import bitsandbytes
 
             v["bitsandbytes"] = bitsandbytes.__version__
+        if self.config.variant == "gptq":
+            import importlib.metadata
+
+            from llmcompare.quantize import describe_checkpoint
+
+            v.update({d: importlib.metadata.version(d) for d in ("gptqmodel", "optimum")})
+            v["gptq_checkpoint"] = describe_checkpoint(self.model.name_or_path)
+            v["gptq_kernel"] = linear_kernel(self.model) or "none found"
         if self.config.device.startswith("cuda"):
             v["cuda"] = str(torch.version.cuda)
             v["gpu"] = torch.cuda.get_device_name(self._device)
@@ -228,6 +269,6 @@ def register_backends(register):
             capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("hf", "synthetic"), prefix_cache="none",
                                       natural_stop=True, scores=True),
             description="HF Transformers generate() with a per-token streamer; CPU and CUDA.",
-            distributions=("transformers", "torch", "accelerate", "bitsandbytes"),
+            distributions=("transformers", "torch", "accelerate", "bitsandbytes", "gptqmodel", "optimum"),
         )
     )

@@ -169,3 +169,13 @@ def test_bitsandbytes_variants_state_their_quantization_and_refuse_the_cpu(run_d
     s = result.summary("transformers:nf4")
     assert s.status == "failed" and "runs on CUDA only; pass --device cuda" in s.error
     assert result.summary("echo").status == "ok"  # the failure is a row, the rest still runs
+
+
+@pytest.mark.skipif(not have("torch", "transformers") or have("gptqmodel"), reason="needs transformers, no gptqmodel")
+def test_transformers_gptq_without_gptqmodel_is_a_failed_row_that_says_what_to_install(run_dir):
+    result = llmcompare.compare(["transformers:gptq", "echo"], max_new_tokens=2, repeats=1, warmup=0,
+                                output=run_dir, fidelity=False)
+    s = result.summary("transformers:gptq")
+    assert s.status == "failed" and "transformers:gptq needs gptqmodel" in s.error
+    assert "pip install --no-deps gptqmodel==7.6.0" in s.error and "\n" not in s.error
+    assert result.summary("echo").status == "ok"
