@@ -78,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     report = {"reference": "=".join(args.reference), "backends": {}}
     print(f"reference {args.reference[1]} ({args.reference[0]}): {len(ref)} prompts")
     for run, label in args.others:
-        c = compare(ref, first_outputs(run, label, stage=args.stage))
+        try:
+            outputs = first_outputs(run, label, stage=args.stage)
+        except SystemExit as missing:  # a backend that failed: said, and the others still compared
+            print(f"  {label} ({run}): not compared: {missing}")
+            report["backends"][f"{run}={label}"] = {"error": str(missing)}
+            continue
+        c = compare(ref, outputs)
         report["backends"][f"{run}={label}"] = c
         lengths = [v["length"] for v in c["per_prompt"].values()]
         print(f"  {label} ({run}): {c['prompts']} prompts, agreeing prefix mean {c['mean_prefix']:.1f}"

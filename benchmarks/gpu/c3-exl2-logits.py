@@ -4,6 +4,10 @@ and through ExLlamaV2 (same files, no cache, and with a cache), and what ExLlama
 
     python3 benchmarks/gpu/c3-exl2-logits.py [LENGTH ...]   (default 256; on the GPU machine, after the install)
 
+Each length is run twice: with ExLlamaV2's config as it loads (``no_sdpa`` False: without flash-attn
+and xformers its prefill takes the SDPA branch) and with ``no_sdpa`` True (the matmul branch, which
+llmcompare's adapter now selects; 2026-11-22 fourth session).
+
 A 1-token prompt leaves attention nothing to mix (softmax over one position is 1 whatever its mask or
 scale), so agreement there and not at 256 points at attention.
 """
@@ -27,17 +31,22 @@ with torch.no_grad():
 del hf; torch.cuda.empty_cache()
 
 from exllamav2 import ExLlamaV2, ExLlamaV2Cache, ExLlamaV2Config
-c = ExLlamaV2Config(src)
-print("exllamav2 read:", {k: getattr(c, k, "?") for k in ("rotary_embedding_base", "norm_eps", "head_dim", "scale_pos_emb",
-                                                           "scale_alpha_value", "max_seq_len", "no_flash_attn")},
-      "rope_style", getattr(getattr(getattr(c, "arch", None), "lm", None), "rope_style", "?"))
-m = ExLlamaV2(c)
-cache = ExLlamaV2Cache(m, max_seq_len=4096, lazy=True)
-m.load_autosplit(cache, progress=False)
-for n in LENGTHS:
-    ids, ref = full[:, :n], refs[n]
-    with torch.no_grad():
-        nocache = m.forward(ids)[0, -1].float().cpu()
-    x = nocache
-    print(f"length {n}: exl2 top1 {int(x.argmax())} (hf {int(ref.argmax())}), max|diff| {float((x - ref).abs().max()):.4f},"
-          f" cos {float(torch.nn.functional.cosine_similarity(x, ref, dim=0)):.6f}")
+for no_sdpa in (False, True):
+    c = ExLlamaV2Config(src)
+    c.no_sdpa = no_sdpa
+    print(f"exllamav2 read (no_sdpa={no_sdpa}):", {k: getattr(c, k, "?") for k in (
+        "rotary_embedding_base", "norm_eps", "head_dim", "scale_pos_emb", "scale_alpha_value", "max_seq_len",
+        "no_flash_attn", "no_xformers", "no_sdpa")})
+    m = ExLlamaV2(c)
+    cache = ExLlamaV2Cache(m, max_seq_len=4096, lazy=True)
+    m.load_autosplit(cache, progress=False)
+    for n in LENGTHS:
+        ids, ref = full[:, :n], refs[n]
+        with torch.no_grad():
+            x = m.forward(ids)[0, -1].float().cpu()
+        print(f"no_sdpa={no_sdpa} length {n}: exl2 top1 {int(x.argmax())} (hf {int(ref.argmax())}),"
+              f" max|diff| {float((x - ref).abs().max()):.4f},"
+              f" cos {float(torch.nn.functional.cosine_similarity(x, ref, dim=0)):.6f}")
+    m.unload()
+    del m, cache
+    torch.cuda.empty_cache()
