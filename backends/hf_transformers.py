@@ -86,6 +86,12 @@ def load_model(config: BackendConfig, **from_pretrained_kwargs):
             config.variant, lambda c: c.model.hf_dir())(config)
         if config.variant in BNB_VARIANTS:
             from_pretrained_kwargs = {**from_pretrained_kwargs, "quantization_config": bnb_config(config.variant)}
+        elif config.variant == "gptq" and opts.get("gptq_backend"):
+            from transformers import GPTQConfig
+
+            # only the loading attributes (the kernel) of a passed config are merged into the checkpoint's
+            from_pretrained_kwargs = {**from_pretrained_kwargs,
+                                      "quantization_config": GPTQConfig(bits=4, backend=opts["gptq_backend"])}
         loaded = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype, device_map=config.device, trust_remote_code=config.trust_remote_code,
             **from_pretrained_kwargs,
@@ -148,7 +154,8 @@ class TransformersBackend:
         self.config = config
         self.model = None
         self.tokenizer = None
-        self.extra = {k: v for k, v in config.options.items() if k not in ("compile", "cache_implementation", "threads")}
+        self.extra = {k: v for k, v in config.options.items()
+                      if k not in ("compile", "cache_implementation", "threads", "gptq_backend")}
 
     def load(self) -> None:
         import torch
@@ -263,6 +270,10 @@ def register_backends(register):
                                                    " (mode=reduce-overhead, CUDA graphs)"),
                 "cache_implementation": OptionSpec(str, None, "KV cache kind, e.g. 'static'", ("static", "dynamic", "offloaded")),
                 "threads": OptionSpec(int, None, "torch CPU threads", minimum=1),
+                "gptq_backend": OptionSpec(str, None, "gptq variant: gptqmodel's kernel (default auto; on Hopper auto"
+                                                      " picks gptq_machete, which downloads CUTLASS to build)",
+                                           ("auto", "gptq_marlin", "gptq_triton", "gptq_torch", "gptq_exllama_v2",
+                                            "gptq_machete", "gptq_bitblas")),
                 "attn_implementation": OptionSpec(str, None, "eager, sdpa, flash_attention_2 ..."),
             },
             passthrough=True,

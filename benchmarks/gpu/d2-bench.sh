@@ -12,12 +12,14 @@ mkdir -p .whl && cp .gpucarryE/lcsnap.tgz .gpucarryE/whl/platformdirs-*.whl .whl
 export TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
 QUANT_BUDGET=${QUANT_BUDGET:-330}   # seconds the unfinished conversions may take before the runs start
 mkdir -p /tmp/runs/qlogs
+quants=()   # (wait names its pids: a bare wait would also wait for the tee of exec > >(tee))
 for m in gptq exl2 exl3; do
   ( s=$(date +%s); timeout -k 10 "$QUANT_BUDGET" python3 -m llmcompare.quantize "$m" -m synthetic:llama-2-7b \
       --log-dir "/tmp/runs/qlogs/$m" > "/tmp/runs/qlogs/$m-d2.out" 2>&1
     echo "$m (d2) rc=$? seconds=$(( $(date +%s) - s ))" >> /tmp/runs/qlogs/status ) &
+  quants+=($!)
 done
-wait
+wait "${quants[@]}"
 cat /tmp/runs/qlogs/status
 tar -czf "$OUT/quant-logs-d2.tar.gz" -C /tmp/runs qlogs
 kill_gpu_leftovers
