@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Fourth GPU session (2026-11-22-h200-d), a fresh machine, call 1 (carry .gpucarryE, make-carry-d.sh with the
-# bitsandbytes wheel added): install; build exllamav2's extension (timed) while the 7B shape's fp16
+# Fourth GPU session (2026-11-22-h200-d), a fresh machine, call 1 (carry .gpucarryE, make-carry-d.sh): install; build exllamav2's extension (timed) while the 7B shape's fp16
 # checkpoint is built and quantized to GPTQ (llmcompare.quantize gptq, timed); then at batch 1 (256 in /
 # 256 out, 10 prompts after 1 warm-up): transformers:fp16 (reference), exllamav2:gptq, transformers:gptq
 # with gptqmodel's Triton kernel, and with its Marlin kernel (built just in time, last: if its build
