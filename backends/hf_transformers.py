@@ -92,10 +92,19 @@ def load_model(config: BackendConfig, **from_pretrained_kwargs):
             # only the loading attributes (the kernel) of a passed config are merged into the checkpoint's
             from_pretrained_kwargs = {**from_pretrained_kwargs,
                                       "quantization_config": GPTQConfig(bits=4, backend=opts["gptq_backend"])}
-        loaded = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, device_map=config.device, trust_remote_code=config.trust_remote_code,
-            **from_pretrained_kwargs,
-        ).eval()
+        try:
+            loaded = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, device_map=config.device, trust_remote_code=config.trust_remote_code,
+                **from_pretrained_kwargs,
+            ).eval()
+        except OSError as exc:  # urllib's URLError is an OSError
+            if config.variant == "gptq" and type(exc).__name__ == "URLError":
+                from llmcompare.errors import UserError
+
+                raise UserError(f"gptqmodel's kernel tried to download its sources and could not ({exc}); on Hopper its"
+                                " automatic choice, Machete, fetches CUTLASS at first use. Offline, name another kernel:"
+                                " -o transformers.gptq_backend=gptq_marlin") from None
+            raise
     tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_dir(), trust_remote_code=config.trust_remote_code)
     return loaded, tokenizer
 
