@@ -179,3 +179,26 @@ def test_transformers_gptq_without_gptqmodel_is_a_failed_row_that_says_what_to_i
     assert s.status == "failed" and "transformers:gptq needs gptqmodel" in s.error
     assert "pip install --no-deps gptqmodel==7.6.0" in s.error and "\n" not in s.error
     assert result.summary("echo").status == "ok"
+
+
+@pytest.mark.skipif(not have("torch", "transformers"), reason="transformers not installed")
+def test_transformers_gptq_offline_machete_download_says_which_kernel_to_name(monkeypatch, tmp_path):
+    """On Hopper gptqmodel's automatic kernel, Machete, downloads CUTLASS on first use (H200, 2026-11-22-h200-d):
+    offline that is a one-line error naming a kernel that builds from what is installed."""
+    import urllib.error
+
+    import transformers
+
+    from llmcompare.backend import BackendConfig
+    from llmcompare.backends import hf_transformers
+    from llmcompare.errors import UserError
+    from llmcompare.models import resolve_model
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(hf_transformers, "_gptq_checkpoint", lambda config: str(tmp_path))
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", offline)
+    config = BackendConfig(model=resolve_model("synthetic:smollm2-135m"), variant="gptq", options={}, device="cuda")
+    with pytest.raises(UserError, match=r"Machete, fetches CUTLASS.*-o transformers.gptq_backend=gptq_marlin"):
+        hf_transformers.load_model(config)
