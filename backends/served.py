@@ -132,6 +132,10 @@ class ServedBackend:
         self.server: ManagedServer | None = None
         self.client: Any = None
         self._plan: ServerPlan | None = None
+        self.replicas: list[tuple[ManagedServer, Any]] = []
+        """With ``-o replicas=N``: every (server, client) pair; ``server``/``client`` are the first."""
+        self._in_flight: list[int] = []
+        self._turn = 0
 
     def __repr__(self) -> str:
         url = self.server.url if self.server is not None and self.server.port else None
@@ -142,39 +146,67 @@ class ServedBackend:
 
     # ---- life ----
     def load(self) -> None:
+        """Start the server (``-o replicas=N``: N servers, each on its own GPUs) and its client."""
         plan = self._plan = self.plan()
         opts = self.config.options
         label = self.config.label or self.name + (f"_{self.config.variant}" if self.config.variant else "")
-        self.server = ManagedServer(
-            label, plan.argv, plan.ready, log_dir=self.config.logs_dir, env=plan.env, cleanup=plan.cleanup,
-            startup_timeout_s=float(opts.get("startup_timeout_s", 600.0)),
-            stop_timeout_s=float(opts.get("stop_timeout_s", 10.0)),
-        )
+        count = int(opts.get("replicas") or 1)
+        devices = replica_devices(self.config.device, count, int(opts.get("tensor_parallel_size") or 1))
         try:
-            self.server.start()
-            url = self.server.url + ("/v1" if plan.client == "openai" else "")
-            client_options = {k: opts[k] for k in _CLIENT_OPTIONS if opts.get(k) is not None}
-            client_options.update(plan.client_options, url=url)
-            self.client = _import(_CLIENTS[plan.client])(replace(self.config, options=client_options))
-            self.client.load()
+            for i in range(count):
+                env = {**plan.env, **({"CUDA_VISIBLE_DEVICES": devices[i]} if devices else {})}
+                server = ManagedServer(
+                    label if count == 1 else f"{label}.r{i}", plan.argv, plan.ready, log_dir=self.config.logs_dir,
+                    env=env, cleanup=plan.cleanup, startup_timeout_s=float(opts.get("startup_timeout_s", 600.0)),
+                    stop_timeout_s=float(opts.get("stop_timeout_s", 10.0)),
+                )
+                self.replicas.append((server, None))
+                server.start()
+                url = server.url + ("/v1" if plan.client == "openai" else "")
+                client_options = {k: opts[k] for k in _CLIENT_OPTIONS if opts.get(k) is not None}
+                client_options.update(plan.client_options, url=url)
+                client = _import(_CLIENTS[plan.client])(replace(self.config, options=client_options))
+                self.replicas[i] = (server, client)
+                client.load()
+            self.server, self.client = self.replicas[0]
+            self._in_flight = [0] * count
         except BaseException:
             self.unload()
             raise
+
+    def _pick(self) -> int:
+        """The replica a new request goes to: the fewest requests in flight, ties taken in turn."""
+        n = len(self.replicas)
+        i = min(range(n), key=lambda k: (self._in_flight[k], (k - self._turn) % n))
+        self._turn = (i + 1) % n
+        return i
 
     async def astream(self, prompt: Sequence[int] | str, max_new_tokens: int, *,
                       stop_at_eos: bool = False) -> AsyncIterator[Chunk]:
         if self.client is None:
             raise RuntimeError(f"backend {self.name!r} is not loaded")
-        async for chunk in self.client.astream(prompt, max_new_tokens, **({"stop_at_eos": True} if stop_at_eos else {})):
-            yield chunk
+        i = self._pick() if len(self.replicas) > 1 else 0
+        client = self.replicas[i][1] if self.replicas else self.client
+        if self._in_flight:
+            self._in_flight[i] += 1
+        try:
+            async for chunk in client.astream(prompt, max_new_tokens, **({"stop_at_eos": True} if stop_at_eos else {})):
+                yield chunk
+        finally:
+            if self._in_flight:
+                self._in_flight[i] -= 1
 
     def client_config(self) -> tuple[str, dict] | None:
-        """Other client processes reach this server through its client backend (``--clients N``)."""
+        """Other client processes reach this server through its client backend (``--clients N``); not
+        with replicas, whose balancing lives in this process."""
+        if len(self.replicas) > 1:
+            return None
         return self.client.client_config() if self.client is not None else None
 
     async def aclose(self) -> None:
-        if self.client is not None and hasattr(self.client, "aclose"):
-            await self.client.aclose()
+        for _, client in self.replicas or [(None, self.client)]:
+            if client is not None and hasattr(client, "aclose"):
+                await client.aclose()
 
     def count_tokens(self, text: str) -> int:
         if self.client is None:
@@ -191,17 +223,23 @@ class ServedBackend:
                     continue
         if self.server is not None and self.server.argv:
             out["server_command"] = command_line(self.server.argv, limit=None)
+        if len(self.replicas) > 1:
+            out["replicas"] = str(len(self.replicas))
+            out["replica_devices"] = ";".join(str(server.env.get("CUDA_VISIBLE_DEVICES", "-"))
+                                              for server, _ in self.replicas)
         return out
 
     def unload(self) -> None:
-        client, self.client = self.client, None
+        pairs = self.replicas or [(self.server, self.client)]
+        self.replicas, self.server, self.client, self._in_flight = [], None, None, []
         try:
-            if client is not None:
-                client.unload()
+            for _, client in pairs:
+                if client is not None:
+                    client.unload()
         finally:
-            server, self.server = self.server, None
-            if server is not None:
-                server.stop()
+            for server, _ in pairs:
+                if server is not None:
+                    server.stop()
 
     # ---- helpers for recipes ----
     def python_module(self, module: str) -> list[str]:
@@ -250,6 +288,31 @@ def cuda_env(device: str) -> dict[str, str]:
         except (ValueError, IndexError):
             raise UserError(f"device {device!r}: CUDA_VISIBLE_DEVICES={','.join(visible)} has no device {index}") from None
     return {"CUDA_VISIBLE_DEVICES": index}
+
+
+def replica_devices(device: str, replicas: int, per_replica: int = 1) -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` of each replica when ``replicas > 1`` on ``--device cuda``: replica ``i``
+    gets devices ``i*per_replica … (i+1)*per_replica - 1`` of those this process sees (``per_replica``
+    is the tensor-parallel degree). Empty for one replica, or on the CPU (replicas then share it)."""
+    if replicas <= 1 or not device.startswith("cuda"):
+        return []
+    if device != "cuda":
+        raise UserError(f"-o replicas={replicas} places each server on GPUs of its own; pass --device cuda, not {device}")
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if not visible:
+        import importlib.util
+
+        count = 0
+        if importlib.util.find_spec("torch") is not None:
+            import torch
+
+            count = torch.cuda.device_count()
+        visible = [str(i) for i in range(count)] if count else [str(i) for i in range(replicas * per_replica)]
+    need = replicas * per_replica
+    if len(visible) < need:
+        raise UserError(f"-o replicas={replicas} × {per_replica} GPU(s) each needs {need} GPUs; this machine shows"
+                        f" {len(visible)} ({','.join(visible)})")
+    return [",".join(visible[i * per_replica:(i + 1) * per_replica]) for i in range(replicas)]
 
 
 def synthetic_config_dir(config: BackendConfig) -> str:
@@ -500,6 +563,8 @@ def _common_options() -> dict[str, OptionSpec]:
         "startup_timeout_s": OptionSpec(float, 600.0, "seconds for the server to start and answer", minimum=1),
         "stop_timeout_s": OptionSpec(float, 10.0, "seconds between SIGTERM and SIGKILL at stop"),
         "server_args": OptionSpec(str, None, "more server flags, split like a shell would (never run in one)"),
+        "replicas": OptionSpec(int, 1, "servers to start, each on GPUs of its own with --device cuda (tensor_parallel_size"
+                                       " each); a request goes to the one with the fewest in flight", minimum=1),
         "connect_timeout_s": OptionSpec(float, 10.0, "seconds to open a connection (0 = no limit)"),
         "first_token_timeout_s": OptionSpec(float, 300.0, "seconds from the send to the first token (0 = no limit)"),
         "total_timeout_s": OptionSpec(float, 3600.0, "seconds for the whole request (0 = no limit)"),

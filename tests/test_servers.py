@@ -545,3 +545,51 @@ def test_vllm_serve_live_in_its_own_environment(tmp_path):
     assert out["listening"] and all(ip == "127.0.0.1" for ip, _ in out["listening"])
     assert out["versions"]["server_version"] and "--no-enable-prefix-caching" in out["versions"]["server_command"]
     assert wait_gone(out["pids"]) == []
+
+
+def test_replicas_start_one_server_each_and_share_the_requests(tmp_path, no_tokenizer_model):
+    """``-o replicas=2``: two servers (their own logs and ports), requests to the one with fewest in flight."""
+    backend = MockServe(BackendConfig(model=no_tokenizer_model, logs_dir=str(tmp_path), options={"replicas": 2}))
+    backend.load()
+    servers = [server for server, _ in backend.replicas]
+    pids = [p for server in servers for p in server.pids()]
+    used: list[int] = []
+    try:
+        assert len(servers) == 2 and servers[0].port != servers[1].port and backend.server is servers[0]
+        assert backend.client_config() is None  # the balancing lives in this process
+        assert backend.engine_version()["replicas"] == "2"
+        for i, (_, client) in enumerate(backend.replicas):
+            real = client.astream
+
+            def counted(*args, _real=real, _i=i, **kwargs):
+                used.append(_i)
+                return _real(*args, **kwargs)
+
+            client.astream = counted
+
+        async def run():
+            try:
+                async def one(p):
+                    return [t for c in [c async for c in backend.astream(p, 6)] for t in c.token_ids]
+                return await asyncio.gather(*(one([k, k + 1]) for k in range(1, 9)))
+            finally:
+                await backend.aclose()
+
+        outputs = asyncio.run(run())
+    finally:
+        backend.unload()
+    assert outputs == [[k, k + 1] * 3 for k in range(1, 9)]
+    assert sorted(used) == [0] * 4 + [1] * 4  # eight requests at once: four each
+    assert backend.replicas == [] and wait_gone(pids) == []
+    assert {p.name for p in tmp_path.glob("*.server.log")} == {"mock-serve.r0.server.log", "mock-serve.r1.server.log"}
+
+
+def test_replica_devices_split_the_visible_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3,5,7")
+    assert served.replica_devices("cuda", 2) == ["2", "3"]
+    assert served.replica_devices("cuda", 2, per_replica=2) == ["2,3", "5,7"]
+    assert served.replica_devices("cuda", 1) == [] and served.replica_devices("cpu", 2) == []
+    with pytest.raises(UserError, match="needs 6 GPUs; this machine shows 4"):
+        served.replica_devices("cuda", 3, per_replica=2)
+    with pytest.raises(UserError, match="pass --device cuda, not cuda:1"):
+        served.replica_devices("cuda:1", 2)
