@@ -43,7 +43,7 @@ async def run_shared(session: BackendSession, ctx: Context, writer: RecordWriter
     target = getattr(session.backend, "client_config", lambda: None)()
     if target is None:
         raise ClientFailed(f"backend {ctx.backend.label!r} cannot be shared by several client processes"
-                           " (it runs in this process); run it with --clients 1")
+                           " (it runs in this process, or balances its replicas here); run it with --clients 1")
     name, options = target
     lr = LevelRun(session, ctx, level, index, writer.write, share=(0, clients))
     env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})
