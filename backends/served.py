@@ -519,6 +519,9 @@ class TGIServe(ServedBackend):
         path = model.hf_dir()
         env: dict[str, str | None] = {"PREFIX_CACHING": "0", **self.offline_env()}
         if self.config.variant == "docker":
+            if int(self.config.options.get("replicas") or 1) > 1:
+                raise OptionError("backend 'tgi-serve:docker': -o replicas needs the launcher variant, whose GPUs"
+                                  " llmcompare sets per replica (docker's --gpus does not follow them)")
             _need_executable(self.name, "docker")
             name = "llmcompare-tgi-{port}"
             gpus = self.config.device.split(":", 1)[1] if self.config.device.startswith("cuda:") else "all"

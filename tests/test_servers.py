@@ -382,6 +382,8 @@ def test_tgi_docker_argv_publishes_on_loopback_and_removes_the_container(hf_mode
             ("--max-total-tokens", "2048")} <= pairs(argv)
     assert argv[argv.index("--model-id") - 1] == served.TGI_IMAGE
     assert plan.cleanup == ("docker", "rm", "-f", "llmcompare-tgi-{port}")
+    with pytest.raises(OptionError, match="replicas needs the launcher variant"):  # --gpus would not follow them
+        served.TGIServe(config(hf_model, "tgi-serve", "docker", device="cuda", replicas=2)).plan()
 
 
 def test_tgi_serve_says_what_is_missing(hf_model, monkeypatch):
