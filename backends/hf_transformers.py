@@ -82,16 +82,19 @@ def load_model(config: BackendConfig, **from_pretrained_kwargs):
         if from_pretrained_kwargs.get("attn_implementation"):
             loaded.set_attn_implementation(from_pretrained_kwargs["attn_implementation"])
     else:
-        path = {"gptq": _gptq_checkpoint, **dict.fromkeys(BNB_VARIANTS, _bnb_checkpoint)}.get(
-            config.variant, lambda c: c.model.hf_dir())(config)
         if config.variant in BNB_VARIANTS:
+            path = _bnb_checkpoint(config)
             from_pretrained_kwargs = {**from_pretrained_kwargs, "quantization_config": bnb_config(config.variant)}
-        elif config.variant == "gptq" and opts.get("gptq_backend"):
-            from transformers import GPTQConfig
+        elif config.variant == "gptq":
+            path = _gptq_checkpoint(config)
+            if opts.get("gptq_backend"):
+                from transformers import GPTQConfig
 
-            # only the loading attributes (the kernel) of a passed config are merged into the checkpoint's
-            from_pretrained_kwargs = {**from_pretrained_kwargs,
-                                      "quantization_config": GPTQConfig(bits=4, backend=opts["gptq_backend"])}
+                # only the loading attributes (the kernel) of a passed config are merged into the checkpoint's
+                from_pretrained_kwargs = {**from_pretrained_kwargs,
+                                          "quantization_config": GPTQConfig(bits=4, backend=opts["gptq_backend"])}
+        else:
+            path = model.hf_dir()
         try:
             loaded = AutoModelForCausalLM.from_pretrained(
                 path, dtype=dtype, device_map=config.device, trust_remote_code=config.trust_remote_code,

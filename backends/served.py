@@ -129,13 +129,22 @@ class ServedBackend:
 
     def __init__(self, config: BackendConfig):
         self.config = config
-        self.server: ManagedServer | None = None
-        self.client: Any = None
         self._plan: ServerPlan | None = None
         self.replicas: list[tuple[ManagedServer, Any]] = []
-        """With ``-o replicas=N``: every (server, client) pair; ``server``/``client`` are the first."""
+        """Every (server, client) pair started, one unless ``-o replicas=N``; the client is ``None`` until
+        it is built."""
         self._in_flight: list[int] = []
         self._turn = 0
+
+    @property
+    def server(self) -> ManagedServer | None:
+        """The first replica's server (the only one without ``-o replicas``)."""
+        return self.replicas[0][0] if self.replicas else None
+
+    @property
+    def client(self) -> Any:
+        """The first replica's client backend."""
+        return self.replicas[0][1] if self.replicas else None
 
     def __repr__(self) -> str:
         url = self.server.url if self.server is not None and self.server.port else None
@@ -152,6 +161,8 @@ class ServedBackend:
         label = self.config.label or self.name + (f"_{self.config.variant}" if self.config.variant else "")
         count = int(opts.get("replicas") or 1)
         devices = replica_devices(self.config.device, count, int(opts.get("tensor_parallel_size") or 1))
+        client_options = {k: opts[k] for k in _CLIENT_OPTIONS if opts.get(k) is not None}
+        client_options.update(plan.client_options)
         try:
             for i in range(count):
                 env = {**plan.env, **({"CUDA_VISIBLE_DEVICES": devices[i]} if devices else {})}
@@ -163,12 +174,9 @@ class ServedBackend:
                 self.replicas.append((server, None))
                 server.start()
                 url = server.url + ("/v1" if plan.client == "openai" else "")
-                client_options = {k: opts[k] for k in _CLIENT_OPTIONS if opts.get(k) is not None}
-                client_options.update(plan.client_options, url=url)
-                client = _import(_CLIENTS[plan.client])(replace(self.config, options=client_options))
+                client = _import(_CLIENTS[plan.client])(replace(self.config, options={**client_options, "url": url}))
                 self.replicas[i] = (server, client)
                 client.load()
-            self.server, self.client = self.replicas[0]
             self._in_flight = [0] * count
         except BaseException:
             self.unload()
@@ -185,16 +193,14 @@ class ServedBackend:
                       stop_at_eos: bool = False) -> AsyncIterator[Chunk]:
         if self.client is None:
             raise RuntimeError(f"backend {self.name!r} is not loaded")
-        i = self._pick() if len(self.replicas) > 1 else 0
-        client = self.replicas[i][1] if self.replicas else self.client
-        if self._in_flight:
-            self._in_flight[i] += 1
+        i = self._pick()
+        self._in_flight[i] += 1
         try:
-            async for chunk in client.astream(prompt, max_new_tokens, **({"stop_at_eos": True} if stop_at_eos else {})):
+            async for chunk in self.replicas[i][1].astream(prompt, max_new_tokens,
+                                                           **({"stop_at_eos": True} if stop_at_eos else {})):
                 yield chunk
         finally:
-            if self._in_flight:
-                self._in_flight[i] -= 1
+            self._in_flight[i] -= 1
 
     def client_config(self) -> tuple[str, dict] | None:
         """Other client processes reach this server through its client backend (``--clients N``); not
@@ -204,7 +210,7 @@ class ServedBackend:
         return self.client.client_config() if self.client is not None else None
 
     async def aclose(self) -> None:
-        for _, client in self.replicas or [(None, self.client)]:
+        for _, client in self.replicas:
             if client is not None and hasattr(client, "aclose"):
                 await client.aclose()
 
@@ -230,8 +236,7 @@ class ServedBackend:
         return out
 
     def unload(self) -> None:
-        pairs = self.replicas or [(self.server, self.client)]
-        self.replicas, self.server, self.client, self._in_flight = [], None, None, []
+        pairs, self.replicas, self._in_flight = self.replicas, [], []
         try:
             for _, client in pairs:
                 if client is not None:

@@ -327,9 +327,8 @@ def quantize(source: str | os.PathLike, recipe: Recipe, log_dir: str | os.PathLi
                      else "")
             raise RuntimeError(f"{recipe.method} quantization failed ({problem}){again}; log {log_path}: {tail}")
         os.replace(out, tmp / "model")
-        for name in ("calibration.json",):
-            if (scratch / name).is_file():
-                os.replace(scratch / name, tmp / name)
+        if (scratch / "calibration.json").is_file():  # GPTQ's rows, kept beside its checkpoint
+            os.replace(scratch / "calibration.json", tmp / "calibration.json")
         shutil.copyfile(log_path, tmp / "quantize.log")
         shutil.rmtree(scratch, ignore_errors=True)
 
