@@ -243,6 +243,9 @@ class Floor:
     context_tokens: int
     bandwidth_bytes_per_s: float
     ms_per_token: float
+    n_gpus: int = 1
+    """Tensor-parallel degree: each GPU reads its share of the bytes at ``bandwidth_bytes_per_s`` (the
+    measured figure of one GPU; all-reduce traffic is not counted)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -272,9 +275,9 @@ def mean_decode_context(input_tokens: float, output_tokens: int) -> int:
     return max(1, round(input_tokens + output_tokens / 2))
 
 
-def floor(config: Any, dtype: str, bandwidth_bytes_per_s: float, context_tokens: int) -> Floor:
+def floor(config: Any, dtype: str, bandwidth_bytes_per_s: float, context_tokens: int, n_gpus: int = 1) -> Floor:
     """:func:`llmcompare.plan.plan`'s batch-1 floor for ``config`` with ``dtype`` weights at a measured
-    bandwidth (``config`` is a :class:`llmcompare.plan.ModelConfig`)."""
+    bandwidth (``config`` is a :class:`llmcompare.plan.ModelConfig`), on ``n_gpus`` in tensor parallel."""
     from .gpus import Accelerator
     from .plan import plan
 
@@ -282,10 +285,11 @@ def floor(config: Any, dtype: str, bandwidth_bytes_per_s: float, context_tokens:
                       bandwidth_bytes_per_s=float(bandwidth_bytes_per_s), dense_fp16_flops=0.0,
                       memory_source="not used for the floor", bandwidth_source="measured copy bandwidth",
                       flops_source="not used for the floor")
-    p = plan(config, gpu, context_tokens, dtype=dtype)
+    p = plan(config, gpu, context_tokens, dtype=dtype, n_gpus=n_gpus)
     return Floor(weight_dtype=p.dtype, kv_dtype=p.kv_dtype, weight_bytes=p.weight_bytes,
                  kv_bytes=p.kv_bytes_at_context, context_tokens=context_tokens,
-                 bandwidth_bytes_per_s=float(bandwidth_bytes_per_s), ms_per_token=p.floor_ms_per_token)
+                 bandwidth_bytes_per_s=float(bandwidth_bytes_per_s), ms_per_token=p.floor_ms_per_token,
+                 n_gpus=n_gpus)
 
 
 def model_config_record(model_ref: str | None) -> dict[str, Any] | None:
@@ -311,8 +315,9 @@ def annotate(result: Any) -> None:
     """Set ``summary.info["roofline"]`` on each CUDA summary of a latency run with a measured bandwidth.
 
     The entry holds the floor (:class:`Floor` fields), ``tpot_p50_ms`` and ``percent_of_floor``
-    (floor / TPOT p50 × 100), or ``error`` saying why there is none. Summaries of other devices, load
-    runs and runs whose environment holds no bandwidth are left as they are. Idempotent.
+    (floor / TPOT p50 × 100), or ``error`` saying why there is none. A backend run with ``-o
+    tensor_parallel_size=N`` gets the floor of N GPUs, each reading its share. Summaries of other
+    devices, load runs and runs whose environment holds no bandwidth are left as they are. Idempotent.
     """
     bandwidth = (result.environment or {}).get("bandwidth") or {}
     bps = bandwidth.get("bytes_per_s")
@@ -328,6 +333,7 @@ def annotate(result: Any) -> None:
             s.info["roofline"] = {"error": f"model config not readable: {exc}"}
         return
     n_out = result.spec.scenario.max_new_tokens
+    options = {b.label: b.options for b in result.spec.backends}
     for s in cuda:
         variant = s.info.get("variant")
         dtype = weight_dtype(variant, config.file_quantization)
@@ -342,7 +348,11 @@ def annotate(result: Any) -> None:
         if n_in is None:
             s.info["roofline"] = {"error": "no successful request to read the input length from"}
             continue
-        f = floor(config, dtype, bps, mean_decode_context(n_in, n_out))
+        try:
+            n_gpus = max(1, int(options.get(s.backend, {}).get("tensor_parallel_size") or 1))
+        except (TypeError, ValueError):
+            n_gpus = 1
+        f = floor(config, dtype, bps, mean_decode_context(n_in, n_out), n_gpus=n_gpus)
         tpot = s.tpot_ms.get("p50")
         s.info["roofline"] = {**f.to_dict(), "tpot_p50_ms": tpot,
                               "percent_of_floor": 100.0 * f.ms_per_token / tpot if tpot else None,
@@ -406,8 +416,10 @@ def _print_run(run_dir: str, as_json: bool) -> int:
             print(f"  {r['backend']} [{r['stage']}]: no floor: {r['error']}")
             continue
         tpot, pct = r["tpot_p50_ms"], r["percent_of_floor"]
+        over = f" over {r['n_gpus']} GPUs" if r.get("n_gpus", 1) > 1 else ""
         print(f"  {r['backend']} [{r['stage']}]: {r['weight_dtype']} weights {r['weight_bytes'] / 1e9:.2f} GB + KV"
-              f" {r['kv_bytes'] / 1e9:.3f} GB at {r['context_tokens']} tokens -> floor {r['ms_per_token']:.3f} ms/token;"
+              f" {r['kv_bytes'] / 1e9:.3f} GB at {r['context_tokens']} tokens"
+              f"{over} -> floor {r['ms_per_token']:.3f} ms/token;"
               f" TPOT p50 {'–' if tpot is None else f'{tpot:.3f}'} ms = {'–' if pct is None else f'{pct:.1f}%'} of the floor")
     return 0
 

@@ -197,3 +197,21 @@ def test_no_column_without_a_bandwidth_and_a_dash_for_cpu_rows():
                    scenario=LoadScenario(max_new_tokens=256, concurrency=(1,), duration_s=1.0))
     roofline.annotate(load)  # the batch-1 floor says nothing about a loaded server
     assert "roofline" not in load.summaries[0].info
+
+
+def test_a_tensor_parallel_run_gets_the_floor_of_its_gpus_each_reading_its_share(llama2):
+    result = _result({"bandwidth": {"bytes_per_s": BW, "source": "cache"}},
+                     ("tp1", "fp16", "cuda"), ("tp2", "fp16", "cuda"))
+    tp2 = result.spec.backends[1]
+    result.spec = dataclasses.replace(result.spec, backends=(
+        result.spec.backends[0], dataclasses.replace(tp2, options={"tensor_parallel_size": 2})))
+    roofline.annotate(result)
+    one, two = (s.info["roofline"] for s in result.summaries)
+    assert one["n_gpus"] == 1 and two["n_gpus"] == 2
+    assert two["weight_bytes"] == one["weight_bytes"]  # the model's bytes; each GPU reads half of them
+    expected = plan(llama2, gpus.get_accelerator("h200").with_bandwidth(BW / 1e9), 384, n_gpus=2).floor_ms_per_token
+    assert two["ms_per_token"] == pytest.approx(expected) == pytest.approx(one["ms_per_token"] / 2, rel=1e-3)
+    assert two["percent_of_floor"] == pytest.approx(one["percent_of_floor"] / 2, rel=1e-3)  # same TPOT, half the floor
+    notes = [text for _, text in summary_notes(result.summaries, 256)]
+    assert any(t.startswith("tp2") and "/ 2 GPUs /" in t for t in notes)
+    assert not any(t.startswith("tp1") and "GPUs /" in t for t in notes)

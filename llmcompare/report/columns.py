@@ -171,6 +171,12 @@ LEVEL_COLUMNS = [
 """One row per backend × load level (latencies from the scheduled send; queue = client lateness)."""
 
 
+def _tp_share(roof: dict) -> str:
+    """`` N GPUs /`` in the floor note of a tensor-parallel run: each GPU reads 1/N of the bytes."""
+    n = roof.get("n_gpus") or 1
+    return f" {n} GPUs /" if n > 1 else ""
+
+
 def summary_notes(summaries: list[Summary], max_new_tokens: int) -> list[tuple[str, str]]:
     """The flags every report prints under its table, as ``("warning" | "note", text)``."""
     out: list[tuple[str, str]] = []
@@ -191,7 +197,7 @@ def summary_notes(summaries: list[Summary], max_new_tokens: int) -> list[tuple[s
             out.append(("note", f"{who}: % of floor = floor / TPOT p50; floor {roof['ms_per_token']:.3f} ms/token ="
                                 f" ({roof['weight_bytes'] / 1e9:.2f} GB of {roof['weight_dtype']} weights +"
                                 f" {roof['kv_bytes'] / 1e9:.3f} GB of KV at {roof['context_tokens']} tokens) /"
-                                f" {roof['bandwidth_bytes_per_s'] / 1e9:,.1f} GB/s copy bandwidth"
+                                f"{_tp_share(roof)} {roof['bandwidth_bytes_per_s'] / 1e9:,.1f} GB/s copy bandwidth"
                                 f" ({roof.get('bandwidth_source') or 'recorded'})"))
         elif roof.get("error"):
             out.append(("note", f"{who}: no % of floor: {roof['error']}"))
