@@ -83,7 +83,10 @@ def peak_rss() -> int:
 
 def gpu_memory() -> dict[str, Any]:
     """Device memory in use: torch's allocator peaks (where the engine used torch on CUDA) and the
-    device's used memory through NVML (whole device: the driver may not give per-process figures)."""
+    used memory of every GPU this process may use through NVML (whole devices: the driver may not give
+    per-process figures). ``nvml_used`` is their sum, so a server spread over two GPUs (tensor
+    parallel, or one replica per GPU) counts both; ``nvml_used_per_gpu`` maps each NVML index to its
+    figure. The GPUs are those ``CUDA_VISIBLE_DEVICES`` names (indices or UUIDs), else all of them."""
     out: dict[str, Any] = {}
     torch = sys.modules.get("torch")
     try:
@@ -97,14 +100,35 @@ def gpu_memory() -> dict[str, Any]:
 
         pynvml.nvmlInit()
         try:
-            index = int((os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0])
-            h = pynvml.nvmlDeviceGetHandleByIndex(index)
-            out["nvml_used"] = int(pynvml.nvmlDeviceGetMemoryInfo(h).used)
+            per_gpu = {}
+            for h in _visible_nvml_handles(pynvml):
+                per_gpu[str(pynvml.nvmlDeviceGetIndex(h))] = int(pynvml.nvmlDeviceGetMemoryInfo(h).used)
+            if per_gpu:
+                out["nvml_used"] = sum(per_gpu.values())
+                out["nvml_used_per_gpu"] = per_gpu
         finally:
             pynvml.nvmlShutdown()
     except Exception:
         pass
     return out
+
+
+def _visible_nvml_handles(pynvml: Any) -> list[Any]:
+    """NVML handles of the GPUs ``CUDA_VISIBLE_DEVICES`` names (all when it is unset); a name NVML
+    does not know ends the list, as it does for CUDA."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    handles = []
+    for name in (v.strip() for v in visible.split(",")):
+        if not name or name.startswith("-"):
+            break  # CUDA stops at the first invalid entry
+        try:
+            handles.append(pynvml.nvmlDeviceGetHandleByIndex(int(name)) if name.isdigit()
+                           else pynvml.nvmlDeviceGetHandleByUUID(name))
+        except Exception:
+            break
+    return handles
 
 
 class BackendSession:

@@ -1,9 +1,13 @@
-"""The environment block records versions and hardware, never secrets."""
+"""The environment block records versions and hardware, never secrets; a backend's GPU memory counts
+every GPU its process may use."""
 
 import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
+
+import pytest
 
 from llmcompare import environment
 from conftest import needs_model
@@ -37,3 +41,45 @@ def test_no_secret_reaches_any_results_file(tmp_path):
     for name, value in SECRETS.items():
         assert value not in blob, name
     assert "HF_TOKEN" not in json.loads((out_dir / "results.json").read_text())["environment"].__repr__()
+
+
+class _FakeNVML:
+    """pynvml's calls that ``session.gpu_memory`` makes, over two GPUs."""
+
+    used = {0: 70 * 2**30, 1: 60 * 2**30}
+    uuids = {"GPU-aaaa": 0, "GPU-bbbb": 1}
+
+    def nvmlInit(self): pass
+    def nvmlShutdown(self): pass
+    def nvmlDeviceGetCount(self): return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        if i not in self.used:
+            raise ValueError(f"no GPU {i}")
+        return i
+
+    def nvmlDeviceGetHandleByUUID(self, uuid): return self.uuids[uuid]
+    def nvmlDeviceGetIndex(self, h): return h
+    def nvmlDeviceGetMemoryInfo(self, h): return SimpleNamespace(used=self.used[h])
+
+
+@pytest.mark.parametrize("visible, expected", [
+    (None, {"0": 70 * 2**30, "1": 60 * 2**30}),     # a tensor-parallel server's worker sees both GPUs
+    ("1", {"1": 60 * 2**30}),
+    ("GPU-bbbb,GPU-aaaa", {"1": 60 * 2**30, "0": 70 * 2**30}),
+    ("0,7,1", {"0": 70 * 2**30}),                     # CUDA stops at the first invalid entry
+    ("-1", None),
+])
+def test_gpu_memory_counts_every_gpu_the_process_may_use(monkeypatch, visible, expected):
+    from llmcompare import session
+
+    monkeypatch.setitem(sys.modules, "pynvml", _FakeNVML())
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    got = session.gpu_memory()
+    if expected is None:
+        assert "nvml_used" not in got
+    else:
+        assert got["nvml_used_per_gpu"] == expected and got["nvml_used"] == sum(expected.values())
