@@ -11,13 +11,14 @@
 #   STEP=latency: `llmcompare run` at batch 1, one GPU (TP 1) against two (TP 2), for each model in
 #     MODELS (default "7b 13b"), with the floor per row (TP 2: each GPU reads half the bytes).
 # Knobs: LEVELS (1,8,32,64,128,256), DURATION (20 s per level).
-# $OUT gets f2-<step>-<model>.log, run-tp-*.tar.gz and, for load runs, requests-*.jsonl.xz (split in
+# $OUT gets f2-<step>-<model(s)>.log, run-tp-*.tar.gz and, for load runs, requests-*.jsonl.xz (split in
 # 15 MiB parts if larger: the tool brings back files of 16 MiB at most).
 source benchmarks/gpu/setup.sh
 STEP=${STEP:-load}
 MODEL=${MODEL:-synthetic:llama-2-7b}
 tag=$(echo "$MODEL" | sed 's/.*llama-2-//')
-exec > >(tee "$OUT/f2-$STEP-$tag.log") 2>&1
+logtag=$([ "$STEP" = latency ] && echo "${MODELS:-7b 13b}" | tr ' ' '-' || echo "$tag")
+exec > >(tee "$OUT/f2-$STEP-$logtag.log") 2>&1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 [ -e /tmp/gpustate/A_done ] || { say "STATE LOST: part A is not in /tmp/site (the machine was not kept warm)"; exit 3; }
 unpack .gpucarryB/B.tar.xz B_done
