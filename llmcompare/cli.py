@@ -162,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(_with_command(list(sys.argv[1:] if argv is None else argv), parser))
     from .errors import UserError
 
+    _sigterm_interrupts()
     try:
         if args.command == "backends":
             return cmd_backends()
@@ -196,6 +197,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("llmcompare: interrupted; finished requests are kept: continue with --resume RUN_DIR", file=sys.stderr)
         return 130
+
+
+def _sigterm_interrupts() -> None:
+    """SIGTERM (``timeout``, ``kill``, a job scheduler) ends the command like Ctrl-C does: the workers
+    and their servers are stopped and waited for, and the run can be resumed. Python's default would end
+    the process at once, leaving that to the workers' death signals."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _pythons(items: list[str]) -> dict[str, str]:

@@ -24,9 +24,13 @@ from .drivers import Job
 from .records import BackendRecord, RecordWriter, RequestRecord, StageRecord, parse
 from .rundir import RunDir
 from .spec import BackendRequest
+from .servers import PIDS_ENV, wait_for_guards
 from .worker import PARENT_ENV
 
 POLL_S = 0.2
+GUARD_WAIT_S = 80.0
+"""How long a killed worker's managed servers get to stop: their graceful stop (``stop_timeout_s``,
+10 s by default) plus a cleanup command's 60 s (``docker rm -f``), with room to spare."""
 
 
 class _Follower:
@@ -84,7 +88,9 @@ def run_isolated(
             elif isinstance(rec, (RequestRecord, StageRecord)) and on_record is not None:
                 on_record(rec)
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(os.getpid())})
+    guards = job_path.with_suffix(".servers")  # the worker's managed servers' guard pids (llmcompare.servers)
+    guards.unlink(missing_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(os.getpid()), PIDS_ENV: str(guards)})
     env, alias = cuda_compat.worker_env(env)  # opt-in (LLMCOMPARE_CUBLAS12_ALIAS); read at process start
     with open(log_path, "ab") as log:
         if alias is not None:
@@ -105,6 +111,9 @@ def run_isolated(
                 time.sleep(POLL_S)
         finally:
             _kill_group(proc)  # timeout, Ctrl-C, or a normal end: nothing of the worker's group survives
+            killed = wait_for_guards(guards, GUARD_WAIT_S)  # nor its servers, which stop gracefully first
+            if killed:
+                log.write(f"llmcompare: server guard(s) {killed} still running after {GUARD_WAIT_S:g} s: killed\n".encode())
     drain()
     if status is not None and not timed_out:
         return status

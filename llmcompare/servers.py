@@ -23,6 +23,12 @@ Our side is the backstop: :meth:`ManagedServer.stop` signals the guard, waits, a
 group and every process it saw in the tree. ``stop`` runs on every exit path: the context manager,
 an exception or KeyboardInterrupt during :meth:`ManagedServer.start`, and ``atexit``.
 
+When the process that started the server is killed (a worker past its time limit, or llmcompare
+itself), the guard's graceful stop still takes up to ``stop_timeout_s``. So that the next run does not
+start while the old server still holds its GPU memory and port, each guard's pid is appended to the
+file that ``LLMCOMPARE_SERVER_PIDS`` names (the run's isolation sets it per worker), and the parent
+waits for those guards to end (:func:`wait_for_guards`), killing their groups when they do not.
+
 Readiness (:class:`Readiness`): a GET route answering 2xx (``/health``, ``/v1/models``), or, for a
 server with no such route, a POST (a first tiny completion) answering 2xx. Until then the process is
 watched: if it exits, or is not ready within ``startup_timeout_s``, :class:`ServerFailed` says so on
@@ -265,6 +271,10 @@ class ManagedServer:
             self._log_start = log.tell()
             self._proc = _spawn(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
+        pids_file = os.environ.get(PIDS_ENV)
+        if pids_file:
+            with open(pids_file, "a", encoding="ascii") as fh:
+                fh.write(f"{self._proc.pid}\n")
         self._started_at = time.monotonic()
         _LIVE.add(self)
 
@@ -302,6 +312,8 @@ class ManagedServer:
 # ---- process helpers (parent side) ----
 
 _CLEANUP_TIMEOUT_S = 60.0
+PIDS_ENV = "LLMCOMPARE_SERVER_PIDS"
+"""Names a file to which each guard started in this process appends its pid (see the module docstring)."""
 _LIVE: set[ManagedServer] = set()
 _SPAWNER: concurrent.futures.ThreadPoolExecutor | None = None
 _SPAWNER_LOCK = threading.Lock()
@@ -349,6 +361,16 @@ def _alive(p) -> bool:
 
     try:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    """:func:`_alive` for a pid (a zombie counts as gone: its tree has been torn down)."""
+    import psutil
+
+    try:
+        return _alive(psutil.Process(pid))
     except psutil.Error:
         return False
 
@@ -409,6 +431,27 @@ def _status(code: int) -> str:
 
 def _port_taken(lines: list[str]) -> bool:
     return any(marker in line.lower() for line in lines for marker in _ADDR_IN_USE)
+
+
+def wait_for_guards(pids_file: str | os.PathLike, timeout_s: float) -> list[int]:
+    """Wait until every guard listed in ``pids_file`` (one pid a line) has ended, which happens once
+    its server tree is gone; after ``timeout_s``, SIGKILL the process group of each one still there.
+    The file is removed. Returns the pids that had to be killed. Called by the parent of a worker
+    that has just been killed or has ended, so a guard's pid cannot have been reused yet in practice."""
+    path = Path(pids_file)
+    try:
+        pids = sorted({int(line) for line in path.read_text(encoding="ascii").split() if line.strip().isdigit()})
+    except OSError:
+        return []
+    deadline = time.monotonic() + timeout_s
+    live = [p for p in pids if _pid_alive(p)]
+    while live and time.monotonic() < deadline:
+        time.sleep(_POLL_S)
+        live = [p for p in live if _pid_alive(p)]
+    for pid in live:
+        _killpg(pid)
+    path.unlink(missing_ok=True)
+    return live
 
 
 # ---- the guard (child side): python -m llmcompare.servers CONFIG_JSON -- ARGV... ----

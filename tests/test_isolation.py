@@ -157,3 +157,43 @@ def test_a_request_recorded_twice_is_reported_not_dropped(use_plugins, run_dir):
     from llmcompare.report.files import markdown
 
     assert "1 request(s) recorded twice" in markdown(result)
+
+
+def test_a_killed_workers_server_is_gone_when_the_run_goes_on(use_plugins, run_dir):
+    """A worker killed at its time limit leaves its managed server to the guard, whose graceful stop
+    takes time (a GPU server freeing its memory): the run waits for it before the next backend starts."""
+    import re
+    import time
+
+    import psutil
+
+    use_plugins("llmcompare_testplugins")
+    started = time.monotonic()
+    result = llmcompare.compare(["slowserver", "echo"], options=["slowserver.stop_s=3"], max_new_tokens=4, repeats=1,
+                                warmup=0, timeout_s=8, output=run_dir, fidelity=False)
+    slow = result.summary("slowserver")
+    assert slow.status == "failed" and "timed out after 8 s" in slow.error
+    assert result.summary("echo").status == "ok"
+    log = (run_dir / "logs" / "slowserver.server.log").read_text()
+    pid = int(re.search(r"server pid (\d+)", log).group(1))
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert time.monotonic() - started >= 8 + 3  # the timeout, then the server's slow stop
+    assert not (run_dir / "jobs" / "slowserver.servers").exists()
+
+
+def test_sigterm_ends_the_cli_like_ctrl_c_and_the_run_resumes(run_dir):
+    import os
+    import signal
+
+    import psutil
+
+    parent = _start_cli("-b", "echo", "--no-fidelity", "-o", "per_token_ms=20", "-n", "10", "-r", "3", "-w", "0", "-q", "-O",
+                        str(run_dir))
+    _wait_for_requests(run_dir / "requests.jsonl", 2)
+    workers = psutil.Process(parent.pid).children(recursive=True)
+    os.kill(parent.pid, signal.SIGTERM)
+    _, err = parent.communicate(timeout=60)
+    assert parent.returncode == 130 and "interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]  # stopped, not orphaned
+    resumed = llmcompare.api.resume(run_dir)
+    assert resumed.summary("echo").n_requests == 30

@@ -1,7 +1,8 @@
 """Backends used by the test suite, loaded through LLMCOMPARE_PLUGINS like any local plugin.
 
 ``crashy`` kills its own process (SIGKILL, as the OOM killer would) after ``crash_after`` requests,
-once per ``marker`` file; ``hangs`` never returns from its ``hang_after``-th request.
+once per ``marker`` file; ``hangs`` never returns from its ``hang_after``-th request; ``slowserver``
+does the same with a managed server beside it that takes ``stop_s`` seconds to stop on SIGTERM.
 """
 
 from __future__ import annotations
@@ -34,6 +35,40 @@ class HangingBackend(EchoBackend):
         return super().generate(prompt, max_new_tokens)
 
 
+SLOW_SERVER = r"""
+import http.server, os, signal, sys, time
+print("server pid", os.getpid(), flush=True)
+def slow_stop(signum, frame):
+    time.sleep(float(sys.argv[2]))  # a server's graceful shutdown: it still holds its memory meanwhile
+    os._exit(0)
+signal.signal(signal.SIGTERM, slow_stop)
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+"""
+
+
+class SlowServerBackend(HangingBackend):
+    """``hangs`` with a managed server that needs ``stop_s`` seconds to stop (a GPU server freeing memory)."""
+
+    def load(self):
+        import sys
+
+        from llmcompare.servers import ManagedServer, Readiness
+
+        super().load()
+        self.server = ManagedServer("slowserver", [sys.executable, "-c", SLOW_SERVER, "{port}",
+                                                   str(self.config.options["stop_s"])],
+                                    Readiness.get("/"), log_dir=self.config.logs_dir).start()
+
+    def unload(self):
+        self.server.stop()
+        super().unload()
+
+
 class SyncEcho(EchoBackend):
     """echo with only the sync path: the load driver must serve it one request at a time."""
 
@@ -51,6 +86,10 @@ def register_backends(register):
     register(BackendSpec(
         name="hangs", target="llmcompare_testplugins:HangingBackend", install="(test plugin)",
         options={"hang_after": OptionSpec(int, 2)},
+    ))
+    register(BackendSpec(
+        name="slowserver", target="llmcompare_testplugins:SlowServerBackend", install="(test plugin)",
+        options={"hang_after": OptionSpec(int, 2), "stop_s": OptionSpec(float, 3.0)},
     ))
     register(BackendSpec(
         name="syncecho", target="llmcompare_testplugins:SyncEcho", install="(test plugin)",
