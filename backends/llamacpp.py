@@ -1,5 +1,15 @@
 """llama.cpp through llama-cpp-python, on a GGUF file, token by token.
 
+The file (:func:`gguf_file`, shared with ``llamacpp-server``):
+
+* a GGUF model (``--model x.gguf``, or the default SmolLM2 Q4_1) is loaded as it is, with no variant;
+* any other model (``synthetic:<shape>``, an HF Llama directory) needs a variant, ``f32``, ``f16``,
+  ``q8_0`` or ``q4_0``: the GGUF of that type made from the model's fp16 source
+  (:class:`llmcompare.quantize.GGUFRecipe`, on the CPU, cached), so llama.cpp runs the same weights
+  as every other engine. The file is chosen (and converted, the first time) when the backend is
+  built, before ``load()``, so a conversion is never counted as load time. The environment block
+  records the file, its tensor types and its origin.
+
 * Fixed length: ``Llama.generate(tokens, temp=0.0, ...)`` yields token ids one at a time and never
   stops on EOS by itself; the adapter takes exactly N.
 * Prefix cache: ``Llama`` reuses the longest matching prefix of the previous prompt, so ``reset()``
@@ -17,9 +27,56 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from llmcompare import hookimpl
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, Scores, clock
+from llmcompare.errors import UserError
+
+VARIANTS = {
+    "f32": "a non-GGUF model converted to a float32 GGUF (llmcompare.quantize.GGUFRecipe, cached)",
+    "f16": "a non-GGUF model converted to a float16 GGUF, norms float32 (GGUFRecipe, cached)",
+    "q8_0": "the f16 GGUF quantized to Q8_0 by llama.cpp's quantizer (GGUFRecipe, cached)",
+    "q4_0": "the f16 GGUF quantized to Q4_0 by llama.cpp's quantizer (GGUFRecipe, cached)",
+}
+"""Variant -> what it loads. A GGUF model takes none: its own file runs."""
+
+
+@dataclass(frozen=True)
+class GGUFChoice:
+    """The GGUF file a llama.cpp backend loads and where it came from."""
+
+    path: str
+    origin: str
+
+    def facts(self) -> dict[str, str]:
+        """What the environment block records: the file, its type and tensor types, its origin."""
+        from llmcompare.hf_to_gguf import describe
+
+        return {"llamacpp_gguf": self.path, "llamacpp_gguf_type": describe(self.path),
+                "llamacpp_gguf_origin": self.origin}
+
+
+def gguf_file(config: BackendConfig, backend: str) -> GGUFChoice:
+    """The file to load: a GGUF model's own file (no variant allowed), or for any other model the
+    variant's cached conversion of its fp16 source (made now if absent; its log goes to the run's
+    ``logs/``). A missing or needless variant is a one-line :class:`UserError`."""
+    model = config.model
+    if model.kind == "gguf":
+        if config.variant:
+            held = f" ({model.quantization})" if model.quantization else ""
+            raise UserError(f"the model is already a GGUF file{held}; drop the variant (run {backend}, not"
+                            f" {backend}:{config.variant})")
+        return GGUFChoice(model.gguf_path(), "the model's own file")
+    if not config.variant:
+        raise UserError(f"backend {backend!r} runs GGUF files; for the {model.kind} model {model.ref!r} pick the"
+                        f" type to convert it to: {', '.join(f'{backend}:{v}' for v in VARIANTS)}")
+    from llmcompare import quantize
+
+    recipe = quantize.GGUFRecipe(type=config.variant)
+    source = quantize.fp16_source(model)
+    path = quantize.quantize(source, recipe, log_dir=config.logs_dir)
+    return GGUFChoice(str(path), f"llmcompare.quantize GGUFRecipe(type={config.variant!r}) of {source}")
 
 
 class LlamaCppBackend:
@@ -27,6 +84,7 @@ class LlamaCppBackend:
     def __init__(self, config: BackendConfig):
         self.config = config
         self.llm = None
+        self.gguf = gguf_file(config, "llamacpp")  # before load(): a first conversion is not load time
 
     def load(self) -> None:
         from llama_cpp import Llama
@@ -34,7 +92,7 @@ class LlamaCppBackend:
         opts = dict(self.config.options)
         n_gpu_layers = opts.pop("n_gpu_layers", -1 if self.config.device.startswith("cuda") else 0)
         self.llm = Llama(
-            model_path=self.config.model.gguf_path(),
+            model_path=self.gguf.path,
             n_ctx=opts.pop("n_ctx", 2048),
             n_gpu_layers=n_gpu_layers,
             verbose=opts.pop("verbose", False),
@@ -94,7 +152,7 @@ class LlamaCppBackend:
     def engine_version(self) -> dict[str, str]:
         import llama_cpp
 
-        return {"llama_cpp_python": llama_cpp.__version__}
+        return {"llama_cpp_python": llama_cpp.__version__, **self.gguf.facts()}
 
     def unload(self) -> None:
         if self.llm is not None:
@@ -117,10 +175,12 @@ def register_backends(register):
                 "n_gpu_layers": OptionSpec(int, None, "layers on the GPU (-1 = all)", minimum=-1),
                 "n_batch": OptionSpec(int, None, "prompt batch size", minimum=1),
             },
+            variants=VARIANTS,
             passthrough=True,
-            capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("gguf",), prefix_cache="reset",
-                                      natural_stop=True, scores=True),
-            description="llama-cpp-python on a GGUF file; prompt cache reset before every request.",
+            capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("gguf", "hf", "synthetic"),
+                                      prefix_cache="reset", natural_stop=True, scores=True),
+            description="llama-cpp-python on a GGUF file (another model: its cached f32/f16/q8_0/q4_0 conversion);"
+                        " prompt cache reset before every request.",
             distributions=("llama_cpp_python",),
         )
     )

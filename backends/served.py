@@ -42,6 +42,7 @@ from typing import Any
 
 from llmcompare import hookimpl
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec
+from llmcompare.backends.llamacpp import VARIANTS as LLAMACPP_VARIANTS, gguf_file
 from llmcompare.errors import BackendNotInstalled, OptionError, UserError
 from llmcompare.servers import ManagedServer, Readiness, command_line
 
@@ -333,7 +334,9 @@ def synthetic_config_dir(config: BackendConfig) -> str:
 # ---------------------------------------------------------------------------------------------
 
 class LlamaCppServer(ServedBackend):
-    """llama-cpp-python's OpenAI server on a GGUF file.
+    """llama-cpp-python's OpenAI server on a GGUF file: the model's own, or for another model the
+    variant's cached conversion (``f32``, ``f16``, ``q8_0``, ``q4_0``; see ``backends/llamacpp.py``),
+    chosen when the backend is built, so a first conversion is not load time.
 
     * ``--interrupt_requests False``: a request that arrives while another streams waits its turn
       (the default, True, cuts the streaming one off).
@@ -349,9 +352,16 @@ class LlamaCppServer(ServedBackend):
 
     name = "llamacpp-server"
 
+    def __init__(self, config: BackendConfig):
+        super().__init__(config)
+        self.gguf = gguf_file(config, self.name)
+
+    def engine_version(self) -> dict[str, str]:
+        return {**super().engine_version(), **self.gguf.facts()}
+
     def plan(self) -> ServerPlan:
         opts = self.config.options
-        model = self.config.model.gguf_path()
+        model = self.gguf.path
         gpu_layers = opts.get("n_gpu_layers")
         if gpu_layers is None:
             gpu_layers = -1 if self.config.device.startswith("cuda") else 0
@@ -601,8 +611,10 @@ SPECS = (
             "n_batch": OptionSpec(int, None, "prompt batch size", minimum=1),
             **_common_options(),
         },
-        capabilities=_caps(("cpu", "cuda"), ("gguf",), "on"),
-        description="llama-cpp-python's OpenAI server, started and stopped by llmcompare; requests queue.",
+        variants=LLAMACPP_VARIANTS,
+        capabilities=_caps(("cpu", "cuda"), ("gguf", "hf", "synthetic"), "on"),
+        description="llama-cpp-python's OpenAI server, started and stopped by llmcompare (another model than a"
+                    " GGUF: its cached f32/f16/q8_0/q4_0 conversion); requests queue.",
         distributions=("llama_cpp_python", "aiohttp"),
     ),
     ServedSpec(

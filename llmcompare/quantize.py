@@ -1,4 +1,5 @@
-"""Quantization recipes: GPTQ (gptqmodel), EXL2 (exllamav2's converter) and EXL3 (exllamav3's converter).
+"""Quantization recipes: GPTQ (gptqmodel), EXL2 (exllamav2's converter), EXL3 (exllamav3's converter) and
+GGUF (llmcompare's own writer, then llama.cpp's quantizer).
 
 Every recipe starts from one fp16 checkpoint (:func:`fp16_source`): for ``synthetic:<shape>`` the
 seeded random weights that :mod:`llmcompare.synthetic` builds, built in fp16 on the GPU when there
@@ -6,10 +7,12 @@ is one and saved once; for any other model its own HF directory. Each output is 
 :func:`llmcompare.models.cached_build`, keyed by the source's fingerprint, the recipe's fields and the
 tool's version, so a changed source, recipe or tool converts again and nothing else does. A cache
 entry holds ``model/`` (the checkpoint), ``quantize.log`` (the converter's output),
-``calibration.json`` (GPTQ only: the exact token rows) and ``llmcompare-source.json`` (the key).
+``calibration.json`` (GPTQ only: the exact token rows) and ``llmcompare-source.json`` (the key); a
+GGUF checkpoint is the single file ``model/model.gguf``.
 
-Every converter runs in a child process started from an argv list (no shell), on CUDA; without CUDA
-or without the tool, a recipe refuses at once with one line that says what to do.
+Every converter runs in a child process started from an argv list (no shell). GPTQ, EXL2 and EXL3 run
+on CUDA; GGUF runs on the CPU. Without CUDA where it is needed, or without the tool, a recipe refuses
+at once with one line that says what to do.
 
 Calibration, stated per recipe (on random weights it is meaningless for quality: what a synthetic
 checkpoint is for is the kernel path, whose speed does not depend on the weights' values):
@@ -19,11 +22,14 @@ checkpoint is for is the kernel path, whose speed does not depend on the weights
   ``i``; written to ``calibration.json`` beside the checkpoint.
 * EXL2 and EXL3: the converters' own bundled calibration corpora, with fewer and shorter rows than
   their defaults (so that a 7B conversion fits in a few minutes; the fields below give the counts).
+* GGUF: none. Q8_0 and Q4_0 are round-to-nearest block formats (llama.cpp's quantizer without an
+  importance matrix).
 
-Command line (prints the checkpoint's directory)::
+Command line (prints the checkpoint's directory, or the ``.gguf`` file)::
 
     python -m llmcompare.quantize exl2 -m synthetic:llama-2-7b --bits 4.0
     python -m llmcompare.quantize gptq -m ./Llama-2-7b-hf
+    python -m llmcompare.quantize gguf -m synthetic:llama-2-7b --type q4_0
 """
 
 from __future__ import annotations
@@ -55,8 +61,19 @@ GPTQMODEL_PIN = "7.6.0"
 
 
 # ---------------------------------------------------------------- recipes
+class RecipeDefaults:
+    """What a recipe class declares unless it says otherwise."""
+
+    needs_cuda: ClassVar[bool] = True
+    """The converter runs on a CUDA GPU (the recipe refuses without one)."""
+    also_requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """(module, distribution) it needs beside its tool; their versions join the cache key."""
+    output_file: ClassVar[str | None] = None
+    """The checkpoint's one file inside ``model/`` (GGUF); None: the directory is the checkpoint."""
+
+
 @dataclass(frozen=True)
-class GPTQRecipe:
+class GPTQRecipe(RecipeDefaults):
     """4-bit GPTQ, group size 128, no act-order, symmetric: the classic format ExLlamaV2 and the
     transformers/optimum loader both run. Quantized by gptqmodel through its Python API, in a child
     process (``python -m llmcompare.quantize gptq-run``)."""
@@ -91,7 +108,7 @@ class GPTQRecipe:
 
 
 @dataclass(frozen=True)
-class EXL2Recipe:
+class EXL2Recipe(RecipeDefaults):
     """EXL2 at ``bits`` bits per weight (``head_bits`` for the output layer), by exllamav2's converter
     (``python -m exllamav2.conversion.convert_exl2``) on its bundled calibration data. The row counts
     are below the converter's defaults (100 × 2048 tokens; measurement 16 × 2048)."""
@@ -123,7 +140,7 @@ class EXL2Recipe:
 
 
 @dataclass(frozen=True)
-class EXL3Recipe:
+class EXL3Recipe(RecipeDefaults):
     """EXL3 at ``bits`` bits per weight (``head_bits`` for the output layer), by exllamav3's converter
     (``python -m exllamav3.conversion.convert_model``) on its bundled calibration corpus, on GPU 0.
     The calibration is ``cal_rows`` × ``cal_cols`` tokens (the converter's default is 250 × 2048)."""
@@ -151,8 +168,58 @@ class EXL3Recipe:
         pass
 
 
-Recipe = GPTQRecipe | EXL2Recipe | EXL3Recipe
-RECIPES: dict[str, type] = {"gptq": GPTQRecipe, "exl2": EXL2Recipe, "exl3": EXL3Recipe}
+@dataclass(frozen=True)
+class GGUFRecipe(RecipeDefaults):
+    """A GGUF file for llama.cpp of ``type`` f32, f16, q8_0 or q4_0, on the CPU. llmcompare writes the
+    float file itself (:mod:`llmcompare.hf_to_gguf`: llama.cpp's tensor names and Q/K row order, the
+    byte-level BPE vocabulary); q8_0 and q4_0 are then llama.cpp's quantizer run on the f16 file
+    (``llama_model_quantize``, its default rules), in a child process
+    (``python -m llmcompare.quantize gguf-run``)."""
+
+    type: str = "q4_0"
+
+    method: ClassVar[str] = "gguf"
+    resumable: ClassVar[bool] = False
+    options: ClassVar[tuple[str, ...]] = ()
+    module: ClassVar[str] = "gguf"
+    distribution: ClassVar[str] = "gguf"
+    install: ClassVar[str] = "pip install gguf 'llmcompare[llamacpp]'"
+    needs_cuda: ClassVar[bool] = False
+    also_requires: ClassVar[tuple[tuple[str, str], ...]] = (("llama_cpp", "llama_cpp_python"),)
+    output_file: ClassVar[str | None] = "model.gguf"
+
+    def __post_init__(self) -> None:
+        from .hf_to_gguf import TYPES
+
+        if self.type not in TYPES:
+            raise UserError(f"GGUF type {self.type!r} is not one of {', '.join(TYPES)}")
+
+    def argv(self, source: Path, out: Path, work: Path) -> list[str]:
+        argv = [sys.executable, "-m", "llmcompare.quantize", "gguf-run", "--source", str(source),
+                "--out", str(out / "model.gguf"), "--type", self.type]
+        f16 = self.cached_f16(source)
+        return argv + ["--from-f16", str(f16)] if f16 else argv
+
+    def cached_f16(self, source: Path) -> Path | None:
+        """For q8_0/q4_0: the f16 GGUF of the same source when it is cached already, which the quantizer
+        then reads instead of writing its own (on a 7B, 13.5 GB of disk and a minute saved); the result is
+        the same file, since the f16 conversion is deterministic."""
+        from .hf_to_gguf import FLOAT_TYPES
+
+        if self.type in FLOAT_TYPES:
+            return None
+        f16 = cache_entry(self.method, recipe_key(source, GGUFRecipe("f16"))) / "model" / self.output_file
+        return f16 if f16.is_file() else None
+
+    def prepare(self, source: Path, scratch: Path) -> None:
+        """Refuse, in one line, a checkpoint the converter does not write (before the child starts)."""
+        from .hf_to_gguf import check
+
+        check(source)
+
+
+Recipe = GPTQRecipe | EXL2Recipe | EXL3Recipe | GGUFRecipe
+RECIPES: dict[str, type] = {"gptq": GPTQRecipe, "exl2": EXL2Recipe, "exl3": EXL3Recipe, "gguf": GGUFRecipe}
 
 
 def _flag(value: bool) -> str:
@@ -247,7 +314,7 @@ def calibration_rows(tokenizer, rows: int, row_tokens: int, prompt_set: str = "d
 
 # ---------------------------------------------------------------- running a recipe
 def cuda_available() -> bool:
-    """Whether torch sees a CUDA device (the converters all need one)."""
+    """Whether torch sees a CUDA device (the GPTQ, EXL2 and EXL3 converters need one)."""
     if importlib.util.find_spec("torch") is None:
         return False
     import torch
@@ -272,25 +339,33 @@ def tool_version(recipe: Recipe) -> str:
 
 
 def require(recipe: Recipe) -> None:
-    """Refuse, in one line that says what to do, when the tool or CUDA is missing."""
-    if importlib.util.find_spec(recipe.module) is None:
-        raise UserError(f"{recipe.method.upper()} quantization needs the {recipe.distribution!r} package;"
-                        f" install it with: {recipe.install}")
-    if not cuda_available():
+    """Refuse, in one line that says what to do, when the tool or CUDA (where it needs it) is missing."""
+    for module, distribution in ((recipe.module, recipe.distribution), *recipe.also_requires):
+        if importlib.util.find_spec(module) is None:
+            raise UserError(f"{recipe.method.upper()} quantization needs the {distribution!r} package;"
+                            f" install it with: {recipe.install}")
+    if recipe.needs_cuda and not cuda_available():
         raise UserError(f"{recipe.method.upper()} quantization runs on a CUDA GPU and torch sees none here;"
                         " run it on a GPU machine (see docs/backends/exllama.md)")
 
 
 def recipe_key(source: Path, recipe: Recipe) -> dict[str, Any]:
-    """The cache key: the source's fingerprint, every recipe field and the tool's version."""
-    return {"source": fingerprint(source), "method": recipe.method, "recipe": asdict(recipe),
-            recipe.distribution: tool_version(recipe), "v": RECIPES_VERSION}
+    """The cache key: the source's fingerprint, every recipe field and the tools' versions."""
+    key = {"source": fingerprint(source), "method": recipe.method, "recipe": asdict(recipe),
+           recipe.distribution: tool_version(recipe), "v": RECIPES_VERSION}
+    for _, distribution in recipe.also_requires:
+        try:
+            key[distribution] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            key[distribution] = "absent"
+    return key
 
 
 def quantize(source: str | os.PathLike, recipe: Recipe, log_dir: str | os.PathLike | None = None) -> Path:
-    """The quantized checkpoint of ``source`` by ``recipe``: ``<cache>/<method>/<key hash>/model``,
-    converted now if it is not cached yet. The converter's output goes to a log file in ``log_dir``
-    (default ``<cache>/quantize-logs``) while it runs, and is kept beside the checkpoint.
+    """The quantized checkpoint of ``source`` by ``recipe``: ``<cache>/<method>/<key hash>/model`` (for a
+    one-file format, the file inside it: ``model/model.gguf``), converted now if it is not cached yet.
+    The converter's output goes to a log file in ``log_dir`` (default ``<cache>/quantize-logs``) while
+    it runs, and is kept beside the checkpoint.
 
     The converter works in ``<cache>/<method>/<key hash>.work/`` (``job/`` its working directory, ``out/``
     the checkpoint it writes), which outlives a stopped or failed conversion: for a ``resumable``
@@ -320,7 +395,7 @@ def quantize(source: str | os.PathLike, recipe: Recipe, log_dir: str | os.PathLi
             done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         # exllamav2's and exllamav3's converters print their own argument errors and exit with status
         # 0, so the output itself is checked too.
-        problem = f"exit status {done.returncode}" if done.returncode else _missing_output(out, recipe.method)
+        problem = f"exit status {done.returncode}" if done.returncode else _missing_output(out, recipe)
         if problem:
             tail = " | ".join(log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:])
             again = (f"; the same command resumes from {scratch} (delete it to start over)" if recipe.resumable
@@ -332,14 +407,21 @@ def quantize(source: str | os.PathLike, recipe: Recipe, log_dir: str | os.PathLi
         shutil.copyfile(log_path, tmp / "quantize.log")
         shutil.rmtree(scratch, ignore_errors=True)
 
-    return cached_build(recipe.method, key, build) / "model"
+    model = cached_build(recipe.method, key, build) / "model"
+    return model / recipe.output_file if recipe.output_file else model
 
 
-def _missing_output(out: Path, method: str) -> str | None:
+def _missing_output(out: Path, recipe: Recipe) -> str | None:
+    """What is wrong with a converter's output, or None: a checkpoint directory with safetensors whose
+    config.json names the method, or the recipe's one file (a GGUF: its magic bytes)."""
+    if recipe.output_file:
+        from .hf_to_gguf import is_gguf
+
+        return None if is_gguf(out / recipe.output_file) else f"no GGUF file written to {out / recipe.output_file}"
     if not any(out.glob("*.safetensors")):
         return f"no .safetensors written to {out}"
     held = checkpoint_format(out)
-    return None if held == method else f"the output's config.json says {held!r}, not {method!r}"
+    return None if held == recipe.method else f"the output's config.json says {held!r}, not {recipe.method!r}"
 
 
 # ---------------------------------------------------------------- command line
@@ -356,6 +438,13 @@ def _gptq_run(args: argparse.Namespace) -> None:
     model.save(args.out)
 
 
+def _gguf_run(args: argparse.Namespace) -> None:
+    """The child process of :class:`GGUFRecipe`."""
+    from .hf_to_gguf import convert
+
+    convert(Path(args.source), Path(args.out), args.type, Path(args.from_f16) if args.from_f16 else None)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m llmcompare.quantize", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="method", required=True)
@@ -370,6 +459,10 @@ def _parser() -> argparse.ArgumentParser:
         run.add_argument(flag, required=True)
     run.add_argument("--bits", type=int, required=True)
     run.add_argument("--group-size", type=int, required=True)
+    gguf_run = sub.add_parser("gguf-run", help="internal: the GGUF child process")
+    for flag in ("--source", "--out", "--type"):
+        gguf_run.add_argument(flag, required=True)
+    gguf_run.add_argument("--from-f16", default=None, help="a cached f16 GGUF of the same source to quantize")
     return parser
 
 
@@ -381,14 +474,14 @@ def _arg_type(default: Any):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.method == "gptq-run":
-        _gptq_run(args)
+    if args.method in ("gptq-run", "gguf-run"):
+        (_gptq_run if args.method == "gptq-run" else _gguf_run)(args)
         return 0
     from .models import resolve_model
 
     cls = RECIPES[args.method]
-    recipe = cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
     try:
+        recipe = cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
         print(quantize(fp16_source(resolve_model(args.model)), recipe, log_dir=args.log_dir))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

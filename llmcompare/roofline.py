@@ -57,6 +57,7 @@ VARIANT_WEIGHT_DTYPES: dict[str, str] = {
     "int8": "int8", "int8_float16": "int8", "int8_bfloat16": "int8", "int8_float32": "int8",
     "nf4": "int4", "int4": "int4", "fp4": "int4",
     "gptq": "int4", "exl2": "int4", "exl3": "int4",  # at llmcompare's recipes' 4 bits per weight
+    "f32": "fp32", "f16": "fp16", "q8_0": "int8", "q4_0": "int4",  # llamacpp's GGUF variants (Q4_0: 4.5 bpw)
 }
 ASSUMPTION = ("weight bytes = parameters × bytes of the variant's type (fp32 4, fp16/bf16 2, int8 1,"
               " nf4/int4 and GPTQ/EXL2/EXL3 at the recipes' 4 bits 0.5; quantization scales not counted);"
