@@ -33,6 +33,9 @@ from llmcompare import hookimpl
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, Scores, clock
 from llmcompare.errors import UserError
 
+GGUF_VARIANT_FORMATS = (("gguf", False), ("hf", True), ("synthetic", True))
+"""A GGUF model runs as it is (no variant); any other needs the type to convert it to (both backends)."""
+
 VARIANTS = {
     "f32": "a non-GGUF model converted to a float32 GGUF (llmcompare.quantize.GGUFRecipe, cached)",
     "f16": "a non-GGUF model converted to a float16 GGUF, norms float32 (GGUFRecipe, cached)",
@@ -178,7 +181,8 @@ def register_backends(register):
             variants=VARIANTS,
             passthrough=True,
             capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("gguf", "hf", "synthetic"),
-                                      prefix_cache="reset", natural_stop=True, scores=True),
+                                      prefix_cache="reset", natural_stop=True, scores=True,
+                                      variant_formats=GGUF_VARIANT_FORMATS),
             description="llama-cpp-python on a GGUF file (another model: its cached f32/f16/q8_0/q4_0 conversion);"
                         " prompt cache reset before every request.",
             distributions=("llama_cpp_python",),

@@ -42,7 +42,7 @@ from typing import Any
 
 from llmcompare import hookimpl
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec
-from llmcompare.backends.llamacpp import VARIANTS as LLAMACPP_VARIANTS, gguf_file
+from llmcompare.backends.llamacpp import GGUF_VARIANT_FORMATS, VARIANTS as LLAMACPP_VARIANTS, gguf_file
 from llmcompare.errors import BackendNotInstalled, OptionError, UserError
 from llmcompare.servers import ManagedServer, Readiness, command_line
 
@@ -612,7 +612,8 @@ SPECS = (
             **_common_options(),
         },
         variants=LLAMACPP_VARIANTS,
-        capabilities=_caps(("cpu", "cuda"), ("gguf", "hf", "synthetic"), "on"),
+        capabilities=replace(_caps(("cpu", "cuda"), ("gguf", "hf", "synthetic"), "on"),
+                             variant_formats=GGUF_VARIANT_FORMATS),
         description="llama-cpp-python's OpenAI server, started and stopped by llmcompare (another model than a"
                     " GGUF: its cached f32/f16/q8_0/q4_0 conversion); requests queue.",
         distributions=("llama_cpp_python", "aiohttp"),

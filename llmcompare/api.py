@@ -195,12 +195,20 @@ def worker_python(spec: RunSpec, name: str) -> str | None:
 def _check_formats(spec: RunSpec, resolved: ResolvedModel) -> None:
     registry = get_registry()
     for r in spec.backends:
-        formats = registry.get(r.name).capabilities.model_formats
+        backend = registry.get(r.name)
+        formats = backend.capabilities.model_formats
         if "any" not in formats and not set(formats) & set(resolved.formats):
             raise UserError(
                 f"backend {r.label!r} loads {'/'.join(formats)} models, but {resolved.ref!r} is {resolved.kind!r};"
                 f" pass a suitable --model (e.g. a .gguf file for llamacpp)"
             )
+        needs = dict(backend.capabilities.variant_formats).get(resolved.kind)
+        if needs and not r.variant:
+            raise UserError(f"backend {r.label!r} needs a variant for the {resolved.kind} model {resolved.ref!r}:"
+                            f" {', '.join(f'{r.name}:{v}' for v in backend.variants)}")
+        if needs is False and r.variant:
+            raise UserError(f"backend {r.label!r} runs the {resolved.kind} model {resolved.ref!r} as it is;"
+                            f" drop the variant ({r.name}, not {r.name}:{r.variant})")
 
 
 def _prepare_conversions(spec: RunSpec, resolved: ResolvedModel, pythons: dict[str, str | None]) -> None:

@@ -61,6 +61,10 @@ class Capabilities:
     scores: bool = False
     """The backend has ``score(token_ids, start, top_k)``: the engine's own log-probabilities of given
     tokens (teacher forcing), for the fidelity reference and the perplexity of a shipped text."""
+    variant_formats: tuple[tuple[str, bool], ...] = ()
+    """Model formats for which a variant is required (True) or refused (False), checked before anything
+    runs; formats not named take either. llama.cpp: ``(("gguf", False), ("hf", True), ("synthetic",
+    True))``, as a GGUF file runs as it is and any other model needs the type to convert it to."""
 
 
 @dataclass(frozen=True)

@@ -142,8 +142,10 @@ def test_no_backend():
     assert_user_error(cli(), "no backend given")
 
 
-def test_llamacpp_refuses_a_synthetic_model_up_front():
-    assert_user_error(cli("--backend", "llamacpp", "--model", "synthetic:smollm2-135m"), "gguf")
+def test_llamacpp_needs_a_variant_for_a_synthetic_model_and_refuses_one_for_a_gguf_up_front():
+    assert_user_error(cli("--backend", "llamacpp", "--model", "synthetic:smollm2-135m"), "needs a variant",
+                      "llamacpp:q4_0")
+    assert_user_error(cli("--backend", "llamacpp-server:f16"), "drop the variant", "llamacpp-server, not")
 
 
 def test_debug_shows_traceback():
