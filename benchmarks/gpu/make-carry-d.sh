@@ -17,17 +17,9 @@ set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 git check-ignore -q .gpucarryE/x || { echo "add /.gpucarryE/ to .git/info/exclude first" >&2; exit 2; }
 PY312=${PY312:-python3.12}
-PLAT=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
-      --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64
-      --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
-get() { python3 -m pip download -q --no-deps "${PLAT[@]}" -d "$@"; }
-
-snap=$(mktemp -d)
-BASE=$(git rev-parse "${BASE:-HEAD}")
-git archive "$BASE" llmcompare backends prompts pyproject.toml README.md | tar -x -C "$snap"
-echo "base $BASE" > "$snap/LLMCOMPARE_SNAPSHOT"
+source benchmarks/gpu/carry-lib.sh
 rm -rf .gpucarryE && mkdir -p .gpucarryE/whl
-tar -czf .gpucarryE/lcsnap.tgz -C "$snap" . && rm -rf "$snap"
+snapshot .gpucarryE/lcsnap.tgz
 
 get .gpucarryE/whl platformdirs==4.14.7 rapidfuzz==3.14.6 exllamav2==0.3.2 fastparquet==2026.9.0 cramjam==2.14.0 \
     websockets==17.4 exllamav3==1.6.5 marisa-trie==1.4.1 pydantic==2.14.3 pydantic-core==2.50.4 \

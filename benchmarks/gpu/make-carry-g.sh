@@ -23,17 +23,9 @@ cd "$(git rev-parse --show-toplevel)"
 git check-ignore -q .gpucarryG/x || { echo "add /.gpucarryG/ to .git/info/exclude first" >&2; exit 2; }
 LCP=llama_cpp_python-0.3.36
 LCP_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
-PLAT=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
-      --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64
-      --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
-get() { python3 -m pip download -q --no-deps "${PLAT[@]}" -d "$@"; }
-
-snap=$(mktemp -d)
-BASE=$(git rev-parse "${BASE:-HEAD}")
-git archive "$BASE" llmcompare backends prompts pyproject.toml README.md | tar -x -C "$snap"
-echo "base $BASE" > "$snap/LLMCOMPARE_SNAPSHOT"
+source benchmarks/gpu/carry-lib.sh
 rm -rf .gpucarryG && mkdir -p .gpucarryG/whl
-tar -czf .gpucarryG/lcsnap.tgz -C "$snap" . && rm -rf "$snap"
+snapshot .gpucarryG/lcsnap.tgz
 
 get .gpucarryG/whl platformdirs==4.14.7 rapidfuzz==3.14.6 diskcache==5.6.3 fastapi==0.165.0 starlette==1.10.0 \
     uvicorn==0.54.0 sse-starlette==3.7.0 starlette-context==0.3.6 pydantic==2.14.3 pydantic-core==2.50.4 \
