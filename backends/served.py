@@ -234,6 +234,10 @@ class ServedBackend:
             out["replicas"] = str(len(self.replicas))
             out["replica_devices"] = ";".join(str(server.env.get("CUDA_VISIBLE_DEVICES", "-"))
                                               for server, _ in self.replicas)
+            # each start to its first ready answer: the replicas start one after the other, so load time
+            # is about their sum
+            out["replica_startup_s"] = ";".join("-" if server.startup_s is None else f"{server.startup_s:.1f}"
+                                                for server, _ in self.replicas)
         return out
 
     def unload(self) -> None:

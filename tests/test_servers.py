@@ -560,6 +560,8 @@ def test_replicas_start_one_server_each_and_share_the_requests(tmp_path, no_toke
         assert len(servers) == 2 and servers[0].port != servers[1].port and backend.server is servers[0]
         assert backend.client_config() is None  # the balancing lives in this process
         assert backend.engine_version()["replicas"] == "2"
+        startups = [float(x) for x in backend.engine_version()["replica_startup_s"].split(";")]
+        assert len(startups) == 2 and all(0 < x < 60 for x in startups)
         for i, (_, client) in enumerate(backend.replicas):
             real = client.astream
 
