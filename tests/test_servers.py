@@ -323,7 +323,8 @@ def test_every_recipe_registers_as_a_concurrent_http_backend():
         assert "aiohttp" in spec.requires
 
 
-def test_vllm_serve_argv(hf_model):
+def test_vllm_serve_argv(hf_model, monkeypatch):
+    monkeypatch.delenv("VLLM_HOST_IP", raising=False)
     plan = served.VLLMServe(config(hf_model, "vllm-serve", "bf16", max_model_len=512, enforce_eager=True)).plan()
     argv = list(plan.argv)
     assert argv[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
@@ -333,6 +334,9 @@ def test_vllm_serve_argv(hf_model):
     assert plan.ready == Readiness.get("/health") and plan.client == "openai"
     assert ("--kv-cache-memory-bytes", str(4 << 30)) in pairs(argv) and plan.env["HF_HUB_OFFLINE"] == "1"
     assert plan.client_options == {"model": hf_model.path, "prompt_format": "ids"}
+    assert plan.env["VLLM_HOST_IP"] == "127.0.0.1"  # vLLM's internal sockets on the loopback too
+    monkeypatch.setenv("VLLM_HOST_IP", "10.0.0.7")  # a user's own choice (another host's workers) wins
+    assert "VLLM_HOST_IP" not in served.VLLMServe(config(hf_model, "vllm-serve", "bf16")).plan().env
 
 
 def test_vllm_serve_argv_for_a_synthetic_model_on_a_gpu(tmp_path, monkeypatch):
