@@ -30,7 +30,6 @@ from __future__ import annotations
 import ctypes
 import json
 import re
-import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
+from .models import safetensors_header
 
 ARCHITECTURES = ("LlamaForCausalLM",)
 TYPES = ("f32", "f16", "q8_0", "q4_0")
@@ -77,10 +77,8 @@ def read_safetensors(source: Path) -> dict[str, tuple[str, np.ndarray]]:
     if not files:
         raise UserError(f"{str(source)!r} holds no .safetensors file to convert")
     for file in files:
-        with open(file, "rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(size))
-        data = np.memmap(file, dtype=np.uint8, mode="r", offset=8 + size)
+        offset, header = safetensors_header(file)
+        data = np.memmap(file, dtype=np.uint8, mode="r", offset=offset)
         for name, info in header.items():
             if name == "__metadata__":
                 continue
@@ -111,10 +109,11 @@ def head_dim(config: dict[str, Any]) -> int:
 
 
 # ---------------------------------------------------------------- what is refused
-def check(source: Path) -> None:
+def check(source: Path) -> tuple[dict[str, Any], list[tuple[str, str, tuple[int, ...], Loader]]]:
     """Raise a one-line :class:`UserError` for a checkpoint this converter would not write faithfully:
     another architecture, rope scaling, biases, an activation other than SiLU, a quantized checkpoint,
-    a tokenizer that is not byte-level BPE, or tensors it cannot place. Reads only metadata."""
+    a tokenizer that is not byte-level BPE, or tensors it cannot place. Reads only metadata; returns
+    the config and the :func:`tensor_plan` that :func:`write_float` writes."""
     config = read_config(source)
     archs = config.get("architectures") or [config.get("model_type", "unknown")]
     if not set(archs) & set(ARCHITECTURES):
@@ -133,7 +132,7 @@ def check(source: Path) -> None:
         raise UserError(f"GGUF conversion writes SiLU feed-forward layers only; {str(source)!r} uses"
                         f" {config['hidden_act']!r}")
     tokenizer_json(source)
-    tensor_plan(config, read_safetensors(source))
+    return config, tensor_plan(config, read_safetensors(source))
 
 
 def tokenizer_json(source: Path) -> dict[str, Any]:
@@ -313,9 +312,7 @@ def write_float(source: Path, out: Path, type_: str) -> None:
     a time (tensor infos first, then each tensor's data)."""
     import gguf
 
-    config = read_config(source)
-    check(source)
-    plan = tensor_plan(config, read_safetensors(source))
+    config, plan = check(source)
     dtype = FLOAT_TYPES[type_]
     file_type = gguf.LlamaFileType.ALL_F32 if type_ == "f32" else gguf.LlamaFileType.MOSTLY_F16
     writer = _writer_class()(str(out), "llama")

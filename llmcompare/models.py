@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -49,6 +50,21 @@ def cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("llmcompare"))
+
+
+def safetensors_header(path: str | os.PathLike) -> tuple[int, dict[str, Any]]:
+    """A safetensors file's JSON header and the byte offset where its data starts (the header alone is
+    read). A file too short or with an unreadable header is a one-line :class:`UserError`."""
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) != 8:
+            raise UserError(f"{path} is not a safetensors file (too short); remove or replace it")
+        (size,) = struct.unpack("<Q", raw)
+        try:
+            header = json.loads(fh.read(size))
+        except ValueError as exc:
+            raise UserError(f"{path} has an unreadable safetensors header; remove or replace it") from exc
+    return 8 + size, header
 
 
 def fingerprint(path: str | os.PathLike) -> str:

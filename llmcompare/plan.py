@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import math
-import struct
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -147,15 +146,9 @@ def _from_hf_dir(path: Path, name: str) -> ModelConfig:
 
 def _safetensors_parameters(path: Path) -> int:
     """Sum of the element counts of every tensor in one safetensors file, read from its JSON header only."""
-    with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) != 8:
-            raise UserError(f"{path} is not a safetensors file (too short); remove or replace it")
-        (size,) = struct.unpack("<Q", raw)
-        try:
-            header = json.loads(fh.read(size))
-        except ValueError as exc:
-            raise UserError(f"{path} has an unreadable safetensors header; remove or replace it") from exc
+    from .models import safetensors_header
+
+    _, header = safetensors_header(path)
     return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
 
 

@@ -196,7 +196,7 @@ class GGUFRecipe(RecipeDefaults):
 
     def argv(self, source: Path, out: Path, work: Path) -> list[str]:
         argv = [sys.executable, "-m", "llmcompare.quantize", "gguf-run", "--source", str(source),
-                "--out", str(out / "model.gguf"), "--type", self.type]
+                "--out", str(out / self.output_file), "--type", self.type]
         f16 = self.cached_f16(source)
         return argv + ["--from-f16", str(f16)] if f16 else argv
 
