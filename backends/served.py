@@ -43,6 +43,7 @@ from typing import Any
 from llmcompare import hookimpl
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec
 from llmcompare.backends.llamacpp import GGUF_VARIANT_FORMATS, VARIANTS as LLAMACPP_VARIANTS, gguf_file
+from llmcompare.environment import cuda_visible_devices
 from llmcompare.errors import BackendNotInstalled, OptionError, UserError
 from llmcompare.servers import LOOPBACK, ManagedServer, Readiness, command_line
 
@@ -291,7 +292,7 @@ def cuda_env(device: str) -> dict[str, str]:
     if not device.startswith("cuda:"):
         return {}
     index = device.split(":", 1)[1]
-    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    visible = cuda_visible_devices()
     if visible:
         try:
             return {"CUDA_VISIBLE_DEVICES": visible[int(index)]}
@@ -308,7 +309,7 @@ def replica_devices(device: str, replicas: int, per_replica: int = 1) -> list[st
         return []
     if device != "cuda":
         raise UserError(f"-o replicas={replicas} places each server on GPUs of its own; pass --device cuda, not {device}")
-    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    visible = cuda_visible_devices()
     if not visible:
         import importlib.util
 

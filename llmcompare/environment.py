@@ -38,6 +38,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cuda_visible_devices() -> list[str]:
+    """The entries of ``CUDA_VISIBLE_DEVICES`` (indices or UUIDs), stripped, empty ones dropped; an
+    empty list when it is unset (every GPU is visible then)."""
+    return [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+
+
 def gpu_info() -> list[dict[str, Any]]:
     """GPUs through NVML (``nvidia-ml-py``), when it is installed and a driver answers."""
     try:

@@ -160,10 +160,10 @@ def gpu_identity(index: int = 0) -> dict[str, Any] | None:
 
     ``CUDA_VISIBLE_DEVICES`` is honoured: CUDA's K-th visible device is NVML's ``visible[K]``.
     """
-    from .environment import gpu_info
+    from .environment import cuda_visible_devices, gpu_info
 
     gpus = gpu_info()
-    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    visible = cuda_visible_devices()
     nvml_index = index
     if visible:
         if index >= len(visible) or not visible[index].isdigit():
