@@ -86,7 +86,11 @@ def gpu_memory() -> dict[str, Any]:
     used memory of every GPU this process may use through NVML (whole devices: the driver may not give
     per-process figures). ``nvml_used`` is their sum, so a server spread over two GPUs (tensor
     parallel, or one replica per GPU) counts both; ``nvml_used_per_gpu`` maps each NVML index to its
-    figure. The GPUs are those ``CUDA_VISIBLE_DEVICES`` names (indices or UUIDs), else all of them."""
+    figure. The GPUs are those ``CUDA_VISIBLE_DEVICES`` names (indices or UUIDs), else all of them.
+
+    ``nvml_process_used`` is the part of it NVML gives to this process and its descendants (a
+    server's engine processes), where the driver reports per-process memory: unlike the whole-device
+    figures, it leaves out other programs on the same GPU. Absent where none of them is listed."""
     out: dict[str, Any] = {}
     torch = sys.modules.get("torch")
     try:
@@ -100,17 +104,51 @@ def gpu_memory() -> dict[str, Any]:
 
         pynvml.nvmlInit()
         try:
-            per_gpu = {}
+            per_gpu: dict[str, int] = {}
+            ours: list[int] = []
+            tree = process_tree(os.getpid())
             for h in _visible_nvml_handles(pynvml):
                 per_gpu[str(pynvml.nvmlDeviceGetIndex(h))] = int(pynvml.nvmlDeviceGetMemoryInfo(h).used)
+                try:
+                    processes = pynvml.nvmlDeviceGetComputeRunningProcesses(h)
+                except Exception:
+                    processes = []
+                # usedGpuMemory is None where the driver withholds it (NVML_VALUE_NOT_AVAILABLE)
+                ours += [int(p.usedGpuMemory) for p in processes if p.pid in tree and p.usedGpuMemory is not None]
             if per_gpu:
                 out["nvml_used"] = sum(per_gpu.values())
                 out["nvml_used_per_gpu"] = per_gpu
+            if ours:
+                out["nvml_process_used"] = sum(ours)
         finally:
             pynvml.nvmlShutdown()
     except Exception:
         pass
     return out
+
+
+def process_tree(root: int) -> set[int]:
+    """``root`` and every process descended from it, read from ``/proc`` (``{root}`` where there is none)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        entries = []
+    for name in entries:
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])  # the name in (...) may hold spaces
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    tree: set[int] = set()
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.add(pid)
+            todo.extend(children.get(pid, ()))
+    return tree
 
 
 def _visible_nvml_handles(pynvml: Any) -> list[Any]:

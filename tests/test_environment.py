@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -62,6 +63,10 @@ class _FakeNVML:
     def nvmlDeviceGetIndex(self, h): return h
     def nvmlDeviceGetMemoryInfo(self, h): return SimpleNamespace(used=self.used[h])
 
+    processes: dict = {}
+    def nvmlDeviceGetComputeRunningProcesses(self, h):
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self.processes.get(h, [])]
+
 
 @pytest.mark.parametrize("visible, expected", [
     (None, {"0": 70 * 2**30, "1": 60 * 2**30}),     # a tensor-parallel server's worker sees both GPUs
@@ -83,3 +88,37 @@ def test_gpu_memory_counts_every_gpu_the_process_may_use(monkeypatch, visible, e
         assert "nvml_used" not in got
     else:
         assert got["nvml_used_per_gpu"] == expected and got["nvml_used"] == sum(expected.values())
+
+
+def test_gpu_memory_counts_the_process_trees_own_memory_apart_from_other_programs(monkeypatch):
+    """``nvml_process_used`` sums what NVML gives this process and its descendants (a server's engine
+    under its guard) on every visible GPU, and leaves out a stranger's memory and unknown figures."""
+    from llmcompare import session
+
+    guard = subprocess.Popen([sys.executable, "-c",
+                              "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import time; time.sleep(30)'])"])
+    try:
+        for _ in range(100):  # the grandchild: the guard's child
+            tree = session.process_tree(os.getpid())
+            if len(tree) >= 3:
+                break
+            time.sleep(0.05)
+        grandchild = max(tree - {os.getpid(), guard.pid})
+        assert session.process_tree(guard.pid) == {guard.pid, grandchild}
+        nvml = _FakeNVML()
+        nvml.processes = {0: [(os.getpid(), 2 * 2**30), (999_999_999, 40 * 2**30)],   # a stranger's 40 GiB
+                          1: [(grandchild, 30 * 2**30), (guard.pid, None)]}           # None: not available
+        monkeypatch.setitem(sys.modules, "pynvml", nvml)
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        got = session.gpu_memory()
+        assert got["nvml_process_used"] == 32 * 2**30
+        assert got["nvml_used"] == 130 * 2**30                 # the whole devices, stranger included
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+        assert session.gpu_memory()["nvml_process_used"] == 2 * 2**30
+        nvml.processes = {0: [(999_999_999, 40 * 2**30)]}      # none of ours listed: no figure, not 0
+        assert "nvml_process_used" not in session.gpu_memory()
+    finally:
+        for pid in session.process_tree(guard.pid) - {guard.pid}:
+            os.kill(pid, 9)
+        guard.kill()
+        guard.wait()
