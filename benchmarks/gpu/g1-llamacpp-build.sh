@@ -16,6 +16,7 @@
 # it was. Once installed, /tmp/gpustate/llamacpp-cuda marks it and a rerun only checks the import.
 # Where the loader cannot find CUDA's libraries by itself, /tmp/gpustate/llamacpp.env gets the
 # LD_LIBRARY_PATH that finds them (g2 sources it).
+# NICE=N builds at that niceness (h1-start.sh: behind the ExLlama extension builds that gate the conversions).
 # On a machine without nvcc or a GPU it stops with one line before the build (exit 3).
 # $OUT gets: g1.log, env.txt, build-llamacpp.log (pip's and CMake's output), libs.txt, server-help.txt;
 # the fp16 source's and the conversions' output stays in /tmp/runs/gguf-logs (g2 bundles it).
@@ -73,7 +74,7 @@ print(fp16_source(resolve_model('synthetic:llama-2-7b')))" > /tmp/runs/gguf-logs
   [ -d "$LLCPP/build" ] && say "resuming the build in $LLCPP/build"
   say "building llama-cpp-python (CMAKE_BUILD_PARALLEL_LEVEL=$CMAKE_BUILD_PARALLEL_LEVEL, at most $budget s)"
   s=$(date +%s)
-  timeout -k 15 "$budget" python3 -m pip wheel -v --no-index --no-build-isolation --no-deps --no-cache-dir \
+  timeout -k 15 "$budget" ${NICE:+nice -n "$NICE"} python3 -m pip wheel -v --no-index --no-build-isolation --no-deps --no-cache-dir \
     -w "$LLCPP/dist" --config-settings=build-dir="$LLCPP/build" "$LLCPP/src" >> "$OUT/build-llamacpp.log" 2>&1
   rc=$?
   echo "build rc=$rc seconds=$(( $(date +%s) - s ))${src16:+ (the fp16 source built beside it)}" \

@@ -75,10 +75,34 @@ roofline_of() {  # llmcompare's own floor and % of floor for /tmp/runs/NAME: kep
   python3 -m llmcompare.roofline "$d"
 }
 
-kill_gpu_leftovers() {  # engine processes this call started and left behind, by pid
+kill_gpu_leftovers() {  # engine processes this call started and left behind, by pid (never a conversion's)
+  local p g
   for p in $(nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null); do
+    g=$(ps -o pgid= -p "$p" 2>/dev/null | tr -d ' ')
+    if [ -n "$g" ] && [ -s /tmp/gpustate/conversion-pgids ] && grep -qx "$g" /tmp/gpustate/conversion-pgids; then continue; fi
     say "killing leftover GPU process $p"; kill -9 "$p" 2>/dev/null
   done
+}
+
+# Conversions that h-convert.sh started, each in a process group of its own (setsid), listed here so a
+# timed run can have the GPU to itself: pause_conversions stops every group (SIGSTOP; the converter keeps
+# its GPU memory but launches nothing) and waits until the GPU reads idle; resume_conversions goes on.
+CONVERSIONS=/tmp/gpustate/conversion-pgids
+pause_conversions() {
+  [ -s "$CONVERSIONS" ] || return 0
+  local g u i
+  for g in $(cat "$CONVERSIONS"); do kill -STOP -- "-$g" 2>/dev/null && say "paused conversion group $g"; done
+  for i in $(seq 30); do   # in-flight kernels finish
+    u=$(nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits 2>/dev/null | head -1)
+    [ "$u" = 0 ] && break; sleep 1
+  done
+  say "GPU with the conversions paused: $(nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader 2>/dev/null)"
+}
+resume_conversions() {
+  [ -s "$CONVERSIONS" ] || return 0
+  local g
+  for g in $(cat "$CONVERSIONS"); do kill -CONT -- "-$g" 2>/dev/null && say "resumed conversion group $g"; done
+  return 0
 }
 
 export PYTHONSAFEPATH=1 PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 LLMCOMPARE_CACHE_DIR=/tmp/llmcompare-cache \

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The sixth session's background conversions (started by h1-start.sh with setsid, from a copy in
+# /tmp/gpustate, so that it runs on past the call that started it, until the machine goes back):
+#   1. exllamav3's and exllamav2's CUDA extensions built just in time (sm_90, MAX_JOBS=8 each, side by
+#      side), and beside them the 7B shape's fp16 checkpoint (llmcompare.quantize.fp16_source, on the GPU);
+#   2. `python -m llmcompare.quantize exl3 -m synthetic:llama-2-7b` and `... exl2 ...` side by side, each
+#      in a process group of its own, listed in /tmp/gpustate/conversion-pgids: pause_conversions
+#      (setup.sh) stops them while a timed run has the GPU, resume_conversions lets them go on.
+# Everything goes to /tmp/runs/qlogs: pipeline.log (what started and ended when), build-*.log, the
+# converters' logs (exl3/, exl2/), and status (one line per conversion: rc and seconds).
+# Needs the environment h1-start.sh exports (setup.sh's PYTHONPATH, LLMCOMPARE_CACHE_DIR, ...).
+set -u
+Q=/tmp/runs/qlogs
+mkdir -p "$Q"
+: > /tmp/gpustate/conversion-pgids
+log() { echo "[$(date -u +%T)] $*" >> "$Q/pipeline.log"; }
+export TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=8
+log "pipeline started, pid $$"
+builds=()
+for e in exllamav3 exllamav2; do
+  ( s=$(date +%s); timeout -k 10 900 python3 -c "import $e, importlib.metadata as m; print('$e', m.version('$e'))" \
+      > "$Q/build-$e.log" 2>&1; echo "rc=$? seconds=$(( $(date +%s) - s ))" >> "$Q/build-$e.log" ) &
+  builds+=($!)
+done
+s=$(date +%s)
+python3 -c "from llmcompare.models import resolve_model
+from llmcompare.quantize import fp16_source
+print(fp16_source(resolve_model('synthetic:llama-2-7b')))" > "$Q/fp16-source.out" 2>&1
+log "fp16 source rc=$? seconds=$(( $(date +%s) - s )): $(tail -n1 "$Q/fp16-source.out")"
+wait "${builds[@]}"
+log "extension builds: $(tail -qn1 "$Q"/build-*.log | tr '\n' ' ')"
+convs=()
+for m in exl3 exl2; do
+  e=$([ "$m" = exl3 ] && echo exllamav3 || echo exllamav2)
+  if ! tail -n1 "$Q/build-$e.log" | grep -q '^rc=0 '; then log "$m not started: the $e build failed"; continue; fi
+  # setsid: the converter and its child get a process group of their own, whose id ($$ of that bash) is listed
+  setsid bash -c 'echo $$ >> /tmp/gpustate/conversion-pgids; s=$(date +%s)
+    python3 -m llmcompare.quantize "$1" -m synthetic:llama-2-7b --log-dir "$2/$1" > "$2/$1.out" 2>&1
+    echo "$1 rc=$? seconds=$(( $(date +%s) - s )) $(tail -n1 "$2/$1.out")" >> "$2/status"' _ "$m" "$Q" &
+  convs+=($!)
+  log "$m started"
+done
+wait "${convs[@]}"
+log "conversions ended: $(tr '\n' ' ' < "$Q/status" 2>/dev/null)"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sixth GPU session, call 1 (carry .gpucarryE and .gpucarryG; make-carry-d.sh and make-carry-g.sh), a fresh
+# nvidia-h200 machine: install the ExLlama carry, start h-convert.sh in the background (the ExLlama
+# extension builds, the 7B shape's fp16 checkpoint, then the EXL3 and EXL2 conversions side by side,
+# which run on past this call), then build llama-cpp-python with CUDA in the foreground
+# (g1-llamacpp-build.sh at niceness 10, so the extension builds that gate the conversions come first),
+# and with the time left the f16 and q4_0 GGUFs.
+# Next: h2-llamacpp.sh (the build's rest, if it stopped with exit 5, then the llama.cpp run with the
+# conversions paused), then h3-exl-bench.sh (each conversion's run as it finishes).
+# $OUT gets: h1.log, env.txt, and what g1 writes (g1.log, build-llamacpp.log, libs.txt, server-help.txt).
+source benchmarks/gpu/setup-c.sh
+exec > >(tee -a "$OUT/h1.log") 2>&1
+install_carry .gpucarryE || { say "install of .gpucarryE FAILED"; exit 4; }
+env_block > "$OUT/env.txt" 2>&1
+mkdir -p /tmp/runs/qlogs
+cp benchmarks/gpu/h-convert.sh /tmp/gpustate/h-convert.sh
+setsid nohup bash /tmp/gpustate/h-convert.sh > /tmp/runs/qlogs/pipeline.out 2>&1 < /dev/null &
+say "h-convert.sh started in the background (pid $!): /tmp/runs/qlogs/pipeline.log"
+NICE=10 bash benchmarks/gpu/g1-llamacpp-build.sh
+rc=$?
+say "g1 rc=$rc; conversions: $(tail -n3 /tmp/runs/qlogs/pipeline.log | tr '\n' ' ')"
+exit $rc
