@@ -8,7 +8,11 @@ The file (:func:`gguf_file`, shared with ``llamacpp-server``):
   (:class:`llmcompare.quantize.GGUFRecipe`, on the CPU, cached), so llama.cpp runs the same weights
   as every other engine. The file is chosen (and converted, the first time) when the backend is
   built, before ``load()``, so a conversion is never counted as load time. The environment block
-  records the file, its tensor types and its origin.
+  records the file, its tensor types and its origin. The choice runs in a child process
+  (``python -m llmcompare.quantize gguf ... --json``): the fp16 source imports torch, and torch's
+  CUDA libraries (pip's cuBLAS and runtime) in the same process as a CUDA build of llama.cpp (the
+  toolkit's) crash it: SIGSEGV at the first load on the H200 machine, whichever came first
+  (benchmarks/results/2026-11-23-h200). So a llama.cpp worker never imports torch.
 
 * Fixed length: ``Llama.generate(tokens, temp=0.0, ...)`` yields token ids one at a time and never
   stops on EOS by itself; the adapter takes exactly N.
@@ -26,6 +30,9 @@ The file (:func:`gguf_file`, shared with ``llamacpp-server``):
 from __future__ import annotations
 
 import gc
+import json
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -63,7 +70,8 @@ class GGUFChoice:
 def gguf_file(config: BackendConfig, backend: str) -> GGUFChoice:
     """The file to load: a GGUF model's own file (no variant allowed), or for any other model the
     variant's cached conversion of its fp16 source (made now if absent; its log goes to the run's
-    ``logs/``). A missing or needless variant is a one-line :class:`UserError`."""
+    ``logs/``), found by a child process that keeps torch out of this one. A missing or needless variant,
+    or a model that cannot be converted, is a one-line :class:`UserError`."""
     model = config.model
     if model.kind == "gguf":
         if config.variant:
@@ -74,12 +82,18 @@ def gguf_file(config: BackendConfig, backend: str) -> GGUFChoice:
     if not config.variant:
         raise UserError(f"backend {backend!r} runs GGUF files; for the {model.kind} model {model.ref!r} pick the"
                         f" type to convert it to: {', '.join(f'{backend}:{v}' for v in VARIANTS)}")
-    from llmcompare import quantize
-
-    recipe = quantize.GGUFRecipe(type=config.variant)
-    source = quantize.fp16_source(model)
-    path = quantize.quantize(source, recipe, log_dir=config.logs_dir)
-    return GGUFChoice(str(path), f"llmcompare.quantize GGUFRecipe(type={config.variant!r}) of {source}")
+    argv = [sys.executable, "-m", "llmcompare.quantize", "gguf", "-m", model.ref, "--type", config.variant, "--json"]
+    if config.logs_dir:
+        argv += ["--log-dir", str(config.logs_dir)]
+    done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    lines = done.stderr.strip().splitlines()
+    if done.returncode == 2 and lines and lines[-1].startswith("error: "):  # quantize's one-line UserError
+        raise UserError(lines[-1].removeprefix("error: "))
+    if done.returncode:
+        raise RuntimeError(f"the {config.variant} GGUF of {model.ref!r} failed (exit status {done.returncode}): "
+                           + " | ".join(lines[-5:]))
+    made = json.loads(done.stdout.strip().splitlines()[-1])
+    return GGUFChoice(made["checkpoint"], f"llmcompare.quantize GGUFRecipe(type={config.variant!r}) of {made['source']}")
 
 
 class LlamaCppBackend:

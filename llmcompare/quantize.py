@@ -452,6 +452,8 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=(cls.__doc__ or "").split(".")[0])
         p.add_argument("-m", "--model", default=None, help="model reference, as llmcompare --model takes it")
         p.add_argument("--log-dir", default=None)
+        p.add_argument("--json", action="store_true",
+                       help='print {"checkpoint": ..., "source": ...} (the fp16 source it came from) instead')
         for f in fields(cls):
             p.add_argument(f"--{f.name.replace('_', '-')}", type=_arg_type(f.default), default=f.default)
     run = sub.add_parser("gptq-run", help="internal: the GPTQ child process")
@@ -482,7 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cls = RECIPES[args.method]
     try:
         recipe = cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
-        print(quantize(fp16_source(resolve_model(args.model)), recipe, log_dir=args.log_dir))
+        source = fp16_source(resolve_model(args.model))
+        made = quantize(source, recipe, log_dir=args.log_dir)
+        print(json.dumps({"checkpoint": str(made), "source": str(source)}) if args.json else made)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,8 @@ One cache (fp16 source and GGUF files) is shared by the whole module, so each fi
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,23 +155,49 @@ def test_f16_and_q4_0_load_give_exactly_n_tokens_and_q4_0_is_a_third_of_f16(mode
     assert sum("quantizing the cached f16 file" in text and "--from-f16" in text for text in logs) == 1
 
 
-def test_a_second_request_converts_nothing(model, source, monkeypatch, capsys):
+def test_a_second_request_converts_nothing(model, source, monkeypatch, capsys, tmp_path):
     first = quantize.quantize(source, quantize.GGUFRecipe(type="q4_0"))
     stamp = (first.parent.parent / ".complete").stat().st_mtime_ns
+    # the backend's lookup (a child process): the same file, and no conversion log in the run's logs
+    chosen = gguf_file(BackendConfig(model=model, variant="q4_0", logs_dir=str(tmp_path / "logs")), "llamacpp")
+    assert chosen.path == str(first) and chosen.origin.endswith(f" of {source}")
+    assert not list(tmp_path.glob("logs/gguf-*.log"))
 
     def no_converter(*args, **kwargs):
         raise AssertionError(f"a converter ran: {args}")
 
     monkeypatch.setattr(quantize.subprocess, "run", no_converter)
     assert quantize.quantize(source, quantize.GGUFRecipe(type="q4_0")) == first
-    assert gguf_file(BackendConfig(model=model, variant="q4_0"), "llamacpp").path == str(first)
     assert quantize.main(["gguf", "-m", f"synthetic:{SHAPE}", "--type", "q4_0"]) == 0
     assert capsys.readouterr().out.strip() == str(first)
+    assert quantize.main(["gguf", "-m", f"synthetic:{SHAPE}", "--type", "q4_0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"checkpoint": str(first), "source": str(source)}
     assert (first.parent.parent / ".complete").stat().st_mtime_ns == stamp
     assert first.name == "model.gguf" and sorted(p.name for p in first.parent.iterdir()) == ["model.gguf"]
     key = json.loads((first.parent.parent / "llmcompare-source.json").read_text())
     assert key["recipe"] == {"type": "q4_0"} and key["method"] == "gguf"
     assert {"gguf", "llama_cpp_python"} <= set(key) and key["source"] == quantize.fingerprint(source)
+
+
+def test_a_llamacpp_worker_never_imports_torch(model, source, cache):
+    """torch's CUDA libraries and a CUDA build of llama.cpp crash one process together (the H200 run of
+    2026-11-23), so the GGUF is chosen in a child process and the backend's own process stays free of
+    torch: here a whole request, in a fresh interpreter."""
+    script = (f"import sys, json\nfrom llmcompare.backend import BackendConfig\n"
+              f"from llmcompare.backends.llamacpp import LlamaCppBackend\nfrom llmcompare.models import resolve_model\n"
+              f"b = LlamaCppBackend(BackendConfig(model=resolve_model('synthetic:{SHAPE}'), variant='f16',"
+              f" options={{'n_threads': 2}}))\nb.load()\nout = b.generate({PROMPTS[0]}, 4)\nb.unload()\n"
+              f"print(json.dumps([len(out.token_ids), 'torch' in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [4, False]
+
+
+def test_a_model_that_cannot_be_converted_is_a_one_line_error_from_the_child(tmp_path):
+    hub = ResolvedModel("HuggingFaceTB/SmolLM2-135M", "hub", "SmolLM2-135M", None)
+    with pytest.raises(UserError) as refused:
+        gguf_file(BackendConfig(model=hub, variant="f16"), "llamacpp")
+    assert str(refused.value).startswith("quantizing needs a local model directory") and "\n" not in str(refused.value)
 
 
 def test_a_variant_is_needed_exactly_when_the_model_is_not_a_gguf_file(model, tmp_path):
