@@ -7,7 +7,8 @@ is one and saved once; for any other model its own HF directory. Each output is 
 :func:`llmcompare.models.cached_build`, keyed by the source's fingerprint, the recipe's fields and the
 tool's version, so a changed source, recipe or tool converts again and nothing else does. A cache
 entry holds ``model/`` (the checkpoint), ``quantize.log`` (the converter's output),
-``calibration.json`` (GPTQ only: the exact token rows) and ``llmcompare-source.json`` (the key); a
+``calibration.json`` (GPTQ only: the exact token rows), ``measurement.json`` (EXL2 only: the
+converter's per-layer measurement, reusable) and ``llmcompare-source.json`` (the key); a
 GGUF checkpoint is the single file ``model/model.gguf``.
 
 Every converter runs in a child process started from an argv list (no shell). GPTQ, EXL2 and EXL3 run
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -70,6 +72,12 @@ class RecipeDefaults:
     """(module, distribution) it needs beside its tool; their versions join the cache key."""
     output_file: ClassVar[str | None] = None
     """The checkpoint's one file inside ``model/`` (GGUF); None: the directory is the checkpoint."""
+    kept: ClassVar[tuple[str, ...]] = ()
+    """Files of the converter's working directory kept beside ``model/`` in the cache entry."""
+
+    def key_fields(self) -> dict[str, Any]:
+        """The recipe's part of the cache key: its fields (a recipe that names a file keys its content)."""
+        return asdict(self)  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,14 @@ class GPTQRecipe(RecipeDefaults):
 class EXL2Recipe(RecipeDefaults):
     """EXL2 at ``bits`` bits per weight (``head_bits`` for the output layer), by exllamav2's converter
     (``python -m exllamav2.conversion.convert_exl2``) on its bundled calibration data. The row counts
-    are below the converter's defaults (100 × 2048 tokens; measurement 16 × 2048)."""
+    are below the converter's defaults (100 × 2048 tokens; measurement 16 × 2048).
+
+    The converter first measures every layer's error at each candidate bit width (its longest pass:
+    about 8 minutes of a 7B conversion on an H200), then picks the widths for ``bits``. Each
+    conversion keeps that ``measurement.json`` in its cache entry; ``measurement`` names one (of the
+    same source) to skip the pass, as the converter's ``-m`` does: another ``bits`` from one
+    measurement, or a conversion finished on another machine. The cache key holds the file's content,
+    not its path."""
 
     bits: float = 4.0
     head_bits: int = 6
@@ -119,9 +134,11 @@ class EXL2Recipe(RecipeDefaults):
     length: int = 512
     measurement_rows: int = 8
     measurement_length: int = 512
+    measurement: str = ""
 
     method: ClassVar[str] = "exl2"
     resumable: ClassVar[bool] = True
+    kept: ClassVar[tuple[str, ...]] = ("measurement.json",)
     options: ClassVar[tuple[str, ...]] = ("bits", "head_bits")
     module: ClassVar[str] = "exllamav2"
     distribution: ClassVar[str] = "exllamav2"
@@ -133,7 +150,24 @@ class EXL2Recipe(RecipeDefaults):
         return [sys.executable, "-m", "exllamav2.conversion.convert_exl2", "-i", str(source), "-o", str(work),
                 "-cf", str(out), "-b", f"{self.bits:g}", "-hb", str(self.head_bits),
                 "-r", str(self.rows), "-l", str(self.length),
-                "-mr", str(self.measurement_rows), "-ml", str(self.measurement_length)]
+                "-mr", str(self.measurement_rows), "-ml", str(self.measurement_length),
+                *(["-m", str(Path(self.measurement).resolve())] if self.measurement else [])]
+
+    def __post_init__(self) -> None:
+        if self.measurement:
+            try:
+                held = json.loads(Path(self.measurement).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cannot read the EXL2 measurement {self.measurement!r}: {exc}") from None
+            if not (isinstance(held, dict) and {"measurement", "last_module_idx"} <= held.keys()):
+                raise UserError(f"{self.measurement!r} is not an exllamav2 measurement.json (a finished"
+                                " measurement pass writes one); pass one, or leave --measurement out")
+
+    def key_fields(self) -> dict[str, Any]:
+        fields_ = asdict(self)
+        if self.measurement:
+            fields_["measurement"] = "sha256:" + hashlib.sha256(Path(self.measurement).read_bytes()).hexdigest()
+        return fields_
 
     def prepare(self, source: Path, scratch: Path) -> None:
         pass
@@ -351,7 +385,7 @@ def require(recipe: Recipe) -> None:
 
 def recipe_key(source: Path, recipe: Recipe) -> dict[str, Any]:
     """The cache key: the source's fingerprint, every recipe field and the tools' versions."""
-    key = {"source": fingerprint(source), "method": recipe.method, "recipe": asdict(recipe),
+    key = {"source": fingerprint(source), "method": recipe.method, "recipe": recipe.key_fields(),
            recipe.distribution: tool_version(recipe), "v": RECIPES_VERSION}
     for _, distribution in recipe.also_requires:
         try:
@@ -404,6 +438,9 @@ def quantize(source: str | os.PathLike, recipe: Recipe, log_dir: str | os.PathLi
         os.replace(out, tmp / "model")
         if (scratch / "calibration.json").is_file():  # GPTQ's rows, kept beside its checkpoint
             os.replace(scratch / "calibration.json", tmp / "calibration.json")
+        for name in recipe.kept:
+            if (work / name).is_file():
+                shutil.copyfile(work / name, tmp / name)
         shutil.copyfile(log_path, tmp / "quantize.log")
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -8,8 +8,10 @@ tests that run a converter say so by replacing ``quantize.cuda_available``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -89,7 +91,7 @@ def test_the_cache_key_follows_the_source_the_recipe_and_the_tool(source, monkey
     key = quantize.recipe_key(source, EXL2Recipe())
     assert key == quantize.recipe_key(source, EXL2Recipe())
     assert key["recipe"] == {"bits": 4.0, "head_bits": 6, "rows": 32, "length": 512, "measurement_rows": 8,
-                             "measurement_length": 512}
+                             "measurement_length": 512, "measurement": ""}
     assert key["method"] == "exl2" and key["exllamav2"] == "0.3.2"
     assert quantize.recipe_key(source, EXL2Recipe(bits=5.0)) != key
     monkeypatch.setattr(quantize, "tool_version", lambda recipe: "0.3.3")
@@ -132,7 +134,9 @@ def test_a_recipe_runs_its_converter_once_and_caches_the_checkpoint(source, fake
     assert quantize.checkpoint_format(out) == quant_method and any(out.glob("*.safetensors"))
     assert (out / "tokenizer.json").is_file()  # the converter copies the tokenizer
     entry = out.parent
-    assert sorted(p.name for p in entry.iterdir()) == [".complete", "llmcompare-source.json", "model", "quantize.log"]
+    kept = ["measurement.json"] if quant_method == "exl2" else []  # EXL2's measurement, for reuse
+    assert sorted(p.name for p in entry.iterdir()) == sorted(
+        [".complete", "llmcompare-source.json", "model", "quantize.log", *kept])
     assert json.loads((entry / "llmcompare-source.json").read_text())["recipe"] == dataclasses.asdict(recipe)
     assert (entry / "quantize.log").read_text().startswith(f"$ {sys.executable} -m ")
     assert len(list((cache.parent / "logs").glob(f"{quant_method}-*.log"))) == 1
@@ -140,6 +144,50 @@ def test_a_recipe_runs_its_converter_once_and_caches_the_checkpoint(source, fake
     assert len(calls(fakes)) == 1
     quantize.quantize(source, type(recipe)(bits=2.5))  # another recipe converts again
     assert len(calls(fakes)) == 2
+
+
+def test_an_exl2_measurement_is_kept_and_reused_keyed_by_its_content(source, fakes, cache, monkeypatch, tmp_path):
+    """The measurement pass is most of a 7B EXL2 conversion: each conversion keeps its measurement.json,
+    and ``measurement=`` (``--measurement``) hands one to the converter's ``-m``, skipping the pass. The
+    key holds the file's content, so a copy elsewhere is the same recipe and an edited one is not."""
+    monkeypatch.setattr(quantize, "cuda_available", lambda: True)
+    first = quantize.quantize(source, EXL2Recipe())
+    assert "Measuring quantization impact" in (first.parent / "quantize.log").read_text()
+    copy = tmp_path / "elsewhere" / "measurement.json"
+    copy.parent.mkdir()
+    shutil.copyfile(first.parent / "measurement.json", copy)
+    reused = quantize.quantize(source, EXL2Recipe(bits=5.0, measurement=str(copy)), log_dir=tmp_path / "logs")
+    argv = calls(fakes)[-1]
+    assert argv[argv.index("-m") + 1] == str(copy) and argv[argv.index("-b") + 1] == "5"
+    log = (reused.parent / "quantize.log").read_text()
+    assert "Reusing measurement" in log and "Measuring" not in log
+    key = json.loads((reused.parent / "llmcompare-source.json").read_text())["recipe"]
+    assert key["measurement"] == "sha256:" + hashlib.sha256(copy.read_bytes()).hexdigest()
+    moved = tmp_path / "moved.json"
+    shutil.copyfile(copy, moved)
+    assert quantize.quantize(source, EXL2Recipe(bits=5.0, measurement=str(moved))) == reused  # same content
+    assert len(calls(fakes)) == 2
+    held = json.loads(moved.read_text())
+    held["last_module_idx"] = 1
+    moved.write_text(json.dumps(held))
+    assert quantize.recipe_key(source, EXL2Recipe(bits=5.0, measurement=str(moved))) != \
+        quantize.recipe_key(source, EXL2Recipe(bits=5.0, measurement=str(copy)))
+    # the command line takes it too
+    assert quantize.main(["exl2", "-m", str(source), "--bits", "5.0", "--measurement", str(copy)]) == 0
+    assert len(calls(fakes)) == 2  # a cache hit
+
+
+def test_a_bad_exl2_measurement_is_refused_in_one_line(tmp_path, capsys):
+    missing = tmp_path / "nope.json"
+    with pytest.raises(UserError, match="cannot read the EXL2 measurement"):
+        EXL2Recipe(measurement=str(missing))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"bits": 4}))
+    with pytest.raises(UserError) as refused:
+        EXL2Recipe(measurement=str(other))
+    assert "is not an exllamav2 measurement.json" in str(refused.value) and "\n" not in str(refused.value)
+    assert quantize.main(["exl2", "-m", "synthetic:smollm2-135m", "--measurement", str(missing)]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot read the EXL2 measurement")
 
 
 def test_a_converter_that_exits_0_without_a_checkpoint_is_a_failure(source, fakes, cache, monkeypatch):

@@ -5,7 +5,9 @@ argument, prints its own error and exits with status 0. It "converts" by copying
 the tokenizer files of ``-i`` into ``-cf``, adding the ``quantization_config`` the real compiler
 writes (``quant_method: exl2``, ``bits``, ``head_bits``, ``calibration``), and writing one small
 ``output.safetensors``; the working directory ``-o`` gets its ``job_new.json``, and a working directory
-that holds one is resumed with its saved settings. ``$FAKE_EXL_STOP`` stops it after the job file is
+that holds one is resumed with its saved settings. The measurement pass writes ``measurement.json``
+(``{"measurement": {...}, "last_module_idx": N}``) into ``-o``, as the real ``measure_quant`` does;
+``-m FILE`` reuses one instead ("Reusing measurement"), and its per-layer entries go into the job. ``$FAKE_EXL_STOP`` stops it after the job file is
 written (exit 124, as ``timeout`` would). Each run appends its argv to ``$FAKE_EXL_CLI_LOG`` (JSON
 lines) when that is set.
 """
@@ -30,6 +32,8 @@ parser.add_argument("-r", "--dataset_rows", type=int, default=100)
 parser.add_argument("-mr", "--measurement_rows", type=int, default=16)
 parser.add_argument("-l", "--length", type=int, default=2048)
 parser.add_argument("-ml", "--measurement_length", type=int, default=2048)
+parser.add_argument("-om", "--output_measurement", type=str)
+parser.add_argument("-m", "--measurement", type=str)
 args = parser.parse_args()
 
 if os.environ.get("FAKE_EXL_CLI_LOG"):
@@ -52,6 +56,12 @@ os.makedirs(args.out_dir, exist_ok=True)
 job_file = os.path.join(args.out_dir, "job_new.json")
 job = {"bits": args.bits, "head_bits": args.head_bits, "compile_full": args.compile_full,
        "dataset_rows": args.dataset_rows, "length": args.length, "cal_dataset": args.cal_dataset, "progress": "begin"}
+if args.measurement is not None:
+    with open(args.measurement, encoding="utf8") as f:
+        imported = json.load(f)
+    job["measurement"] = imported["measurement"]
+    job["last_module_idx"] = imported["last_module_idx"]
+    job["reuse_measurement"] = args.measurement
 if os.path.exists(job_file) and not args.no_resume:
     print(" -- Resuming job")
     with open(job_file) as f:
@@ -66,6 +76,15 @@ with open(job_file, "w") as f:
 if os.environ.get("FAKE_EXL_STOP"):  # stopped mid-measurement (a time limit): the job file stays
     print(" -- Measuring layer 14 of 32")
     sys.exit(124)
+if "reuse_measurement" in job:
+    print(f" -- Reusing measurement: {job['reuse_measurement']}")
+elif "measurement" not in job:
+    print(" -- Measuring quantization impact...")
+    job["measurement"] = {"model.layers.0.self_attn": [{"accuracy": 0.99, "total_bits": 4096}],
+                          "model.layers.0.mlp": [{"accuracy": 0.98, "total_bits": 8192}]}
+    job["last_module_idx"] = 2
+    with open(os.path.join(args.out_dir, "measurement.json"), "w", encoding="utf8") as f:
+        f.write(json.dumps({"measurement": job["measurement"], "last_module_idx": job["last_module_idx"]}, indent=4))
 
 if job["compile_full"] is not None:
     import numpy
