@@ -48,6 +48,7 @@ BACKENDS+=(-b transformers:fp16@static -o static.cache_implementation=static)
 rm -rf /tmp/runs/llamacpp
 trap resume_conversions EXIT   # conversions h-convert.sh runs in the background wait while this runs
 pause_conversions
+sync   # the GGUFs just written reach the disk before the timed run, not during it
 say "running ${BACKENDS[*]} ($(left) s left)"
 timeout -k 10 $(( $(left) - 30 )) python3 -m llmcompare run -q "${SHAPE[@]}" -r 1 -w 1 --no-fidelity --timeout 300 \
   "${BACKENDS[@]}" -O /tmp/runs/llamacpp

@@ -8,6 +8,8 @@
 #      (setup.sh) stops them while a timed run has the GPU, resume_conversions lets them go on.
 # Everything goes to /tmp/runs/qlogs: pipeline.log (what started and ended when), build-*.log, the
 # converters' logs (exl3/, exl2/), and status (one line per conversion: rc and seconds).
+# METHODS (default "exl3 exl2") names the conversions; EXL2_MEASUREMENT, a measurement.json of an earlier
+# EXL2 conversion of the same weights, skips EXL2's measurement pass (--measurement).
 # Needs the environment h1-start.sh exports (setup.sh's PYTHONPATH, LLMCOMPARE_CACHE_DIR, ...).
 set -u
 Q=/tmp/runs/qlogs
@@ -15,9 +17,11 @@ mkdir -p "$Q"
 : > /tmp/gpustate/conversion-pgids
 log() { echo "[$(date -u +%T)] $*" >> "$Q/pipeline.log"; }
 export TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=8
-log "pipeline started, pid $$"
+METHODS=${METHODS:-exl3 exl2}
+engine() { [ "$1" = exl3 ] && echo exllamav3 || echo exllamav2; }
+log "pipeline started, pid $$: $METHODS${EXL2_MEASUREMENT:+, EXL2 measurement $EXL2_MEASUREMENT}"
 builds=()
-for e in exllamav3 exllamav2; do
+for e in $(for m in $METHODS; do engine "$m"; done); do
   ( s=$(date +%s); timeout -k 10 900 python3 -c "import $e, importlib.metadata as m; print('$e', m.version('$e'))" \
       > "$Q/build-$e.log" 2>&1; echo "rc=$? seconds=$(( $(date +%s) - s ))" >> "$Q/build-$e.log" ) &
   builds+=($!)
@@ -30,13 +34,15 @@ log "fp16 source rc=$? seconds=$(( $(date +%s) - s )): $(tail -n1 "$Q/fp16-sourc
 wait "${builds[@]}"
 log "extension builds: $(tail -qn1 "$Q"/build-*.log | tr '\n' ' ')"
 convs=()
-for m in exl3 exl2; do
-  e=$([ "$m" = exl3 ] && echo exllamav3 || echo exllamav2)
+for m in $METHODS; do
+  e=$(engine "$m")
   if ! tail -n1 "$Q/build-$e.log" | grep -q '^rc=0 '; then log "$m not started: the $e build failed"; continue; fi
+  extra=()
+  [ "$m" = exl2 ] && [ -n "${EXL2_MEASUREMENT:-}" ] && extra=(--measurement "$EXL2_MEASUREMENT")
   # setsid: the converter and its child get a process group of their own, whose id ($$ of that bash) is listed
-  setsid bash -c 'echo $$ >> /tmp/gpustate/conversion-pgids; s=$(date +%s)
-    python3 -m llmcompare.quantize "$1" -m synthetic:llama-2-7b --log-dir "$2/$1" > "$2/$1.out" 2>&1
-    echo "$1 rc=$? seconds=$(( $(date +%s) - s )) $(tail -n1 "$2/$1.out")" >> "$2/status"' _ "$m" "$Q" &
+  setsid bash -c 'echo $$ >> /tmp/gpustate/conversion-pgids; s=$(date +%s); m=$1 q=$2; shift 2
+    python3 -m llmcompare.quantize "$m" -m synthetic:llama-2-7b --log-dir "$q/$m" "$@" > "$q/$m.out" 2>&1
+    echo "$m rc=$? seconds=$(( $(date +%s) - s )) $(tail -n1 "$q/$m.out")" >> "$q/status"' _ "$m" "$Q" "${extra[@]}" &
   convs+=($!)
   log "$m started"
 done

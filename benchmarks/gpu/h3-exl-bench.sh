@@ -10,6 +10,7 @@
 # $OUT gets: h3.log, run-exl-<methods>.tar.gz, agreement-exl-<methods>.json, qlogs.tar.gz.
 source benchmarks/gpu/setup-c.sh
 exec > >(tee -a "$OUT/h3.log") 2>&1
+export TORCH_CUDA_ARCH_LIST=9.0   # as h-convert.sh built the extensions: another list rebuilds them at load
 mkdir -p .whl && cp .gpucarryE/lcsnap.tgz .gpucarryE/whl/platformdirs-*.whl .whl/ && install_llmcompare || exit 4
 resume_conversions
 Q=/tmp/runs/qlogs
@@ -40,7 +41,10 @@ fi
 BACKENDS=(); name=exl
 for m in $todo; do
   name=$name-$m
-  BACKENDS+=(-b "$([ "$m" = exl3 ] && echo exllamav3 || echo exllamav2):$m")
+  b=$([ "$m" = exl3 ] && echo exllamav3 || echo exllamav2):$m
+  # the checkpoint the conversion printed (its status line's last field), loaded as it is: the same file
+  # whatever recipe made it (an EXL2 from a reused measurement is not the default recipe's cache entry)
+  BACKENDS+=(-b "$b" -o "$b.model_dir=$(grep "^$m rc=0 " "$Q/status" | tail -n1 | awk '{print $NF}')")
 done
 REF=/tmp/runs/llamacpp=static
 if [ ! -f /tmp/runs/llamacpp/requests.jsonl ]; then
@@ -49,6 +53,7 @@ fi
 trap resume_conversions EXIT
 pause_conversions
 kill_gpu_leftovers
+sync   # the conversions' written files reach the disk before the timed run, not during it
 rm -rf "/tmp/runs/$name"
 say "running ${BACKENDS[*]} ($(left) s left)"
 timeout -k 10 $(( $(left) - 30 )) python3 -m llmcompare run -q "${SHAPE[@]}" -r 1 -w 1 --no-fidelity --timeout 300 \
@@ -60,7 +65,7 @@ kill_gpu_leftovers
 resume_conversions
 roofline_of "$name"
 ARGS=()
-for l in "${BACKENDS[@]}"; do case $l in exllama*) ARGS+=("/tmp/runs/$name=$l");; esac; done
+for l in "${BACKENDS[@]}"; do case $l in exllama*.model_dir=*) ;; exllama*) ARGS+=("/tmp/runs/$name=$l");; esac; done
 python3 benchmarks/gpu/agreement.py "$REF" "${ARGS[@]}" --json "$OUT/agreement-$name.json"
 rm -f "/tmp/runs/$name/requests.csv"
 bundle "$name"
