@@ -31,7 +31,11 @@ export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-16}
 # llama-cpp-python's CMakeLists adds vendor/llama.cpp (so tests, examples, tools and server default OFF
 # there; named anyway) and tools/mtmd unless LLAVA_BUILD=OFF: llmcompare needs no multimodal library.
 # LLAMA_OPENSSL=OFF: the common library's HTTP client is never used (no downloads here).
-export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF -DLLAVA_BUILD=OFF -DGGML_CCACHE=OFF}"
+# -Wl,--exclude-libs,ALL: the machine's compiler (/opt/gcc) links libstdc++ statically into libggml-cuda.so,
+# which then exported 3,437 std:: symbols; where numpy was loaded first (as in llmcompare's worker),
+# libllama bound its std::ostream calls to that copy and segfaulted in llama_model::print_info (cuda-gdb,
+# 2026-11-23). With the archives' symbols hidden, 39 remain and the same load runs.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF -DLLAVA_BUILD=OFF -DGGML_CCACHE=OFF -DCMAKE_SHARED_LINKER_FLAGS=-Wl,--exclude-libs,ALL}"
 
 if [ -e /tmp/gpustate/llamacpp-cuda ]; then
   say "llama-cpp-python with CUDA already installed on this machine: checks only"
