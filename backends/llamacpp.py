@@ -9,10 +9,11 @@ The file (:func:`gguf_file`, shared with ``llamacpp-server``):
   as every other engine. The file is chosen (and converted, the first time) when the backend is
   built, before ``load()``, so a conversion is never counted as load time. The environment block
   records the file, its tensor types and its origin. The choice runs in a child process
-  (``python -m llmcompare.quantize gguf ... --json``): the fp16 source imports torch, and torch's
-  CUDA libraries (pip's cuBLAS and runtime) in the same process as a CUDA build of llama.cpp (the
-  toolkit's) crash it: SIGSEGV at the first load on the H200 machine, whichever came first
-  (benchmarks/results/2026-11-23-h200). So a llama.cpp worker never imports torch.
+  (``python -m llmcompare.quantize gguf ... --json``), so the llama.cpp worker never imports torch
+  (which the fp16 source needs) and the libraries torch brings. On the H200 machine a CUDA build of
+  llama.cpp whose ``libggml-cuda.so`` carried a static libstdc++ crashed whenever another library
+  had loaded libstdc++ first (torch, or numpy): benchmarks/results/2026-11-23-h200 and the build flag
+  that fixes it in ``benchmarks/gpu/g1-llamacpp-build.sh``.
 
 * Fixed length: ``Llama.generate(tokens, temp=0.0, ...)`` yields token ids one at a time and never
   stops on EOS by itself; the adapter takes exactly N.

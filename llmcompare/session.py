@@ -241,7 +241,10 @@ class BackendSession:
         backend, self._backend = self._backend, None
         self.record.peak_rss_bytes = peak_rss()
         self.record.gpu_memory = gpu_memory()
-        self.record.gpu_peak_bytes = self.record.gpu_memory.get("torch_peak_allocated")
+        # torch's peak where the engine allocates through torch; else what NVML gives this process tree
+        # (llama.cpp, a server's engine), which includes the CUDA context
+        self.record.gpu_peak_bytes = (self.record.gpu_memory.get("torch_peak_allocated")
+                                      or self.record.gpu_memory.get("nvml_process_used"))
         if backend is not None:
             try:
                 if hasattr(backend, "aclose") and self._loop is not None:

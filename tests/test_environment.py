@@ -122,3 +122,20 @@ def test_gpu_memory_counts_the_process_trees_own_memory_apart_from_other_program
             os.kill(pid, 9)
         guard.kill()
         guard.wait()
+
+
+@pytest.mark.parametrize("probed, peak", [
+    ({"torch_peak_allocated": 7 * 2**30, "nvml_process_used": 9 * 2**30}, 7 * 2**30),  # torch's figure first
+    ({"nvml_process_used": 9 * 2**30, "nvml_used": 20 * 2**30}, 9 * 2**30),  # llama.cpp: its process tree's
+    ({"nvml_used": 20 * 2**30}, None),  # a whole-device figure is never a backend's peak
+])
+def test_the_gpu_peak_is_torchs_else_the_process_trees_nvml_figure(monkeypatch, probed, peak):
+    from llmcompare import session
+    from llmcompare.models import ResolvedModel
+    from llmcompare.spec import BackendRequest
+
+    monkeypatch.setattr(session, "gpu_memory", lambda: dict(probed))
+    model = ResolvedModel("synthetic:smollm2-135m", "synthetic", "smollm2-135m", shape="smollm2-135m")
+    with session.BackendSession(BackendRequest("echo", "echo", None), model) as s:
+        pass  # loaded, then closed: the memory probe runs at the close
+    assert s.record.status == "ok" and s.record.gpu_peak_bytes == peak and s.record.gpu_memory == probed

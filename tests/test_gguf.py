@@ -180,9 +180,9 @@ def test_a_second_request_converts_nothing(model, source, monkeypatch, capsys, t
 
 
 def test_a_llamacpp_worker_never_imports_torch(model, source, cache):
-    """torch's CUDA libraries and a CUDA build of llama.cpp crash one process together (the H200 run of
-    2026-11-23), so the GGUF is chosen in a child process and the backend's own process stays free of
-    torch: here a whole request, in a fresh interpreter."""
+    """The GGUF is chosen in a child process, so the backend's own process stays free of torch and what it
+    loads (a CUDA build of llama.cpp crashed beside it on the H200 of 2026-11-23): here a whole request,
+    in a fresh interpreter."""
     script = (f"import sys, json\nfrom llmcompare.backend import BackendConfig\n"
               f"from llmcompare.backends.llamacpp import LlamaCppBackend\nfrom llmcompare.models import resolve_model\n"
               f"b = LlamaCppBackend(BackendConfig(model=resolve_model('synthetic:{SHAPE}'), variant='f16',"
