@@ -93,7 +93,10 @@ def gguf_file(config: BackendConfig, backend: str) -> GGUFChoice:
     if done.returncode:
         raise RuntimeError(f"the {config.variant} GGUF of {model.ref!r} failed (exit status {done.returncode}): "
                            + " | ".join(lines[-5:]))
-    made = json.loads(done.stdout.strip().splitlines()[-1])
+    printed = done.stdout.strip().splitlines()
+    if not printed:
+        raise RuntimeError(f"the {config.variant} GGUF of {model.ref!r}: the converter printed no checkpoint")
+    made = json.loads(printed[-1])
     return GGUFChoice(made["checkpoint"], f"llmcompare.quantize GGUFRecipe(type={config.variant!r}) of {made['source']}")
 
 

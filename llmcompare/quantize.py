@@ -122,7 +122,8 @@ class EXL2Recipe(RecipeDefaults):
     are below the converter's defaults (100 × 2048 tokens; measurement 16 × 2048).
 
     The converter first measures every layer's error at each candidate bit width (its longest pass:
-    about 8 minutes of a 7B conversion on an H200), then picks the widths for ``bits``. Each
+    about 20 minutes of a 7B conversion on an H200 that another conversion shared; the rest took
+    403 s), then picks the widths for ``bits``. Each
     conversion keeps that ``measurement.json`` in its cache entry; ``measurement`` names one (of the
     same source) to skip the pass, as the converter's ``-m`` does: another ``bits`` from one
     measurement, or a conversion finished on another machine. The cache key holds the file's content,

@@ -128,27 +128,13 @@ def gpu_memory() -> dict[str, Any]:
 
 
 def process_tree(root: int) -> set[int]:
-    """``root`` and every process descended from it, read from ``/proc`` (``{root}`` where there is none)."""
-    children: dict[int, list[int]] = {}
+    """``root`` and every process descended from it (``{root}`` alone if psutil cannot read them)."""
+    import psutil
+
     try:
-        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
-    except OSError:
-        entries = []
-    for name in entries:
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])  # the name in (...) may hold spaces
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(name))
-    tree: set[int] = set()
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        if pid not in tree:
-            tree.add(pid)
-            todo.extend(children.get(pid, ()))
-    return tree
+        return {root, *(child.pid for child in psutil.Process(root).children(recursive=True))}
+    except psutil.Error:
+        return {root}
 
 
 def _visible_nvml_handles(pynvml: Any) -> list[Any]:
