@@ -198,6 +198,8 @@ def register_backends(register):
             },
             variants=VARIANTS,
             passthrough=True,
+            crash_hint="on CUDA, a llama.cpp build whose libggml-cuda exports a static libstdc++ crashes once numpy"
+                       " is loaded: docs/backends/llamacpp.md says how to check it and rebuild",
             capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("gguf", "hf", "synthetic"),
                                       prefix_cache="reset", natural_stop=True, scores=True,
                                       variant_formats=GGUF_VARIANT_FORMATS),

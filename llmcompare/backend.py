@@ -142,6 +142,9 @@ class BackendSpec:
     """What the backend can do (devices, formats, concurrency, prefix-cache handling), as data."""
     distributions: tuple[str, ...] = ()
     """Distribution names whose versions go into the environment block (e.g. ``("ctranslate2",)``)."""
+    crash_hint: str = ""
+    """What a known crash of the engine means and what to do, added to the failed row when its worker
+    dies from a signal other than SIGKILL (SIGKILL already reads "possibly out of memory")."""
     source: str = "built-in"
     """Filled in by the plugin manager: ``built-in`` or the distribution that registered it."""
 

@@ -121,7 +121,7 @@ def run_isolated(
         why = f"timed out after {timeout_s:g} s (the worker was killed; finished requests are kept)"
     elif proc.returncode < 0:
         sig = signal.Signals(-proc.returncode).name
-        hint = " (possibly out of memory)" if sig == "SIGKILL" else ""
+        hint = " (possibly out of memory)" if sig == "SIGKILL" else _crash_hint(request.name)
         why = f"worker process died from {sig}{hint}"
     else:
         why = f"worker process exited with status {proc.returncode}"
@@ -139,6 +139,17 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+
+
+def _crash_hint(name: str) -> str:
+    """The backend's ``crash_hint``, as a parenthesis, or nothing."""
+    from .plugins import get_registry
+
+    try:
+        hint = get_registry().get(name).crash_hint
+    except Exception:  # an unknown or broken plugin: the row keeps the signal alone
+        return ""
+    return f" ({hint})" if hint else ""
 
 
 def _last_line(path: Path, limit: int = 300) -> str:

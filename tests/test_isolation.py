@@ -27,6 +27,15 @@ def test_crash_leaves_failed_row_and_others_finish(use_plugins, run_dir):
     assert [b.status for b in backs if b.backend == "crashy"] == ["failed"]
 
 
+def test_a_crash_by_another_signal_carries_the_backends_crash_hint(use_plugins, run_dir):
+    use_plugins("llmcompare_testplugins")
+    result = llmcompare.compare(["crashy"], options=["crashy.crash_after=1", "crashy.signal=SIGSEGV"],
+                                max_new_tokens=4, repeats=1, warmup=0, output=run_dir, fidelity=False)
+    error = result.summary("crashy").error
+    assert error.startswith("worker process died from SIGSEGV (a test crash: read the plugin's docs)")
+    assert "out of memory" not in error and "\n" not in error
+
+
 def test_crash_does_not_stop_later_backends(use_plugins, run_dir):
     use_plugins("llmcompare_testplugins")
     result = llmcompare.compare(["crashy", "echo"], options=["crashy.crash_after=0"], max_new_tokens=4,

@@ -23,7 +23,7 @@ class CrashyBackend(EchoBackend):
         if self.calls > self.config.options["crash_after"] and not (marker and os.path.exists(marker)):
             if marker:
                 open(marker, "w").close()
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), getattr(signal, self.config.options.get("signal") or "SIGKILL"))
         return super().generate(prompt, max_new_tokens)
 
 
@@ -81,7 +81,8 @@ class SyncEcho(EchoBackend):
 def register_backends(register):
     register(BackendSpec(
         name="crashy", target="llmcompare_testplugins:CrashyBackend", install="(test plugin)",
-        options={"crash_after": OptionSpec(int, 3), "marker": OptionSpec(str, None)},
+        options={"crash_after": OptionSpec(int, 3), "marker": OptionSpec(str, None), "signal": OptionSpec(str, None)},
+        crash_hint="a test crash: read the plugin's docs",
     ))
     register(BackendSpec(
         name="hangs", target="llmcompare_testplugins:HangingBackend", install="(test plugin)",
