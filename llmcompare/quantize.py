@@ -73,7 +73,8 @@ class RecipeDefaults:
     output_file: ClassVar[str | None] = None
     """The checkpoint's one file inside ``model/`` (GGUF); None: the directory is the checkpoint."""
     kept: ClassVar[tuple[str, ...]] = ()
-    """Files of the converter's working directory kept beside ``model/`` in the cache entry."""
+    """Files of the scratch folder (paths relative to it) that move beside ``model/`` in the cache entry,
+    under their own names."""
 
     def key_fields(self) -> dict[str, Any]:
         """The recipe's part of the cache key: its fields (a recipe that names a file keys its content)."""
@@ -98,6 +99,7 @@ class GPTQRecipe(RecipeDefaults):
     options: ClassVar[tuple[str, ...]] = ()
     module: ClassVar[str] = "gptqmodel"
     distribution: ClassVar[str] = "gptqmodel"
+    kept: ClassVar[tuple[str, ...]] = ("calibration.json",)
     install: ClassVar[str] = (f"pip install --no-deps gptqmodel=={GPTQMODEL_PIN} plus its dependencies"
                               " (docs/backends/gptq.md lists them)")
 
@@ -139,7 +141,7 @@ class EXL2Recipe(RecipeDefaults):
 
     method: ClassVar[str] = "exl2"
     resumable: ClassVar[bool] = True
-    kept: ClassVar[tuple[str, ...]] = ("measurement.json",)
+    kept: ClassVar[tuple[str, ...]] = ("job/measurement.json",)
     options: ClassVar[tuple[str, ...]] = ("bits", "head_bits")
     module: ClassVar[str] = "exllamav2"
     distribution: ClassVar[str] = "exllamav2"
@@ -437,11 +439,9 @@ def quantize(source: str | os.PathLike, recipe: Recipe, log_dir: str | os.PathLi
                      else "")
             raise RuntimeError(f"{recipe.method} quantization failed ({problem}){again}; log {log_path}: {tail}")
         os.replace(out, tmp / "model")
-        if (scratch / "calibration.json").is_file():  # GPTQ's rows, kept beside its checkpoint
-            os.replace(scratch / "calibration.json", tmp / "calibration.json")
-        for name in recipe.kept:
-            if (work / name).is_file():
-                shutil.copyfile(work / name, tmp / name)
+        for name in recipe.kept:  # GPTQ's calibration rows, EXL2's measurement
+            if (scratch / name).is_file():
+                os.replace(scratch / name, tmp / Path(name).name)
         shutil.copyfile(log_path, tmp / "quantize.log")
         shutil.rmtree(scratch, ignore_errors=True)
 
