@@ -161,7 +161,8 @@ class EXL2Recipe(RecipeDefaults):
             try:
                 held = json.loads(Path(self.measurement).read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
-                raise UserError(f"cannot read the EXL2 measurement {self.measurement!r}: {exc}") from None
+                raise UserError(f"cannot read the EXL2 measurement {self.measurement!r}: {exc}; pass the"
+                                " measurement.json an EXL2 conversion keeps in its cache entry") from None
             if not (isinstance(held, dict) and {"measurement", "last_module_idx"} <= held.keys()):
                 raise UserError(f"{self.measurement!r} is not an exllamav2 measurement.json (a finished"
                                 " measurement pass writes one); pass one, or leave --measurement out")
