@@ -3,11 +3,11 @@
 Checkpoints (the variant says which, so the label always says what ran):
 
 * ``exllamav2:fp16``: the model's own unquantized safetensors, run in fp16. ``synthetic:<shape>`` is
-  built once in fp16 (:func:`llmcompare.quantize.fp16_source`).
+  built once in fp16 (:func:`llmcompare.models.quantize.fp16_source`).
 * ``exllamav2:gptq``: 4-bit, group 128, made from that fp16 checkpoint by gptqmodel
-  (:class:`~llmcompare.quantize.GPTQRecipe`), cached.
+  (:class:`~llmcompare.models.quantize.GPTQRecipe`), cached.
 * ``exllamav2:exl2``: EXL2 at ``-o exllamav2.bits=`` bits per weight (4.0 by default), made by
-  exllamav2's own converter (:class:`~llmcompare.quantize.EXL2Recipe`), cached.
+  exllamav2's own converter (:class:`~llmcompare.models.quantize.EXL2Recipe`), cached.
 
 ``-o exllamav2.model_dir=DIR`` loads a checkpoint made elsewhere; its ``config.json`` must hold the
 variant's format. A model directory that already holds it is loaded as is.
@@ -71,7 +71,7 @@ from llmcompare.backend import (
     collect,
 )
 from llmcompare.errors import RequestFailed, UserError
-from llmcompare.quantize import EXL2Recipe, GPTQRecipe
+from llmcompare.models.quantize import EXL2Recipe, GPTQRecipe
 
 PAGE_SIZE = 256
 """Both generators page their KV cache in 256-token pages; a cache's size is a multiple of it."""
@@ -251,7 +251,7 @@ class DynamicGeneratorBackend:
     backend_name = "exllama"
     default_variant = "fp16"
     recipes: dict[str, Any] = {}
-    """Variant -> the :mod:`llmcompare.quantize` recipe class that makes its checkpoint (None: fp16)."""
+    """Variant -> the :mod:`llmcompare.models.quantize` recipe class that makes its checkpoint (None: fp16)."""
 
     def __init__(self, config: BackendConfig):
         self.config = config
@@ -282,7 +282,7 @@ class DynamicGeneratorBackend:
     def checkpoint_dir(self) -> str:
         """The directory to load: ``model_dir``, the model itself if it holds the variant's format, the
         fp16 source, or the variant's cached conversion of it."""
-        from llmcompare import quantize
+        from llmcompare.models import quantize
 
         wanted = "unquantized" if self.variant == "fp16" else self.variant
         model = self.config.model
@@ -464,7 +464,7 @@ class ExLlamaV2Backend(DynamicGeneratorBackend):
     def engine_version(self) -> dict[str, str]:
         import exllamav2
 
-        from llmcompare.quantize import describe_checkpoint
+        from llmcompare.models.quantize import describe_checkpoint
 
         v = {"exllamav2": str(exllamav2.__version__), **self.torch_versions(),
              "exllamav2_checkpoint": describe_checkpoint(self.checkpoint), "exllamav2_paged": str(self.paged).lower(),

@@ -3,7 +3,7 @@
 Checkpoints:
 
 * ``exllamav3:exl3`` (default): EXL3 at ``-o exllamav3.bits=`` bits per weight (4.0 by default), made
-  from the fp16 checkpoint by exllamav3's own converter (:class:`~llmcompare.quantize.EXL3Recipe`),
+  from the fp16 checkpoint by exllamav3's own converter (:class:`~llmcompare.models.quantize.EXL3Recipe`),
   cached; or ``-o exllamav3.model_dir=DIR``, or a model directory that already holds EXL3.
 * ``exllamav3:fp16``: the unquantized safetensors, which ExLlamaV3 also runs.
 
@@ -35,10 +35,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmcompare.backends.exllamav2 import OPTIONS, DynamicGeneratorBackend, JobDriver, eos_ids
+
 from llmcompare import hookimpl
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities
-from llmcompare.backends.exllamav2 import OPTIONS, DynamicGeneratorBackend, JobDriver, eos_ids
-from llmcompare.quantize import EXL3Recipe
+from llmcompare.models.quantize import EXL3Recipe
 
 VARIANTS = {
     "exl3": "EXL3 at -o bits= bits per weight, default 4.0 (exllamav3's converter, cached; or -o model_dir=)",
@@ -88,7 +89,7 @@ class ExLlamaV3Backend(DynamicGeneratorBackend):
 
         import exllamav3
 
-        from llmcompare.quantize import describe_checkpoint
+        from llmcompare.models.quantize import describe_checkpoint
 
         # exllamav3 1.6.5 has no __version__ attribute (seen on the H200): then its distribution's version
         version = getattr(exllamav3, "__version__", None) or importlib.metadata.version("exllamav3")

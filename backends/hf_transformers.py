@@ -76,7 +76,7 @@ def load_model(config: BackendConfig, **from_pretrained_kwargs):
     dtype = getattr(torch, DTYPES[config.variant or "fp32"])
     model = config.model
     if model.kind == "synthetic" and config.variant not in QUANTIZED_VARIANTS:
-        from llmcompare import synthetic
+        from llmcompare.models import synthetic
 
         loaded = synthetic.build_model(model.shape, dtype=dtype, device=config.device)
         if from_pretrained_kwargs.get("attn_implementation"):
@@ -114,7 +114,7 @@ def load_model(config: BackendConfig, **from_pretrained_kwargs):
 
 def _bnb_checkpoint(config: BackendConfig) -> str:
     """What bitsandbytes quantizes while ``from_pretrained`` loads it: a checkpoint on disk. A
-    ``synthetic:`` shape is first saved in fp16 (:func:`llmcompare.quantize.fp16_source`, cached), so
+    ``synthetic:`` shape is first saved in fp16 (:func:`llmcompare.models.quantize.fp16_source`, cached), so
     the run's seeded weights are the ones quantized."""
     import importlib.util
 
@@ -125,7 +125,7 @@ def _bnb_checkpoint(config: BackendConfig) -> str:
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UserError(f"transformers:{config.variant} needs bitsandbytes: pip install bitsandbytes")
     if config.model.kind == "synthetic":
-        from llmcompare.quantize import fp16_source
+        from llmcompare.models.quantize import fp16_source
 
         return str(fp16_source(config.model))
     return config.model.hf_dir()
@@ -134,12 +134,12 @@ def _bnb_checkpoint(config: BackendConfig) -> str:
 def _gptq_checkpoint(config: BackendConfig) -> str:
     """The GPTQ checkpoint ``from_pretrained`` loads (transformers runs it through optimum and gptqmodel):
     the model directory when it already is one, else its fp16 weights quantized by
-    :class:`llmcompare.quantize.GPTQRecipe` (4-bit, group 128), cached. A ``synthetic:`` shape is first
+    :class:`llmcompare.models.quantize.GPTQRecipe` (4-bit, group 128), cached. A ``synthetic:`` shape is first
     saved in fp16, so the run's seeded weights are the ones quantized."""
     import importlib.util
 
-    from llmcompare import quantize
     from llmcompare.errors import UserError
+    from llmcompare.models import quantize
 
     missing = [m for m in ("gptqmodel", "optimum") if importlib.util.find_spec(m) is None]
     if missing:
@@ -247,7 +247,7 @@ class TransformersBackend:
         if self.config.variant == "gptq":
             import importlib.metadata
 
-            from llmcompare.quantize import describe_checkpoint
+            from llmcompare.models.quantize import describe_checkpoint
 
             v.update({d: importlib.metadata.version(d) for d in ("gptqmodel", "optimum")})
             v["gptq_checkpoint"] = describe_checkpoint(self.model.name_or_path)

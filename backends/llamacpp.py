@@ -5,11 +5,11 @@ The file (:func:`gguf_file`, shared with ``llamacpp-server``):
 * a GGUF model (``--model x.gguf``, or the default SmolLM2 Q4_1) is loaded as it is, with no variant;
 * any other model (``synthetic:<shape>``, an HF Llama directory) needs a variant, ``f32``, ``f16``,
   ``q8_0`` or ``q4_0``: the GGUF of that type made from the model's fp16 source
-  (:class:`llmcompare.quantize.GGUFRecipe`, on the CPU, cached), so llama.cpp runs the same weights
+  (:class:`llmcompare.models.quantize.GGUFRecipe`, on the CPU, cached), so llama.cpp runs the same weights
   as every other engine. The file is chosen (and converted, the first time) when the backend is
   built, before ``load()``, so a conversion is never counted as load time. The environment block
   records the file, its tensor types and its origin. The choice runs in a child process
-  (``python -m llmcompare.quantize gguf ... --json``), so the llama.cpp worker never imports torch
+  (``python -m llmcompare.models.quantize gguf ... --json``), so the llama.cpp worker never imports torch
   (which the fp16 source needs) and the libraries torch brings. On the H200 machine a CUDA build of
   llama.cpp whose ``libggml-cuda.so`` carried a static libstdc++ crashed whenever another library
   had loaded libstdc++ first (torch, or numpy): benchmarks/results/2026-11-23-h200 and the build flag
@@ -45,7 +45,7 @@ GGUF_VARIANT_FORMATS = (("gguf", False), ("hf", True), ("synthetic", True))
 """A GGUF model runs as it is (no variant); any other needs the type to convert it to (both backends)."""
 
 VARIANTS = {
-    "f32": "a non-GGUF model converted to a float32 GGUF (llmcompare.quantize.GGUFRecipe, cached)",
+    "f32": "a non-GGUF model converted to a float32 GGUF (llmcompare.models.quantize.GGUFRecipe, cached)",
     "f16": "a non-GGUF model converted to a float16 GGUF, norms float32 (GGUFRecipe, cached)",
     "q8_0": "the f16 GGUF quantized to Q8_0 by llama.cpp's quantizer (GGUFRecipe, cached)",
     "q4_0": "the f16 GGUF quantized to Q4_0 by llama.cpp's quantizer (GGUFRecipe, cached)",
@@ -62,7 +62,7 @@ class GGUFChoice:
 
     def facts(self) -> dict[str, str]:
         """What the environment block records: the file, its type and tensor types, its origin."""
-        from llmcompare.hf_to_gguf import describe
+        from llmcompare.models.hf_to_gguf import describe
 
         return {"llamacpp_gguf": self.path, "llamacpp_gguf_type": describe(self.path),
                 "llamacpp_gguf_origin": self.origin}
@@ -83,7 +83,7 @@ def gguf_file(config: BackendConfig, backend: str) -> GGUFChoice:
     if not config.variant:
         raise UserError(f"backend {backend!r} runs GGUF files; for the {model.kind} model {model.ref!r} pick the"
                         f" type to convert it to: {', '.join(f'{backend}:{v}' for v in VARIANTS)}")
-    argv = [sys.executable, "-m", "llmcompare.quantize", "gguf", "-m", model.ref, "--type", config.variant, "--json"]
+    argv = [sys.executable, "-m", "llmcompare.models.quantize", "gguf", "-m", model.ref, "--type", config.variant, "--json"]
     if config.logs_dir:
         argv += ["--log-dir", str(config.logs_dir)]
     done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -97,7 +97,7 @@ def gguf_file(config: BackendConfig, backend: str) -> GGUFChoice:
     if not printed:
         raise RuntimeError(f"the {config.variant} GGUF of {model.ref!r}: the converter printed no checkpoint")
     made = json.loads(printed[-1])
-    return GGUFChoice(made["checkpoint"], f"llmcompare.quantize GGUFRecipe(type={config.variant!r}) of {made['source']}")
+    return GGUFChoice(made["checkpoint"], f"llmcompare.models.quantize GGUFRecipe(type={config.variant!r}) of {made['source']}")
 
 
 class LlamaCppBackend:

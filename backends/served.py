@@ -40,11 +40,13 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from llmcompare.backends.llamacpp import GGUF_VARIANT_FORMATS, gguf_file
+from llmcompare.backends.llamacpp import VARIANTS as LLAMACPP_VARIANTS
+
 from llmcompare import hookimpl
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec
-from llmcompare.backends.llamacpp import GGUF_VARIANT_FORMATS, VARIANTS as LLAMACPP_VARIANTS, gguf_file
-from llmcompare.environment import cuda_visible_devices
 from llmcompare.errors import BackendNotInstalled, OptionError, UserError
+from llmcompare.hardware.environment import cuda_visible_devices
 from llmcompare.servers import LOOPBACK, ManagedServer, Readiness, command_line
 
 TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.7"

@@ -36,8 +36,6 @@ import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
-from llmcompare import hookimpl
-from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, clock
 from llmcompare.backends.openai_http import (
     HttpClient,
     PromptText,
@@ -49,6 +47,9 @@ from llmcompare.backends.openai_http import (
     run_sync,
     timeout_options,
 )
+
+from llmcompare import hookimpl
+from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, clock
 from llmcompare.errors import OptionError, RequestFailed, UserError
 
 PROBE_TOKENS = 2

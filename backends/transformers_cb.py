@@ -25,9 +25,10 @@ import gc
 import itertools
 from collections.abc import AsyncIterator, Sequence
 
+from llmcompare.backends.hf_transformers import VARIANTS
+
 from llmcompare import hookimpl
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, clock
-from llmcompare.backends.hf_transformers import VARIANTS
 from llmcompare.errors import RequestFailed
 
 #: KV-cache pages (of 256 tokens) on the CPU: 16k tokens.
@@ -43,10 +44,9 @@ class TransformersCBBackend:
         self._ids = itertools.count()
 
     def load(self) -> None:
+        from llmcompare.backends.hf_transformers import load_model
         from transformers import GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
-
-        from llmcompare.backends.hf_transformers import load_model
 
         opts = self.config.options
         self.model, self.tokenizer = load_model(self.config, attn_implementation=opts.get("attn_implementation")

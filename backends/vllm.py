@@ -223,8 +223,7 @@ class VLLMBackend:
 
 def _synthetic_config_dir(shape: str) -> str:
     """A directory with only the shape's ``config.json``: all ``load_format="dummy"`` reads."""
-    from llmcompare import synthetic
-    from llmcompare.models import cached_build
+    from llmcompare.models import cached_build, synthetic
 
     key = {"synthetic_config": shape, "seed": synthetic.SEED, "v": "1"}
     return str(cached_build("synthetic-config", key, lambda out: synthetic.llama_config(shape).save_pretrained(out)))

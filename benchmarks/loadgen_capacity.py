@@ -5,12 +5,12 @@
 
 Every figure comes from the tools' own results: llmcompare is driven through its CLI
 (``python -m llmcompare load -b openai ... --clients N -O DIR``) and read back with
-``llmcompare.result.load_result(DIR)``; GuideLLM 0.8.1 through ``guidellm run ... --output kind=json``.
+``llmcompare.analysis.result.load_result(DIR)``; GuideLLM 0.8.1 through ``guidellm run ... --output kind=json``.
 Both run without a warm-up (``--warmup 0`` for llmcompare; GuideLLM has none by default).
 
 Servers, all on 127.0.0.1, each started here and stopped by PID when its runs are done:
 
-* ``llmcompare-mock``: ``python -m llmcompare.mockserver`` with zero latency (``--ttft-ms 0
+* ``llmcompare-mock``: ``python -m llmcompare.servers.mock`` with zero latency (``--ttft-ms 0
   --itl-ms 0``); paced (``--itl-ms 50``, then 25), so that 1000 streams really overlap and each is
   offered 1000/ITL tokens/s; and with ``--ttft-ms 10 --itl-ms 1``, a TTFT to hold the measured one against.
 * ``guidellm-mock``: ``guidellm mock-server --ttft-ms 0 --itl-ms 0`` (GuideLLM's own server, as shipped).
@@ -48,8 +48,8 @@ from urllib.parse import urlparse
 
 import psutil
 
-from llmcompare import environment
-from llmcompare.result import load_result
+from llmcompare.analysis.result import load_result
+from llmcompare.hardware import environment
 
 LOOPBACK = "127.0.0.1"
 SAMPLE_S = 0.2
@@ -178,9 +178,9 @@ def role_of(tree: str, is_root: bool, cmdline: Sequence[str]) -> str:
         return "server:main" if is_root else "server:child"
     line = " ".join(cmdline)
     if tree == "llmcompare":
-        if "llmcompare.drivers.clients" in line:
+        if "llmcompare.scenarios.clients" in line:
             return "llmcompare:client process"
-        if "llmcompare.worker" in line:
+        if "llmcompare.runner.worker" in line:
             return "llmcompare:worker"
         return "llmcompare:cli" if is_root else "llmcompare:other"
     return f"{tree}:main" if is_root else f"{tree}:worker"
@@ -250,11 +250,11 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = READY_TIMEOU
 
 
 def start_llmcompare_mock(ttft_ms: float, itl_ms: float, log_dir: str) -> Server:
-    """``python -m llmcompare.mockserver``, started as :func:`llmcompare.mockserver.spawn` does but with
+    """``python -m llmcompare.servers.mock``, started as :func:`llmcompare.servers.mock.spawn` does but with
     its stderr in a log file: when a client drops streams (GuideLLM cancels the ones in flight at the
     end of each level) aiohttp prints a traceback for each, which would bury this script's output."""
     args = ["--ttft-ms", f"{ttft_ms:g}", "--itl-ms", f"{itl_ms:g}"]
-    argv = [sys.executable, "-m", "llmcompare.mockserver", "--host", LOOPBACK, "--port", "0", *args]
+    argv = [sys.executable, "-m", "llmcompare.servers.mock", "--host", LOOPBACK, "--port", "0", *args]
     with open(os.path.join(log_dir, "llmcompare-mock.log"), "ab") as log:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True)
     server = Server("llmcompare-mock", {"ttft_ms": ttft_ms, "itl_ms": itl_ms}, "", "llmcompare-mock", proc, argv)

@@ -22,15 +22,15 @@ import sys
 import tempfile
 import time
 
-from llmcompare import environment
+from llmcompare.analysis.metrics import bootstrap_ratio
 from llmcompare.backend import clock
-from llmcompare.metrics import bootstrap_ratio
+from llmcompare.config.spec import BackendRequest
+from llmcompare.hardware import environment
 from llmcompare.models import resolve_model
+from llmcompare.models.prompting import Prompt, read_prompts, tokenize
 from llmcompare.plugins import get_registry
-from llmcompare.prompting import Prompt, read_prompts, tokenize
 from llmcompare.records import RecordWriter
-from llmcompare.session import BackendSession
-from llmcompare.spec import BackendRequest
+from llmcompare.runner.session import BackendSession
 
 
 def open_session(name: str, variant: str | None, model) -> BackendSession:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .hookspecs import hookimpl  # noqa: E402
+from llmcompare.hookspecs import hookimpl  # noqa: E402
 
 __all__ = ["__version__", "hookimpl", "compare", "load", "resume", "load_result", "BackendSpec", "Capabilities", "Generation", "Chunk",
            "Scores", "BackendConfig", "OptionSpec", "RunResult", "UserError", "RequestFailed"]
 
 _LAZY = {
-    "compare": "api", "load": "api", "resume": "api", "RunResult": "result", "load_result": "result",
+    "compare": "api", "load": "api", "resume": "api", "RunResult": "analysis.result", "load_result": "analysis.result",
     "BackendSpec": "backend", "Capabilities": "backend", "Generation": "backend", "Chunk": "backend", "Scores": "backend",
     "BackendConfig": "backend", "OptionSpec": "backend", "UserError": "errors", "RequestFailed": "errors",
 }
@@ -29,6 +29,6 @@ def __getattr__(name: str):
 
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    if name in ("api", "session", "records", "metrics", "spec", "testing", "result"):
+    if name in ("api", "records", "testing"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'llmcompare' has no attribute {name!r}")

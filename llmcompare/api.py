@@ -1,7 +1,7 @@
 """The Python API: plan a run, execute it backend by backend in workers, and read the results back.
 
 :func:`compare` runs the batch-1 latency scenario and :func:`load` the load scenario; both build a
-typed :class:`~llmcompare.spec.RunSpec` and hand it to :func:`start`. It does what the CLI does,
+typed :class:`~llmcompare.config.spec.RunSpec` and hand it to :func:`start`. It does what the CLI does,
 minus argument parsing and printing::
 
     import llmcompare
@@ -17,18 +17,26 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import environment
-from .drivers import Header, Job, StagePlan
-from .errors import BackendNotInstalled, UserError
-from .isolation import run_isolated
-from .models import ResolvedModel, resolve_model
-from .plugins import get_registry
-from .prompting import Prompt, exact_length, read_prompts, tokenize
-from .records import RecordWriter, RequestRecord, StageRecord, read_records
-from .result import RunResult, load_result
-from .rundir import RunDir
-from .spec import (FidelitySpec, LatencyScenario, LoadScenario, RunSpec, parse_backends, parse_prices, parse_slo,
-                   resolve_baseline)
+from llmcompare.analysis.result import RunResult, load_result
+from llmcompare.config.spec import (
+    FidelitySpec,
+    LatencyScenario,
+    LoadScenario,
+    RunSpec,
+    parse_backends,
+    parse_prices,
+    parse_slo,
+    resolve_baseline,
+)
+from llmcompare.errors import BackendNotInstalled, UserError
+from llmcompare.hardware import environment
+from llmcompare.models import ResolvedModel, resolve_model
+from llmcompare.models.prompting import Prompt, exact_length, read_prompts, tokenize
+from llmcompare.plugins import get_registry
+from llmcompare.records import RecordWriter, RequestRecord, StageRecord, read_records
+from llmcompare.records.rundir import RunDir
+from llmcompare.runner.isolation import run_isolated
+from llmcompare.scenarios import Header, Job, StagePlan
 
 __all__ = ["compare", "load", "start", "resume", "load_result", "RunResult", "Progress"]
 
@@ -95,7 +103,7 @@ def compare(
 
 
 def _with_reference(fid: FidelitySpec, spec: RunSpec, reference: str | None, options: Sequence[str]) -> FidelitySpec:
-    from .fidelity import choose_reference
+    from llmcompare.analysis.fidelity import choose_reference
 
     ref, note = choose_reference(get_registry(), spec.backends, reference, spec.device, resolve_model(spec.model),
                                  options)
@@ -182,7 +190,7 @@ def worker_python(spec: RunSpec, name: str) -> str | None:
     if backend_spec.missing_module() is None:
         return None
     try:
-        from .envs import managed_python
+        from llmcompare.envs import managed_python
     except ImportError:  # per-backend environments are optional
         managed = None
     else:
@@ -263,13 +271,13 @@ def _workload(spec: RunSpec, resolved: ResolvedModel) -> tuple[list[Prompt], lis
     longest = max((len(p.token_ids) for p in all_prompts), default=0)
     limit = scenario.max_new_tokens
     if isinstance(scenario, LoadScenario):
-        from .spec import parse_dist
+        from llmcompare.config.spec import parse_dist
 
         limit = max(limit, parse_dist(scenario.output_tokens_dist, "")[2])
         if scenario.input_tokens is not None:
             longest = max(scenario.input_tokens, parse_dist(scenario.input_tokens_dist, "")[2])
         else:
-            from .drivers.load import NONCE_TOKENS
+            from llmcompare.scenarios.loadgen import NONCE_TOKENS
 
             longest += NONCE_TOKENS
     if context is not None and longest + limit > context:
@@ -295,7 +303,7 @@ def _workload(spec: RunSpec, resolved: ResolvedModel) -> tuple[list[Prompt], lis
         "vocab_size": len(tokenizer),
     }
     if spec.fidelity is not None and spec.fidelity.reference is not None:
-        from .fidelity import reference_text
+        from llmcompare.analysis.fidelity import reference_text
 
         text_ids = tokenizer(reference_text())["input_ids"]
         workload.update(fidelity_prompt_ids=fidelity_ids, fidelity_text_ids=[int(i) for i in text_ids][:context or None],
@@ -375,7 +383,7 @@ def _progress(header: Header, records, label: str) -> tuple[set[tuple[str, str]]
         fidelity_left = 0
         fid = header.spec.fidelity
         if fid is not None and fid.reference is not None:  # the natural-stop pass; "unsupported" is an answer too
-            from .drivers import fidelity
+            from llmcompare.scenarios import fidelity
 
             answered = {r.request_id for r in records.for_backend(label, fidelity.STAGE)
                         if r.error is None or r.error_kind == "unsupported"}
@@ -418,7 +426,7 @@ def _judge(run_dir: RunDir, header: Header, progress: Progress | None) -> None:
     fid = header.spec.fidelity
     if fid is None or fid.reference is None or not isinstance(header.spec.scenario, LatencyScenario):
         return
-    from .drivers import fidelity
+    from llmcompare.scenarios import fidelity
 
     records = read_records(run_dir.requests)
     outputs = {(r.backend, r.prompt_id) for r in records.requests

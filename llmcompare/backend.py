@@ -9,8 +9,8 @@ of two ways to generate:
   thread per request. A chunk may hold several tokens: they share its time.
 
 A backend never computes metrics: it returns the token ids it generated and the host-clock time at
-which each one reached the caller; ``llmcompare.metrics`` does the arithmetic once, for everyone.
-:mod:`llmcompare.session` turns either form into the other where a driver needs it.
+which each one reached the caller; ``llmcompare.analysis.metrics`` does the arithmetic once, for everyone.
+:mod:`llmcompare.runner.session` turns either form into the other where a driver needs it.
 
 What a plugin registers is a :class:`BackendSpec`, which names the class as ``"module:Class"`` and
 declares its :class:`Capabilities` as data; the engine is imported when a run uses it.
@@ -25,10 +25,10 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .errors import BackendNotInstalled, OptionError, UserError, did_you_mean
+from llmcompare.errors import BackendNotInstalled, OptionError, UserError, did_you_mean
 
 if TYPE_CHECKING:
-    from .models import ResolvedModel
+    from llmcompare.models import ResolvedModel
 
 #: The clock every backend uses for token timestamps (seconds, monotonic, high resolution).
 clock = time.perf_counter
@@ -298,7 +298,7 @@ def collect(chunks: Iterable[Chunk]) -> Generation:
 class Backend(Protocol):
     """The protocol every backend implements. See ``backends/echo.py`` for the template.
 
-    Implement ``generate`` or ``astream`` (or both); :mod:`llmcompare.session` provides the other.
+    Implement ``generate`` or ``astream`` (or both); :mod:`llmcompare.runner.session` provides the other.
     """
 
     def __init__(self, config: BackendConfig) -> None: ...

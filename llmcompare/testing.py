@@ -7,7 +7,7 @@ Use it in a plugin's own tests::
     def test_my_backend():
         assert_conforms("mybackend", model="path/to/model.gguf")
 
-It runs the backend in-process, through the same :class:`~llmcompare.session.BackendSession` the
+It runs the backend in-process, through the same :class:`~llmcompare.runner.session.BackendSession` the
 drivers use, on two real prompts, and checks, each as a named check (a backend with both ``generate``
 and ``astream`` is checked through both, and the two must agree):
 
@@ -34,12 +34,12 @@ from typing import Any
 
 import psutil
 
-from .backend import Capabilities, clock
-from .models import resolve_model
-from .plugins import get_registry
-from .prompting import read_prompts, tokenize
-from .session import BackendSession, timestamp_problem
-from .spec import BackendRequest
+from llmcompare.backend import Capabilities, clock
+from llmcompare.config.spec import BackendRequest
+from llmcompare.models import resolve_model
+from llmcompare.models.prompting import read_prompts, tokenize
+from llmcompare.plugins import get_registry
+from llmcompare.runner.session import BackendSession, timestamp_problem
 
 MEASURABLE_BYTES = 32 * 2**20
 

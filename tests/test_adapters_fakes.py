@@ -41,7 +41,7 @@ def fakes(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """SmolLM2-135M's config.json and a byte-level tokenizer in a tiny HF directory (fakes need no weights)."""
-    from llmcompare import synthetic
+    from llmcompare.models import synthetic
 
     pytest.importorskip("transformers")
     path = tmp_path_factory.mktemp("smollm2-shape")

@@ -4,10 +4,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import needs_model
 
 import llmcompare
-from llmcompare.comparison import Gate, compare_runs
-from conftest import needs_model
+from llmcompare.analysis.comparison import Gate, compare_runs
 
 pytestmark = needs_model
 

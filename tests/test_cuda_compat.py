@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from llmcompare import cuda_compat, environment
-from llmcompare.cuda_compat import ALIAS_ENV
+from llmcompare.hardware import cuda_compat, environment
+from llmcompare.hardware.cuda_compat import ALIAS_ENV
 
 
 @pytest.fixture

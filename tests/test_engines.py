@@ -3,11 +3,11 @@
 import importlib.util
 
 import pytest
+from conftest import needs_model
 
 import llmcompare
 from llmcompare.records import read_records
 from llmcompare.testing import check_backend
-from conftest import needs_model
 
 pytestmark = [pytest.mark.engine, needs_model]
 
@@ -188,9 +188,9 @@ def test_transformers_gptq_offline_machete_download_says_which_kernel_to_name(mo
     import urllib.error
 
     import transformers
+    from llmcompare.backends import hf_transformers
 
     from llmcompare.backend import BackendConfig
-    from llmcompare.backends import hf_transformers
     from llmcompare.errors import UserError
     from llmcompare.models import resolve_model
 

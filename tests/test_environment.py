@@ -9,9 +9,9 @@ import time
 from types import SimpleNamespace
 
 import pytest
-
-from llmcompare import environment
 from conftest import needs_model
+
+from llmcompare.hardware import environment
 
 SECRETS = {
     "HF_TOKEN": "hf_SECRETSECRETSECRET1",
@@ -76,7 +76,7 @@ class _FakeNVML:
     ("-1", None),
 ])
 def test_gpu_memory_counts_every_gpu_the_process_may_use(monkeypatch, visible, expected):
-    from llmcompare import session
+    from llmcompare.runner import session
 
     monkeypatch.setitem(sys.modules, "pynvml", _FakeNVML())
     if visible is None:
@@ -93,7 +93,7 @@ def test_gpu_memory_counts_every_gpu_the_process_may_use(monkeypatch, visible, e
 def test_gpu_memory_counts_the_process_trees_own_memory_apart_from_other_programs(monkeypatch):
     """``nvml_process_used`` sums what NVML gives this process and its descendants (a server's engine
     under its guard) on every visible GPU, and leaves out a stranger's memory and unknown figures."""
-    from llmcompare import session
+    from llmcompare.runner import session
 
     guard = subprocess.Popen([sys.executable, "-c",
                               "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import time; time.sleep(30)'])"])
@@ -130,9 +130,9 @@ def test_gpu_memory_counts_the_process_trees_own_memory_apart_from_other_program
     ({"nvml_used": 20 * 2**30}, None),  # a whole-device figure is never a backend's peak
 ])
 def test_the_gpu_peak_is_torchs_else_the_process_trees_nvml_figure(monkeypatch, probed, peak):
-    from llmcompare import session
+    from llmcompare.config.spec import BackendRequest
     from llmcompare.models import ResolvedModel
-    from llmcompare.spec import BackendRequest
+    from llmcompare.runner import session
 
     monkeypatch.setattr(session, "gpu_memory", lambda: dict(probed))
     model = ResolvedModel("synthetic:smollm2-135m", "synthetic", "smollm2-135m", shape="smollm2-135m")

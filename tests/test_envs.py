@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import subprocess
 import os
+import subprocess
 import sys
 from pathlib import Path
 

@@ -75,7 +75,7 @@ def write_checkpoint(path: Path, quantization: dict | None = None) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from llmcompare import synthetic
+    from llmcompare.models import synthetic
 
     path.mkdir(parents=True, exist_ok=True)
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "float16",
@@ -356,7 +356,7 @@ def test_v2_checkpoints_must_be_what_the_variant_says(v2, model_dir, tmp_path):
 
 
 def test_v2_exl2_variant_converts_once_through_the_recipe(v2, model_dir, tmp_path, monkeypatch):
-    from llmcompare import quantize
+    from llmcompare.models import quantize
 
     monkeypatch.setattr(quantize, "cuda_available", lambda: True)
     log = tmp_path / "converter.jsonl"
@@ -424,7 +424,7 @@ def test_v3_batches_concurrent_requests_and_refuses_what_the_cache_would_cut(v3,
 
 
 def test_v3_exl3_is_the_default_and_converts_once(v3, model_dir, tmp_path, monkeypatch):
-    from llmcompare import quantize
+    from llmcompare.models import quantize
 
     monkeypatch.setattr(quantize, "cuda_available", lambda: True)
     b = backend("exllamav3", model_dir, None, head_bits=5)

@@ -9,14 +9,14 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+from conftest import needs_model
 
 import llmcompare
-from llmcompare import fidelity
-from llmcompare.drivers.fidelity import strip_eos
-from llmcompare.metrics import common_prefix
+from llmcompare.analysis import fidelity
+from llmcompare.analysis.metrics import common_prefix
+from llmcompare.config.spec import BackendRequest, FidelitySpec
 from llmcompare.records import FidelityRecord, RequestRecord, RunRecords, ScoreRecord
-from llmcompare.spec import BackendRequest, FidelitySpec
-from conftest import needs_model
+from llmcompare.scenarios.fidelity import strip_eos
 
 REF = BackendRequest("transformers:fp32", "transformers", "fp32")
 
@@ -116,6 +116,7 @@ def unfaithful(tmp_path_factory):
     import sys
 
     from conftest import PLUGIN_DIR
+
     from llmcompare import plugins
 
     sys.path.insert(0, str(PLUGIN_DIR))
@@ -176,7 +177,7 @@ def test_the_reports_put_fidelity_beside_speed(unfaithful):
 @needs_model
 @needs_transformers
 def test_another_margin_needs_no_new_run(unfaithful):
-    from llmcompare.result import load_result
+    from llmcompare.analysis.result import load_result
 
     lenient = load_result(unfaithful.run_dir, near_tie_margin=100.0)
     f = next(f for f in lenient.fidelity if f.backend == "broken:noisy")

@@ -15,13 +15,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from llmcompare import hf_to_gguf, quantize, synthetic
-from llmcompare.backend import BackendConfig
 from llmcompare.backends.llamacpp import LlamaCppBackend, gguf_file
 from llmcompare.backends.served import LlamaCppServer
+
+from llmcompare.backend import BackendConfig
 from llmcompare.errors import UserError
-from llmcompare.models import ResolvedModel, resolve_model
+from llmcompare.models import ResolvedModel, hf_to_gguf, quantize, resolve_model, synthetic
 
 for module in ("llama_cpp", "gguf", "transformers", "torch"):
     pytest.importorskip(module)
@@ -143,7 +142,7 @@ def test_f16_and_q4_0_load_give_exactly_n_tokens_and_q4_0_is_a_third_of_f16(mode
             b.unload()
         sizes[variant] = Path(facts["llamacpp_gguf"]).stat().st_size
         types[variant] = facts["llamacpp_gguf_type"]
-        assert facts["llamacpp_gguf_origin"].startswith(f"llmcompare.quantize GGUFRecipe(type={variant!r})")
+        assert facts["llamacpp_gguf_origin"].startswith(f"llmcompare.models.quantize GGUFRecipe(type={variant!r})")
     assert 1.95 < sizes["f16"] / params < 2.05  # 2 bytes a parameter (norms in f32 are few)
     # Q4_0 is 4.5 bits a weight; llama.cpp gives the tied embedding (the output matrix) Q8_0
     assert 0.5625 < sizes["q4_0"] / params < 0.75 and sizes["q4_0"] < 0.4 * sizes["f16"]

@@ -17,11 +17,11 @@ import pytest
 from conftest import needs_model
 
 import llmcompare
+from llmcompare.analysis.result import load_result
 from llmcompare.report import html as html_report
 from llmcompare.report import write_all
 from llmcompare.report.columns import LEVEL_COLUMNS
 from llmcompare.report.levels_files import recommendation_lines
-from llmcompare.result import load_result
 
 pytestmark = needs_model
 

@@ -15,12 +15,12 @@ import time
 
 import pytest
 from conftest import needs_model
-
-from llmcompare.backend import BackendConfig, Generation, collect
 from llmcompare.backends.openai_http import OpenAIBackend, PromptText, SSEParser, next_fix
 from llmcompare.backends.tgi import TGIBackend
+
+from llmcompare.backend import BackendConfig, Generation, collect
 from llmcompare.errors import RequestFailed, UserError
-from llmcompare.mockserver import MockConfig, serve_in_thread, spawn
+from llmcompare.servers.mock import MockConfig, serve_in_thread, spawn
 
 PROMPT = list(b"Hello, world")
 
@@ -422,7 +422,7 @@ class full_backlog:
 @needs_model
 def test_prompt_text_round_trips_the_real_tokenizer():
     from llmcompare.models import resolve_model
-    from llmcompare.prompting import Prompt, tokenize
+    from llmcompare.models.prompting import Prompt, tokenize
 
     tokenizer = resolve_model(None).tokenizer()
     prompt = tokenize([Prompt("p", "What is the capital of France?")], tokenizer)[0]

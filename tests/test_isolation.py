@@ -2,9 +2,10 @@
 
 import json
 
+from conftest import needs_model
+
 import llmcompare
 from llmcompare.records import read_records
-from conftest import needs_model
 
 pytestmark = needs_model
 

@@ -4,11 +4,11 @@ import csv
 import json
 
 import pytest
+from conftest import needs_model
 
 import llmcompare
-from llmcompare import levels as lv_mod
+from llmcompare.analysis import levels as lv_mod
 from llmcompare.records import read_records
-from conftest import needs_model
 
 pytestmark = needs_model
 
@@ -131,7 +131,7 @@ def test_knee_on_a_synthetic_curve_with_a_known_answer():
 
 
 def test_cost_per_million_tokens_by_hand():
-    from llmcompare.metrics import cost_per_million
+    from llmcompare.analysis.metrics import cost_per_million
 
     # the seed's SageMaker figure: 13B GPTQ on g5.2xlarge, 71 tok/s at $1.52/h -> about $5.95 per 1M
     assert cost_per_million(1.52, 71.0) == pytest.approx(5.9468, abs=1e-3)

@@ -2,11 +2,11 @@
 faults counted by kind, a server that dies mid-level. The server is llmcompare's mock server."""
 
 import pytest
+from conftest import needs_model
 
 import llmcompare
-from llmcompare.mockserver import spawn
 from llmcompare.records import read_records
-from conftest import needs_model
+from llmcompare.servers.mock import spawn
 
 pytestmark = needs_model
 

@@ -5,10 +5,10 @@ SmolLM2 at concurrency 1, 2 and 4, in one run."""
 import importlib.util
 
 import pytest
+from conftest import needs_model
 
 import llmcompare
 from llmcompare.records import read_records
-from conftest import needs_model
 
 pytestmark = [pytest.mark.engine, needs_model]
 

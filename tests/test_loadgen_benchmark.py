@@ -63,8 +63,8 @@ def test_run_delay_of_this_process_is_read_from_proc(bench):
 
 
 def test_roles_from_command_lines(bench):
-    assert bench.role_of("llmcompare", False, ["python", "-m", "llmcompare.drivers.clients"]) == "llmcompare:client process"
-    assert bench.role_of("llmcompare", False, ["python", "-m", "llmcompare.worker", "job.json"]) == "llmcompare:worker"
+    assert bench.role_of("llmcompare", False, ["python", "-m", "llmcompare.scenarios.clients"]) == "llmcompare:client process"
+    assert bench.role_of("llmcompare", False, ["python", "-m", "llmcompare.runner.worker", "job.json"]) == "llmcompare:worker"
     assert bench.role_of("llmcompare", True, ["python", "-m", "llmcompare", "load"]) == "llmcompare:cli"
     assert bench.role_of("guidellm", False, ["python", "-c", "from multiprocessing.spawn import spawn_main"]) \
         == "guidellm:worker"

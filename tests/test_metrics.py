@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from llmcompare import metrics
+from llmcompare.analysis import metrics
 from llmcompare.records import BackendRecord, RequestRecord
 
 
@@ -111,7 +111,7 @@ def test_a_run_written_by_llmcompare_0_1_is_still_read(tmp_path):
     import shutil
     from pathlib import Path
 
-    from llmcompare.result import load_result
+    from llmcompare.analysis.result import load_result
 
     src = Path(__file__).resolve().parent.parent / "benchmarks/results/2026-11-21-h200-transformers-cuda"
     shutil.copy(src / "requests.jsonl", tmp_path / "requests.jsonl")

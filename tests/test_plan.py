@@ -9,11 +9,11 @@ import struct
 
 import pytest
 
-from llmcompare import gpus
-from llmcompare import plan as planmod
 from llmcompare.errors import UserError
-from llmcompare.plan import ModelConfig, load_model_config, plan
-from llmcompare.synthetic import SHAPES, param_count
+from llmcompare.hardware import gpus
+from llmcompare.hardware import plan as planmod
+from llmcompare.hardware.plan import ModelConfig, load_model_config, plan
+from llmcompare.models.synthetic import SHAPES, param_count
 
 LLAMA2_7B_WEIGHTS = 6_738_415_616 * 2  # 13,476,831,232 bytes: "13.48 GB" in shared/FACTS.md
 

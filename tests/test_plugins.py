@@ -4,12 +4,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import needs_model
 
 import llmcompare
 from llmcompare import plugins
 from llmcompare.backend import BackendSpec
 from llmcompare.errors import UnknownBackend
-from conftest import needs_model
 
 
 def test_builtins_register_through_the_hook():

@@ -3,10 +3,11 @@
 import json
 
 import pytest
-
-from llmcompare import models, prompting
-from llmcompare.errors import ModelNotFound, PromptFileError, UserError
 from conftest import needs_model
+
+from llmcompare import models
+from llmcompare.errors import ModelNotFound, PromptFileError, UserError
+from llmcompare.models import prompting
 
 
 def test_builtin_default_set():

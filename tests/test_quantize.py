@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from llmcompare import quantize, synthetic
 from llmcompare.errors import UserError
-from llmcompare.models import resolve_model
-from llmcompare.quantize import EXL2Recipe, EXL3Recipe, GPTQRecipe
+from llmcompare.models import quantize, resolve_model, synthetic
+from llmcompare.models.quantize import EXL2Recipe, EXL3Recipe, GPTQRecipe
 
 pytest.importorskip("transformers")
 
@@ -79,7 +78,7 @@ def test_each_recipe_builds_its_converters_argv(tmp_path):
     (work / "args.json").write_text("{}")  # an interrupted job: resumed
     assert EXL3Recipe().argv(src, out, work) == exl3[:9] + ["-r"] + exl3[9:]
     assert GPTQRecipe().argv(src, out, work) == [
-        sys.executable, "-m", "llmcompare.quantize", "gptq-run", "--source", str(src), "--out", str(out),
+        sys.executable, "-m", "llmcompare.models.quantize", "gptq-run", "--source", str(src), "--out", str(out),
         "--calibration", str(tmp_path / "entry" / "calibration.json"), "--bits", "4", "--group-size", "128",
         "--desc-act", "false", "--sym", "true"]
     parsed = quantize._parser().parse_args(GPTQRecipe().argv(src, out, work)[3:])
@@ -222,7 +221,7 @@ def test_a_stopped_conversion_resumes_on_the_next_call(source, fakes, cache, mon
 def test_gptq_calibration_is_the_default_prompts_cycled_into_rows(source, tmp_path):
     from transformers import AutoTokenizer
 
-    from llmcompare.prompting import read_prompts
+    from llmcompare.models.prompting import read_prompts
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     prompts = [tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in read_prompts("default")]

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from llmcompare import environment, gpus, roofline
-from llmcompare.metrics import summarize
-from llmcompare.plan import load_model_config, plan
+from llmcompare.analysis.metrics import summarize
+from llmcompare.config.spec import BackendRequest, LatencyScenario, LoadScenario, RunSpec
+from llmcompare.hardware import environment, gpus, roofline
+from llmcompare.hardware.plan import load_model_config, plan
 from llmcompare.records import BackendRecord, RequestRecord
 from llmcompare.report.columns import FLOOR_PCT, latency_columns, summary_notes
-from llmcompare.spec import BackendRequest, LatencyScenario, LoadScenario, RunSpec
 
 H200 = {"gpu": "NVIDIA H200", "driver": "580.159.04"}
 BW = 4263.8e9  # the 2026-11-22 session's copy bandwidth (benchmarks/results/2026-11-22-h200)
@@ -125,7 +125,7 @@ def test_capture_records_the_bandwidth_and_the_floors_inputs_only_for_a_cuda_run
 
 def test_measuring_without_a_cuda_device_is_an_error_entry_not_a_crash(cache):
     entry = roofline._measure_in_child("cuda", None)  # this machine: torch without CUDA, or no torch
-    assert "error" in entry and "python -m llmcompare.roofline" in entry["error"]
+    assert "error" in entry and "python -m llmcompare.hardware.roofline" in entry["error"]
     assert not cache.exists()
 
 

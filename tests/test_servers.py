@@ -18,13 +18,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from llmcompare import servers
-from llmcompare.backend import BackendConfig
 from llmcompare.backends import served
+
+from llmcompare.backend import BackendConfig
 from llmcompare.errors import OptionError, UserError
 from llmcompare.models import ResolvedModel
 from llmcompare.servers import ManagedServer, Readiness, ServerFailed
+from llmcompare.servers import managed as servers
 
 # A server in a few lines, run with `python -c TINY HOST PORT MODE [MARKER]`. It prints its pid, then:
 # serve (GET /health is 200), exit (status 3), hang (never listens), tree (spawn a child in its group
@@ -118,7 +118,7 @@ def test_ready_by_route_on_loopback_then_stopped(tmp_path):
 
 
 def test_ready_by_first_completion_on_the_mock_server(tmp_path):
-    argv = [sys.executable, "-m", "llmcompare.mockserver", "--host", "{host}", "--port", "{port}"]
+    argv = [sys.executable, "-m", "llmcompare.servers.mock", "--host", "{host}", "--port", "{port}"]
     ready = Readiness.post("/v1/completions", {"prompt": "hi", "max_tokens": 1, "temperature": 0})
     with ManagedServer("mock", argv, ready, log_dir=tmp_path) as server:
         assert server.listening() == {("127.0.0.1", server.port)}
@@ -231,7 +231,7 @@ class MockServe(served.ServedBackend):
     name = "mock-serve"
 
     def plan(self) -> served.ServerPlan:
-        argv = (sys.executable, "-m", "llmcompare.mockserver", "--host", "{host}", "--port", "{port}", "--ttft-ms", "5",
+        argv = (sys.executable, "-m", "llmcompare.servers.mock", "--host", "{host}", "--port", "{port}", "--ttft-ms", "5",
                 *self.extra_args())
         return served.ServerPlan(argv, Readiness.get("/health"), client="openai", distributions=("aiohttp",))
 

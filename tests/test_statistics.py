@@ -5,11 +5,11 @@ import json
 
 import numpy as np
 import pytest
-
-from llmcompare import metrics, statistics
-from llmcompare.records import BackendRecord, RequestRecord
-from llmcompare.result import compare_summaries, load_result
 from conftest import needs_model
+
+from llmcompare.analysis import metrics, statistics
+from llmcompare.analysis.result import compare_summaries, load_result
+from llmcompare.records import BackendRecord, RequestRecord
 
 SEEDS = 300
 
@@ -165,7 +165,7 @@ def test_ratio_of_sums_resamples_prompts():
 
 
 def test_the_old_import_still_works():
-    from llmcompare.metrics import bootstrap_ratio
+    from llmcompare.analysis.metrics import bootstrap_ratio
 
     assert bootstrap_ratio is statistics.bootstrap_ratio
 

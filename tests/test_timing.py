@@ -1,9 +1,9 @@
 """Timing truth: what the echo backend is configured to do is what llmcompare measures."""
 
 import pytest
+from conftest import needs_model
 
 import llmcompare
-from conftest import needs_model
 
 
 @needs_model

@@ -207,7 +207,7 @@ def live(tmp_path_factory):
     if not has_default_model():
         pytest.skip("default model (llmcompare[default-model]) not installed")
     from llmcompare.models import resolve_model
-    from llmcompare.prompting import read_prompts, tokenize
+    from llmcompare.models.prompting import read_prompts, tokenize
 
     model = resolve_model(None)
     prompts = [list(p.token_ids) for p in tokenize(read_prompts("default"), model.tokenizer())][:PARITY_PROMPTS]
@@ -263,6 +263,7 @@ def test_tokens_match_transformers_fp32(live):
 def test_natural_stop_and_scores_match_transformers_fp32(live):
     """The fidelity pass's two engine calls: greedy until EOS, and prompt_logprobs as teacher forcing."""
     from llmcompare.backends.hf_transformers import TransformersBackend
+
     from llmcompare.models import resolve_model
 
     reference = TransformersBackend(BackendConfig(model=resolve_model(live["hf_dir"]), variant="fp32",

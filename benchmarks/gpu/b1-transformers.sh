@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Second GPU session (2026-11-22-h200-b), call 1 of 3 (carry .gpucarryA, from make-carry-b.sh):
 # unpack vLLM part A, install llmcompare (the carried snapshot), record the environment, measure the copy
-# bandwidth once (llmcompare.roofline, cached for the later runs), then the transformers variants at
+# bandwidth once (llmcompare.hardware.roofline, cached for the later runs), then the transformers variants at
 # batch 1, 256 in / 256 out, fp16 first as the agreement reference.
 # $OUT gets: b1.log, env.txt, bandwidth.json, run-transformers.tar.gz, agreement-transformers.json.
 source benchmarks/gpu/setup.sh
@@ -9,8 +9,8 @@ exec > >(tee "$OUT/b1.log") 2>&1
 env_block | tee "$OUT/env.txt"
 unpack .gpucarryA/A.tar.xz A_done
 install_llmcompare || { say "llmcompare install FAILED"; exit 4; }
-python3 -m llmcompare.roofline --json | tee "$OUT/bandwidth.json"
-python3 -m llmcompare.roofline
+python3 -m llmcompare.hardware.roofline --json | tee "$OUT/bandwidth.json"
+python3 -m llmcompare.hardware.roofline
 say "bandwidth done"
 
 timeout -k 10 $(( $(left) - 30 )) python3 -m llmcompare run -q "${SHAPE[@]}" -r 1 -w 2 --timeout 240 \

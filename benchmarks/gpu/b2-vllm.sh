@@ -9,7 +9,7 @@ exec > >(tee "$OUT/b2.log") 2>&1
 unpack .gpucarryB/B.tar.xz B_done
 install_llmcompare || { say "llmcompare install FAILED"; exit 4; }
 env_block | tee "$OUT/env.txt"
-python3 -m llmcompare.roofline
+python3 -m llmcompare.hardware.roofline
 
 # The load driver: closed-loop concurrency levels, 30 s of sending each. The price is Spheron's
 # published on-demand H200 rate ($4.54/h, 17 March 2026), an illustration, not this machine's cost.

@@ -9,7 +9,7 @@
 source benchmarks/gpu/setup.sh
 exec > >(tee "$OUT/b3.log") 2>&1
 install_llmcompare || { say "llmcompare install FAILED"; exit 4; }
-python3 -m llmcompare.roofline
+python3 -m llmcompare.hardware.roofline
 
 if [ "${DO_SERVE:-1}" = 1 ] && [ -e /tmp/gpustate/B_done ]; then
   timeout -k 10 200 python3 -m llmcompare run -q "${SHAPE[@]}" -r 2 -w 1 -b vllm-serve:fp16 \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Third GPU session (2026-11-22-h200-c), call 1 (carry .gpucarryC, from make-carry-c.sh): install the
 # bitsandbytes wheel and llmcompare (the carried snapshot), record the environment, measure the copy
-# bandwidth (llmcompare bandwidth / llmcompare.roofline, cached for later calls), then transformers
+# bandwidth (llmcompare bandwidth / llmcompare.hardware.roofline, cached for later calls), then transformers
 # fp16, int8 and nf4 (bitsandbytes) at batch 1 on the 7B shape, 256 in / 256 out, fp16 first as the
 # agreement reference. $OUT gets: c1.log, env.txt, bandwidth.json, run-bnb.tar.gz, agreement-bnb.json.
 source benchmarks/gpu/setup-c.sh
@@ -9,7 +9,7 @@ exec > >(tee "$OUT/c1.log") 2>&1
 install_carry .gpucarryC || { say "install FAILED"; exit 4; }
 env_block | tee "$OUT/env.txt"
 python3 -c "import bitsandbytes as b, importlib.metadata as m; print('bitsandbytes', m.version('bitsandbytes'), b.__file__)" 2>&1 | tail -3
-python3 -m llmcompare.roofline --json | tee "$OUT/bandwidth.json"
+python3 -m llmcompare.hardware.roofline --json | tee "$OUT/bandwidth.json"
 say "bandwidth done"
 
 timeout -k 10 $(( $(left) - 30 )) python3 -m llmcompare run -q "${SHAPE[@]}" -r 1 -w 1 --no-fidelity \

@@ -2,8 +2,8 @@
 # Third GPU session (2026-11-22-h200-c), ExLlama calls (carry .gpucarryD, from make-carry-c.sh).
 # ENGINE=exllamav2 (default): build exllamav2's CUDA extension just in time (timed, sm_90 only), run
 # exllamav2:fp16 at batch 1 on the 7B shape (256 in / 256 out) from the fp16 checkpoint
-# (llmcompare.quantize.fp16_source, cached: reused when the machine is still warm from c1-bnb.sh), then,
-# with DO_QUANT=1 (default), convert to EXL2 (python -m llmcompare.quantize exl2, timed) and run
+# (llmcompare.models.quantize.fp16_source, cached: reused when the machine is still warm from c1-bnb.sh), then,
+# with DO_QUANT=1 (default), convert to EXL2 (python -m llmcompare.models.quantize exl2, timed) and run
 # exllamav2:exl2. ENGINE=exllamav3: the same with exllamav3:fp16 and EXL3.
 # Knobs: REUSE=1 keeps /tmp/site from an earlier call on a still-warm machine (no rebuild of the extension);
 # CALL_LIMIT (setup.sh) is the seconds this call may use. $OUT gets: c2-ENGINE.log, env.txt, run-ENGINE-*.tar.gz.
@@ -35,7 +35,7 @@ bundle "$ENGINE-fp16"
 
 if [ "${DO_QUANT:-1}" = 1 ]; then
   say "converting to $QUANT ($(left) s left)"
-  timeout -k 10 $(( $(left) - 120 )) python3 -m llmcompare.quantize "$QUANT" -m synthetic:llama-2-7b \
+  timeout -k 10 $(( $(left) - 120 )) python3 -m llmcompare.models.quantize "$QUANT" -m synthetic:llama-2-7b \
     --log-dir "/tmp/runs/$ENGINE-$QUANT-log"
   rc=$?; say "$QUANT conversion rc=$rc"; bundle "$ENGINE-$QUANT-log"
   if [ $rc = 0 ]; then

@@ -15,7 +15,7 @@ import json
 import sys
 import torch
 from llmcompare.models import resolve_model
-from llmcompare.quantize import fp16_source
+from llmcompare.models.quantize import fp16_source
 
 src = str(fp16_source(resolve_model("synthetic:llama-2-7b")))
 cfg = json.load(open(f"{src}/config.json"))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fourth GPU session (2026-11-22-h200-d), call 1 (carry .gpucarryE, from make-carry-d.sh): install,
 # build exllamav2's and exllamav3's CUDA extensions just in time (in parallel, timed, sm_90 only), build
-# the 7B shape's fp16 checkpoint (llmcompare.quantize.fp16_source), check ExLlamaV2's logits against
+# the 7B shape's fp16 checkpoint (llmcompare.models.quantize.fp16_source), check ExLlamaV2's logits against
 # transformers' with and without its SDPA prefill (c3-exl2-logits.py), then make the GPTQ, EXL2 and EXL3
 # checkpoints with llmcompare's recipes, the three converters side by side on the one GPU (nothing is timed
 # while they run). EXL2 and EXL3 resume where they stopped when this call ends first: d2-bench.sh goes on.
@@ -24,7 +24,7 @@ for e in exllamav2 exllamav3; do
   builds+=($!)
 done
 say "fp16 source (the 7B shape's seeded weights, built on the GPU, saved once)"
-python3 -c "from llmcompare.models import resolve_model; from llmcompare.quantize import fp16_source; print(fp16_source(resolve_model('synthetic:llama-2-7b')))"
+python3 -c "from llmcompare.models import resolve_model; from llmcompare.models.quantize import fp16_source; print(fp16_source(resolve_model('synthetic:llama-2-7b')))"
 wait "${builds[@]}"
 say "extension builds: $(tail -qn1 "$OUT"/build-*.log | tr '\n' ' ')"
 timeout -k 10 120 python3 benchmarks/gpu/c3-exl2-logits.py 1 2 16 256 2>&1 | grep -v Warning > "$OUT/c3.log"
@@ -33,7 +33,7 @@ say "c3 rc=$?"; cat "$OUT/c3.log" | grep -E "length|read"
 mkdir -p /tmp/runs/qlogs
 quants=()
 for m in gptq exl2 exl3; do
-  ( s=$(date +%s); timeout -k 10 $(( $(left) - 25 )) python3 -m llmcompare.quantize "$m" -m synthetic:llama-2-7b \
+  ( s=$(date +%s); timeout -k 10 $(( $(left) - 25 )) python3 -m llmcompare.models.quantize "$m" -m synthetic:llama-2-7b \
       --log-dir "/tmp/runs/qlogs/$m" > "/tmp/runs/qlogs/$m.out" 2>&1
     echo "$m rc=$? seconds=$(( $(date +%s) - s ))" >> /tmp/runs/qlogs/status ) &
   quants+=($!)

@@ -14,7 +14,7 @@ QUANT_BUDGET=${QUANT_BUDGET:-330}   # seconds the unfinished conversions may tak
 mkdir -p /tmp/runs/qlogs
 quants=()   # (wait names its pids: a bare wait would also wait for the tee of exec > >(tee))
 for m in gptq exl2 exl3; do
-  ( s=$(date +%s); timeout -k 10 "$QUANT_BUDGET" python3 -m llmcompare.quantize "$m" -m synthetic:llama-2-7b \
+  ( s=$(date +%s); timeout -k 10 "$QUANT_BUDGET" python3 -m llmcompare.models.quantize "$m" -m synthetic:llama-2-7b \
       --log-dir "/tmp/runs/qlogs/$m" > "/tmp/runs/qlogs/$m-d2.out" 2>&1
     echo "$m (d2) rc=$? seconds=$(( $(date +%s) - s ))" >> /tmp/runs/qlogs/status ) &
   quants+=($!)

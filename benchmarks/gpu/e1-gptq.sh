@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fourth GPU session (2026-11-22-h200-d), a fresh machine, call 1 (carry .gpucarryE, make-carry-d.sh): install; build exllamav2's extension (timed) while the 7B shape's fp16
-# checkpoint is built and quantized to GPTQ (llmcompare.quantize gptq, timed); then at batch 1 (256 in /
+# checkpoint is built and quantized to GPTQ (llmcompare.models.quantize gptq, timed); then at batch 1 (256 in /
 # 256 out, 10 prompts after 1 warm-up): transformers:fp16 (reference), exllamav2:gptq, transformers:gptq
 # with gptqmodel's Triton kernel, and with its Marlin kernel (built just in time, last: if its build
 # outlasts the call, the other rows stand). gptqmodel's automatic choice on Hopper, Machete, downloads
@@ -15,7 +15,7 @@ env_block | tee "$OUT/env.txt"
     > "$OUT/build-exllamav2.log" 2>&1; echo "rc=$? seconds=$(( $(date +%s) - s ))" >> "$OUT/build-exllamav2.log" ) &
 build=$!   # (wait names its pid: a bare wait would also wait for the tee of exec > >(tee))
 s=$(date +%s)
-timeout -k 10 300 python3 -m llmcompare.quantize gptq -m synthetic:llama-2-7b --log-dir /tmp/runs/qlogs > "$OUT/gptq.log" 2>&1
+timeout -k 10 300 python3 -m llmcompare.models.quantize gptq -m synthetic:llama-2-7b --log-dir /tmp/runs/qlogs > "$OUT/gptq.log" 2>&1
 say "gptq rc=$? seconds=$(( $(date +%s) - s )) (fp16 source included): $(tail -n1 "$OUT/gptq.log")"
 wait "$build"; say "exllamav2 build: $(tail -n1 "$OUT/build-exllamav2.log")"
 rm -rf /tmp/runs/gptq

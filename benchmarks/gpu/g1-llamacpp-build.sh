@@ -6,7 +6,7 @@
 # install it into /tmp/site; last, an import check that prints llama_supports_gpu_offload() and
 # `python -m llama_cpp.server --help`. When the snapshot has the GGUF recipe (GGUF=0 turns this off): beside
 # the build, the fp16 checkpoint of synthetic:llama-2-7b that the GGUFs start from (built on the GPU); after
-# the checks, in the time left, `python -m llmcompare.quantize gguf -m synthetic:llama-2-7b --type f16`,
+# the checks, in the time left, `python -m llmcompare.models.quantize gguf -m synthetic:llama-2-7b --type f16`,
 # then `--type q4_0` (the recipe imports llama_cpp, so not before). All cached in /tmp/llmcompare-cache:
 # g2's same commands are cache hits, and make what g1 had no time for.
 # Expected: the build about 300-400 s, then the GGUFs until about 15 s before the call's limit.
@@ -69,7 +69,7 @@ PY
     mkdir -p /tmp/runs/gguf-logs
     ( s=$(date +%s)
       timeout -k 10 "$budget" python3 -c "from llmcompare.models import resolve_model
-from llmcompare.quantize import fp16_source
+from llmcompare.models.quantize import fp16_source
 print(fp16_source(resolve_model('synthetic:llama-2-7b')))" > /tmp/runs/gguf-logs/fp16-source.out 2>&1
       echo "fp16 source (g1, beside the build) rc=$? seconds=$(( $(date +%s) - s ))" >> /tmp/runs/gguf-logs/status ) &
     src16=$!   # (wait names its pid: a bare wait would also wait for the tee of exec > >(tee))
@@ -121,14 +121,14 @@ python3 -m llama_cpp.server --help > "$OUT/server-help.txt" 2>&1 && head -3 "$OU
 python3 -c "import sys, llama_cpp; sys.exit(not llama_cpp.llama_supports_gpu_offload())" \
   || { say "STOP: llama_supports_gpu_offload() is False: this build has no CUDA backend"; exit 7; }
 df -h /tmp | tail -1
-if [ "$GGUF" = 1 ] && python3 -m llmcompare.quantize gguf --help > /dev/null 2>&1; then
+if [ "$GGUF" = 1 ] && python3 -m llmcompare.models.quantize gguf --help > /dev/null 2>&1; then
   # The GGUFs for g2 (the recipe needs llama_cpp: after the install), in the time this call has left;
   # an unfinished one starts again in g2.
   mkdir -p /tmp/runs/gguf-logs
   for t in f16 q4_0; do
     budget=$(( $(left) - 15 )); [ "$budget" -gt 30 ] || { say "no time left in g1 for the $t GGUF (g2 makes it)"; break; }
     s=$(date +%s)
-    timeout -k 10 "$budget" python3 -m llmcompare.quantize gguf -m synthetic:llama-2-7b --type "$t" \
+    timeout -k 10 "$budget" python3 -m llmcompare.models.quantize gguf -m synthetic:llama-2-7b --type "$t" \
       --log-dir "/tmp/runs/gguf-logs/$t" > "/tmp/runs/gguf-logs/$t-g1.out" 2>&1
     echo "$t (g1) rc=$? seconds=$(( $(date +%s) - s )) $(tail -n1 "/tmp/runs/gguf-logs/$t-g1.out")" \
       | tee -a /tmp/runs/gguf-logs/status

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # llama.cpp on CUDA, call 2 of 2 (carry .gpucarryG), on the machine still warm from g1-llamacpp-build.sh
-# (within ~30 s of it): the 7B shape's GGUFs through llmcompare's recipe, `python -m llmcompare.quantize
+# (within ~30 s of it): the 7B shape's GGUFs through llmcompare's recipe, `python -m llmcompare.models.quantize
 # gguf -m synthetic:llama-2-7b --type f16`, then `--type q4_0`, timed (cache hits for what g1 made), then
 # `--type q8_0` where the disk has room (Q8_MIN_FREE_GB), then
 # one run at batch 1 (256 in / 256 out, 10 prompts after 1 warm-up): llamacpp:f16, llamacpp:q4_0,
@@ -31,7 +31,7 @@ for t in f16 q4_0 q8_0; do
   free_gb=$(df -BG --output=avail /tmp | tail -1 | tr -dc 0-9)
   if [ "$t" = q8_0 ] && [ "$free_gb" -lt "$Q8_MIN_FREE_GB" ]; then say "q8_0 left out: $free_gb GB free"; continue; fi
   s=$(date +%s)
-  timeout -k 10 "$budget" python3 -m llmcompare.quantize gguf -m synthetic:llama-2-7b --type "$t" \
+  timeout -k 10 "$budget" python3 -m llmcompare.models.quantize gguf -m synthetic:llama-2-7b --type "$t" \
     --log-dir "/tmp/runs/gguf-logs/$t" > "/tmp/runs/gguf-logs/$t-g2.out" 2>&1
   echo "$t (g2) rc=$? seconds=$(( $(date +%s) - s )) $(tail -n1 "/tmp/runs/gguf-logs/$t-g2.out")" >> /tmp/runs/gguf-logs/status
 done

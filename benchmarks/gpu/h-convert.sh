@@ -2,8 +2,8 @@
 # The sixth session's background conversions (started by h1-start.sh with setsid, from a copy in
 # /tmp/gpustate, so that it runs on past the call that started it, until the machine goes back):
 #   1. exllamav3's and exllamav2's CUDA extensions built just in time (sm_90, MAX_JOBS=8 each, side by
-#      side), and beside them the 7B shape's fp16 checkpoint (llmcompare.quantize.fp16_source, on the GPU);
-#   2. `python -m llmcompare.quantize exl3 -m synthetic:llama-2-7b` and `... exl2 ...` side by side, each
+#      side), and beside them the 7B shape's fp16 checkpoint (llmcompare.models.quantize.fp16_source, on the GPU);
+#   2. `python -m llmcompare.models.quantize exl3 -m synthetic:llama-2-7b` and `... exl2 ...` side by side, each
 #      in a process group of its own, listed in /tmp/gpustate/conversion-pgids: pause_conversions
 #      (setup.sh) stops them while a timed run has the GPU, resume_conversions lets them go on.
 # Everything goes to /tmp/runs/qlogs: pipeline.log (what started and ended when), build-*.log, the
@@ -28,7 +28,7 @@ for e in $(for m in $METHODS; do engine "$m"; done); do
 done
 s=$(date +%s)
 python3 -c "from llmcompare.models import resolve_model
-from llmcompare.quantize import fp16_source
+from llmcompare.models.quantize import fp16_source
 print(fp16_source(resolve_model('synthetic:llama-2-7b')))" > "$Q/fp16-source.out" 2>&1
 log "fp16 source rc=$? seconds=$(( $(date +%s) - s )): $(tail -n1 "$Q/fp16-source.out")"
 wait "${builds[@]}"
@@ -41,7 +41,7 @@ for m in $METHODS; do
   [ "$m" = exl2 ] && [ -n "${EXL2_MEASUREMENT:-}" ] && extra=(--measurement "$EXL2_MEASUREMENT")
   # setsid: the converter and its child get a process group of their own, whose id ($$ of that bash) is listed
   setsid bash -c 'echo $$ >> /tmp/gpustate/conversion-pgids; s=$(date +%s); m=$1 q=$2; shift 2
-    python3 -m llmcompare.quantize "$m" -m synthetic:llama-2-7b --log-dir "$q/$m" "$@" > "$q/$m.out" 2>&1
+    python3 -m llmcompare.models.quantize "$m" -m synthetic:llama-2-7b --log-dir "$q/$m" "$@" > "$q/$m.out" 2>&1
     echo "$m rc=$? seconds=$(( $(date +%s) - s )) $(tail -n1 "$q/$m.out")" >> "$q/status"' _ "$m" "$Q" "${extra[@]}" &
   convs+=($!)
   log "$m started"

@@ -20,7 +20,7 @@ kill_gpu_leftovers
 rm -rf /tmp/llmcompare-cache/gguf; df -h /tmp | tail -1
 s=$(date +%s)
 python3 -c "from llmcompare.models import resolve_model
-from llmcompare.quantize import fp16_source
+from llmcompare.models.quantize import fp16_source
 print(fp16_source(resolve_model('synthetic:llama-2-13b')))"
 say "13B fp16 source rc=$? seconds=$(( $(date +%s) - s ))"; df -h /tmp | tail -1
 sync

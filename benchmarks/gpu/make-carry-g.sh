@@ -13,7 +13,7 @@
 #                pydantic, pydantic-core, pydantic-settings, annotated-types, typing-inspection,
 #                python-dotenv, opentelemetry-api (fastapi 0.165 requires it); typing-extensions 4.16 and
 #                anyio 4.16 (pydantic and anyio ask typing-extensions >= 4.16, sse-starlette anyio >= 4.7);
-#                gguf 0.19 (llmcompare.quantize gguf). The image already has numpy, jinja2, pyyaml, click,
+#                gguf 0.19 (llmcompare.models.quantize gguf). The image already has numpy, jinja2, pyyaml, click,
 #                h11, idna, annotated-doc, requests, tqdm, and cmake, ninja, scikit-build-core for the build.
 # lcsnap.tgz: the package at commit BASE (default HEAD), as in make-carry-d.sh. The folder must be ignored
 # (.git/info/exclude); never commit it. Set SDIST=path to reuse a downloaded source package (its sha256 is

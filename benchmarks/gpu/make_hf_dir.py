@@ -2,7 +2,7 @@
 
     python benchmarks/gpu/make_hf_dir.py llama-2-7b /tmp/l7b-hf
 
-The weights are :func:`llmcompare.synthetic.build_model`'s seeded random ones, drawn on ``cuda``; the
+The weights are :func:`llmcompare.models.synthetic.build_model`'s seeded random ones, drawn on ``cuda``; the
 tokenizer is the shape's synthetic byte-level one. Backends that need files (CTranslate2's converter,
 ``transformers`` with ``--model DIR``) then all read the same weights, so their greedy ids can be
 compared. llmcompare's own ``synthetic:`` → HF conversion builds in float32 on the CPU (27 GB for
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from llmcompare import synthetic
+from llmcompare.models import synthetic
 
 shape, out = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()

@@ -40,7 +40,7 @@ install_llmcompare() {  # editable install of this copy, or of a carried snapsho
       && cp -r "$src/backends" /tmp/lcpkg/llmcompare/backends && cp -r "$src/prompts" /tmp/lcpkg/llmcompare/prompts || return 1
     export PYTHONPATH=/tmp/lcpkg:$PYTHONPATH
   fi
-  python3 -c "import llmcompare, llmcompare.backends.vllm, llmcompare.drivers.load, platformdirs; print('llmcompare', llmcompare.__file__)"
+  python3 -c "import llmcompare, llmcompare.backends.vllm, llmcompare.scenarios.loadgen, platformdirs; print('llmcompare', llmcompare.__file__)"
 }
 
 env_block() {  # the environment the numbers were taken in
@@ -71,8 +71,8 @@ bundle() {  # tar.gz a run directory into $OUT (the tool brings back 8 files at 
 roofline_of() {  # llmcompare's own floor and % of floor for /tmp/runs/NAME: kept in the run dir, and printed
   local d=/tmp/runs/$1
   [ -d "$d" ] || return 0
-  python3 -m llmcompare.roofline "$d" --json > "$d/roofline.json"
-  python3 -m llmcompare.roofline "$d"
+  python3 -m llmcompare.hardware.roofline "$d" --json > "$d/roofline.json"
+  python3 -m llmcompare.hardware.roofline "$d"
 }
 
 kill_gpu_leftovers() {  # engine processes this call started and left behind, by pid (never a conversion's)

@@ -26,14 +26,14 @@ import statistics
 import sys
 import time
 
-from llmcompare import environment
+from llmcompare.hardware import environment
 from llmcompare.backend import clock
-from llmcompare.metrics import bootstrap_ratio, tpot
+from llmcompare.analysis.metrics import bootstrap_ratio, tpot
 from llmcompare.models import resolve_model
 from llmcompare.plugins import get_registry
-from llmcompare.prompting import Prompt
-from llmcompare.session import BackendSession
-from llmcompare.spec import BackendRequest, parse_options
+from llmcompare.models.prompting import Prompt
+from llmcompare.runner.session import BackendSession
+from llmcompare.config.spec import BackendRequest, parse_options
 
 
 def sampling_params(n: int):

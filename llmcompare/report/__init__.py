@@ -1,5 +1,5 @@
 """Reports: for people (console table, Markdown) and for programs (JSON, CSV)."""
 
-from .files import write_all
+from llmcompare.report.files import write_all
 
 __all__ = ["write_all"]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..metrics import Summary
+from llmcompare.analysis.metrics import Summary
 
 
 def fmt(x: Any, digits: int = 1) -> str:
@@ -103,7 +103,7 @@ def _floor_pct(s: Summary) -> float | None:
 
 
 FLOOR_PCT = Column("floor_pct", "% of floor", _floor_pct, lambda x: "–" if x is None else f"{x:.1f}%")
-"""Batch-1 decode floor / TPOT p50, where the run measured the GPU's bandwidth (:mod:`llmcompare.roofline`)."""
+"""Batch-1 decode floor / TPOT p50, where the run measured the GPU's bandwidth (:mod:`llmcompare.hardware.roofline`)."""
 LENGTH_OK = Column("length_ok", "length ok", _length_ok, str, bad=lambda s: s.n_length_ok != s.n_requests)
 AGREEMENT = Column("agreement", "agreement", _agreement, str)
 

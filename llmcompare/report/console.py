@@ -9,14 +9,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..api import Progress as ProgressCallbacks
-from .columns import latency_columns, ratio, speedup, summary_notes, ttft_by_input_length
-from .fidelity import FIDELITY_COLUMNS, reference_line, verdict_lines
-from .files import SYNTHETIC_AGREEMENT_NOTE, headline
+from llmcompare.api import Progress as ProgressCallbacks
+from llmcompare.report.columns import latency_columns, ratio, speedup, summary_notes, ttft_by_input_length
+from llmcompare.report.fidelity import FIDELITY_COLUMNS, reference_line, verdict_lines
+from llmcompare.report.files import SYNTHETIC_AGREEMENT_NOTE, headline
 
 if TYPE_CHECKING:
-    from ..records import BackendRecord, RequestRecord, StageRecord
-    from ..result import RunResult
+    from llmcompare.analysis.result import RunResult
+    from llmcompare.records import BackendRecord, RequestRecord, StageRecord
 
 
 class RichProgress(ProgressCallbacks):
@@ -104,7 +104,7 @@ def print_fidelity(console: Console, result: RunResult) -> None:
 
 def print_result(console: Console, result: RunResult, paths: dict) -> None:
     if result.levels:
-        from .levels_console import print_levels
+        from llmcompare.report.levels_console import print_levels
 
         print_levels(console, result)
     else:

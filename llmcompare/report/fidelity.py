@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..metrics import common_prefix
-from .columns import Column, fmt
+from llmcompare.analysis.metrics import common_prefix
+from llmcompare.report.columns import Column, fmt
 
 if TYPE_CHECKING:
-    from ..fidelity import FidelitySummary
-    from ..result import RunResult
+    from llmcompare.analysis.fidelity import FidelitySummary
+    from llmcompare.analysis.result import RunResult
 
 
 def interval(ci: dict[str, Any] | None, percent: bool = False, digits: int = 2) -> str:

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..metrics import request_row
-from ..spec import LoadScenario
-from .columns import fmt, latency_columns, mib, ratio, speedup, summary_notes, ttft_by_input_length
+from llmcompare.analysis.metrics import request_row
+from llmcompare.config.spec import LoadScenario
+from llmcompare.report.columns import fmt, latency_columns, mib, ratio, speedup, summary_notes, ttft_by_input_length
 
 if TYPE_CHECKING:
-    from ..result import RunResult
+    from llmcompare.analysis.result import RunResult
 
 CSV_FIELDS = [
     "backend", "stage", "request_id", "prompt_id", "repeat", "warmup", "input_tokens", "expected_output_tokens",
@@ -40,11 +40,11 @@ def write_all(result: RunResult) -> dict[str, Path]:
     paths["json"].write_text(json.dumps(result.to_dict(), indent=2, default=str), encoding="utf-8")
     write_csv(result, paths["csv"])
     if result.levels:
-        from .levels_files import write_levels_csv
+        from llmcompare.report.levels_files import write_levels_csv
 
         paths["levels"] = d.levels_csv
         write_levels_csv(result, paths["levels"])
-    from .html import write_html
+    from llmcompare.report.html import write_html
 
     paths["html"] = write_html(result)
     paths["markdown"].write_text(markdown(result), encoding="utf-8")
@@ -79,7 +79,7 @@ def headline(result: RunResult) -> str:
 
 
 def markdown_fidelity(result: RunResult) -> list[str]:
-    from .fidelity import FIDELITY_COLUMNS, examples, reference_line, verdict_lines
+    from llmcompare.report.fidelity import FIDELITY_COLUMNS, examples, reference_line, verdict_lines
 
     lines = ["", "## Fidelity: does each backend still say the same thing?", "", reference_line(result), ""]
     lines += [f"- {line}" for line in verdict_lines(result)]
@@ -107,7 +107,7 @@ def markdown(result: RunResult) -> str:
     model = env.get("model", {})
     lines = ["# llmcompare results", ""]
     if isinstance(sc, LoadScenario):
-        from .levels_files import markdown_levels
+        from llmcompare.report.levels_files import markdown_levels
 
         lines += markdown_levels(result)
     else:

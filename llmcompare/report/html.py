@@ -5,7 +5,7 @@ The page needs nothing but its own file: CSS inline, no script, no web font, eve
 as a ``data:`` URI (and also written under ``plots/`` beside it, for slides and issues). Opened
 offline, it shows everything.
 
-Every figure comes from the :class:`~llmcompare.result.RunResult`: the per-level table from
+Every figure comes from the :class:`~llmcompare.analysis.result.RunResult`: the per-level table from
 :data:`~llmcompare.report.columns.LEVEL_COLUMNS` (cells a column flags as bad are shaded), the three
 answers from :func:`~llmcompare.report.levels_files.recommendation_lines`, the knees and rules from
 ``result.analysis``. So the page, the console, ``levels.csv`` and ``summary.md`` never disagree. Every
@@ -35,7 +35,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .columns import (
+from llmcompare.report.columns import (
     BACKEND,
     GPU_PEAK,
     LEVEL_COLUMNS,
@@ -45,12 +45,12 @@ from .columns import (
     Column,
     fmt,
 )
-from .levels_files import recommendation_lines
+from llmcompare.report.levels_files import recommendation_lines
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from ..result import RunResult
+    from llmcompare.analysis.result import RunResult
 
 LEVEL = next(c for c in LEVEL_COLUMNS if c.key == "level")
 """How a level is named everywhere (``c=4``, ``rate=2``): the table's own column."""
@@ -294,7 +294,7 @@ def _error_rates(result: RunResult, colors: dict[str, str], title: str) -> Figur
 
 def page(result: RunResult, plots: list[Plot], plots_missing: str | None = None) -> str:
     """The whole HTML5 document."""
-    from .files import headline
+    from llmcompare.report.files import headline
 
     parts = _opening(result, "llmcompare load report", headline(result))
     parts += _recommendations(result)
@@ -320,9 +320,9 @@ def _opening(result: RunResult, name: str, line: str) -> list[str]:
 
 def latency_page(result: RunResult) -> str:
     """A batch-1 run: every backend's figures, the speed against the baseline, and fidelity beside it."""
-    from .columns import latency_columns, ratio, speedup
-    from .fidelity import FIDELITY_COLUMNS, examples, reference_line, verdict_lines
-    from .files import headline
+    from llmcompare.report.columns import latency_columns, ratio, speedup
+    from llmcompare.report.fidelity import FIDELITY_COLUMNS, examples, reference_line, verdict_lines
+    from llmcompare.report.files import headline
 
     parts = _opening(result, "llmcompare report", headline(result))
     lines = verdict_lines(result)
@@ -431,7 +431,7 @@ def _levels(result: RunResult) -> list[str]:
 
 
 def _backends(result: RunResult) -> list[str]:
-    from .files import PREFIX_CACHE
+    from llmcompare.report.files import PREFIX_CACHE
 
     summaries, seen = [], set()
     for s in result.summaries:

@@ -8,15 +8,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .columns import LEVEL_COLUMNS, fmt
-from .levels_files import recommendation_lines
+from llmcompare.report.columns import LEVEL_COLUMNS, fmt
+from llmcompare.report.levels_files import recommendation_lines
 
 if TYPE_CHECKING:
-    from ..result import RunResult
+    from llmcompare.analysis.result import RunResult
 
 
 def print_levels(console: Console, result: RunResult) -> None:
-    from .files import headline
+    from llmcompare.report.files import headline
 
     t = Table(title=escape(f"llmcompare · {headline(result)}"))
     for col in LEVEL_COLUMNS:

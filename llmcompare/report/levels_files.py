@@ -6,10 +6,10 @@ import csv
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .columns import LEVEL_COLUMNS, fmt
+from llmcompare.report.columns import LEVEL_COLUMNS, fmt
 
 if TYPE_CHECKING:
-    from ..result import RunResult
+    from llmcompare.analysis.result import RunResult
 
 LEVELS_CSV_FIELDS = [
     "backend", "stage", "concurrency", "rate", "arrivals", "requests", "errors", "errors_by_kind", "length_mismatch",
@@ -60,7 +60,7 @@ def recommendation_lines(result: RunResult) -> list[str]:
 
 
 def markdown_levels(result: RunResult) -> list[str]:
-    from .files import headline
+    from llmcompare.report.files import headline
 
     sc = result.spec.scenario
     length = f"{sc.duration_s:g} s" if sc.duration_s is not None else f"{sc.requests} requests"

@@ -29,8 +29,7 @@ from typing import Any
 
 import torch
 
-from .. import _fake
-from .. import attn
+from .. import _fake, attn
 from ..attn import assert_paged_attn
 from .sampler import ExLlamaV2Sampler
 

@@ -1,0 +1,210 @@
+"""Load levels: per backend × level figures, the knee of each curve, the SLO limit, cost, and the
+seeds' three answers. Everything here is computed from ``requests.jsonl`` (request and stage
+records); ``docs/load.md`` states every rule.
+
+Latencies under load are counted from the request's **scheduled** send (coordinated omission):
+``TTFT = queue + ttft``, ``e2e = queue + e2e`` where ``queue = sent_at − scheduled_at`` is the client's
+own lateness, reported on its own. TPOT and ITL are between tokens, so the schedule does not enter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from llmcompare.analysis import metrics
+from llmcompare.config.spec import RunSpec
+from llmcompare.records import RequestRecord, RunRecords, StageRecord
+
+#: The knee rule: moving to the next level must raise output throughput by at least this share, and
+#: by at least as large a share as it raises TPOT p50 (marginal gain ≥ marginal cost).
+KNEE_MIN_GAIN = 0.10
+#: A level meets the SLO when at least this share of its measured requests meet every limit.
+SLO_ATTAINMENT = 0.90
+
+
+def _ms(values: list[float]) -> dict[str, Any]:
+    return metrics.describe([v * 1000.0 for v in values])
+
+
+@dataclass
+class Level:
+    backend: str
+    stage: str
+    concurrency: int | None
+    rate: float | None
+    arrivals: str | None
+    requests: int
+    errors: int
+    errors_by_kind: dict[str, int]
+    length_mismatch: int
+    wall_s: float
+    output_tokens: int
+    output_tok_s: float | None
+    req_s: float | None
+    ttft_ms: dict[str, Any]
+    tpot_ms: dict[str, Any]
+    itl_ms: dict[str, Any]
+    e2e_ms: dict[str, Any]
+    queue_ms: dict[str, Any]
+    achieved_rate: float | None
+    achieved_concurrency: float | None
+    max_in_flight: int | None
+    fell_behind: bool
+    slo_attainment: float | None = None
+    goodput_req_s: float | None = None
+    meets_slo: bool | None = None
+    price_per_hour: float | None = None
+    cost_per_1m_tokens: float | None = None
+    hours_to_1m_tokens: float | None = None
+    concurrent_backend: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    ci: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """95% bootstrap intervals of the level's TTFT, TPOT and e2e p50 (keys as the level columns'),
+    resampling the level's requests by prompt (:func:`llmcompare.analysis.statistics.bootstrap_ci`). The output
+    tok/s of a level is one measurement of the whole level and has no interval: repeat the level for one."""
+
+    @property
+    def load(self) -> float:
+        """What orders levels along a curve: the asked concurrency or rate."""
+        return float(self.concurrency if self.concurrency is not None else self.rate or 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _meets(r: RequestRecord, slo: dict[str, float]) -> bool:
+    row = metrics.request_row(r)
+    q = r.queue_s * 1000.0
+    values = {"ttft_ms": (row["ttft_ms"] or 0.0) + q, "tpot_ms": row["tpot_ms"] or 0.0,
+              "e2e_ms": (row["e2e_ms"] or 0.0) + q,
+              "itl_ms": max((g * 1000.0 for g in metrics.itl(r.token_times_s)), default=0.0)}
+    return r.error is None and r.length_ok and all(values[k] <= v for k, v in slo.items())
+
+
+def _intervals(ok: list[RequestRecord]) -> dict[str, dict[str, Any]]:
+    """The level's p50 latencies with their intervals (from the scheduled send, as the level reports them)."""
+    from llmcompare.analysis import statistics
+
+    figures = {
+        "ttft_p50_ms": [(r.queue_s + r.ttft_s) * 1000.0 if r.ttft_s is not None else None for r in ok],
+        "tpot_p50_ms": [(t * 1000.0 if (t := metrics.tpot(r.token_times_s)) is not None else None) for r in ok],
+        "e2e_p50_ms": [(r.queue_s + r.e2e_s) * 1000.0 if r.e2e_s is not None else None for r in ok],
+    }
+    prompts = [r.prompt_id for r in ok]
+    return {k: ci for k, v in figures.items() if (ci := statistics.bootstrap_ci(v, "median", clusters=prompts))}
+
+
+def level_of(spec: RunSpec, stage: StageRecord, requests: list[RequestRecord]) -> Level:
+    """One level's figures from its stage record and the measured requests of the same session."""
+    mine = [r for r in requests if r.backend == stage.backend and r.stage == stage.stage
+            and r.session == stage.session and not r.warmup]
+    ok = [r for r in mine if r.error is None]
+    errors: dict[str, int] = {}
+    for r in mine:
+        if r.error is not None:
+            errors[r.error_kind or "engine"] = errors.get(r.error_kind or "engine", 0) + 1
+    wall = stage.wall_s
+    out_tokens = sum(r.output_tokens for r in ok)
+    busy = sum(r.queue_s + (r.e2e_s or 0.0) for r in ok)
+    sends = sorted(r.sent_at for r in mine if r.sent_at is not None)
+    slo = dict(spec.scenario.slo)
+    price = spec.price(stage.backend)
+    tok_s = out_tokens / wall if wall > 0 and ok else None
+    lv = Level(
+        backend=stage.backend, stage=stage.stage, concurrency=stage.params.get("concurrency"),
+        rate=stage.params.get("rate"), arrivals=stage.params.get("arrivals"), requests=len(mine),
+        errors=len(mine) - len(ok), errors_by_kind=errors,
+        length_mismatch=sum(1 for r in ok if not r.length_ok), wall_s=wall, output_tokens=out_tokens,
+        output_tok_s=tok_s, req_s=len(ok) / wall if wall > 0 else None,
+        ttft_ms=_ms([r.queue_s + r.ttft_s for r in ok if r.ttft_s is not None]),
+        tpot_ms=_ms([t for r in ok if (t := metrics.tpot(r.token_times_s)) is not None]),
+        itl_ms=_ms([g for r in ok for g in metrics.itl(r.token_times_s)]),
+        e2e_ms=_ms([r.queue_s + r.e2e_s for r in ok if r.e2e_s is not None]),
+        queue_ms=_ms([r.queue_s for r in mine]),
+        # the send rate of an open-loop level; a closed loop sends when requests finish (see req/s)
+        achieved_rate=((len(sends) - 1) / (sends[-1] - sends[0])
+                       if stage.params.get("rate") and len(sends) > 1 and sends[-1] > sends[0] else None),
+        achieved_concurrency=busy / wall if wall > 0 else None,
+        max_in_flight=stage.achieved.get("max_in_flight"), fell_behind=bool(stage.achieved.get("fell_behind")),
+        price_per_hour=price, concurrent_backend=stage.params.get("concurrent_backend"),
+    )
+    lv.ci = _intervals(ok)
+    if slo and mine:
+        good = sum(1 for r in mine if _meets(r, slo))
+        lv.slo_attainment = good / len(mine)
+        lv.goodput_req_s = good / wall if wall > 0 else None
+        lv.meets_slo = lv.slo_attainment >= SLO_ATTAINMENT
+    if price is not None and tok_s:
+        lv.cost_per_1m_tokens = metrics.cost_per_million(price, tok_s)
+        lv.hours_to_1m_tokens = 1e6 / tok_s / 3600.0
+    return lv
+
+
+def build_levels(spec: RunSpec, records: RunRecords) -> list[Level]:
+    """Every backend's levels in run order; a level redone on resume counts its last finished run."""
+    last: dict[tuple[str, str], StageRecord] = {}
+    for s in records.stages:
+        if s.stage.startswith("load"):
+            last[(s.backend, s.stage)] = s
+    out = [level_of(spec, s, records.requests) for s in last.values()]
+    order = {label: i for i, label in enumerate(spec.labels)}
+    return sorted(out, key=lambda lv: (order.get(lv.backend, 99), lv.concurrency is None, lv.load))
+
+
+def knee(levels: list[Level]) -> Level | None:
+    """The knee of one backend's latency–throughput curve, by the marginal-gain rule: walk the levels
+    in order of load; a step to the next level is worth it when it raises output throughput by at least
+    ``KNEE_MIN_GAIN`` *and* by at least as large a share as it raises TPOT p50. The knee is the last
+    level reached by worthwhile steps. Levels with no throughput figure end the walk. A sweep mixes
+    concurrency and rate levels: its levels are ordered by the request rate they achieved instead."""
+    mixed = len({lv.concurrency is None for lv in levels}) > 1
+    order = (lambda x: x.req_s or 0.0) if mixed else (lambda x: x.load)
+    curve = [lv for lv in sorted(levels, key=order) if lv.output_tok_s and lv.tpot_ms.get("p50")]
+    if not curve:
+        return None
+    best = curve[0]
+    for prev, cur in zip(curve, curve[1:]):
+        gain = cur.output_tok_s / prev.output_tok_s - 1.0
+        cost = cur.tpot_ms["p50"] / prev.tpot_ms["p50"] - 1.0
+        if gain >= KNEE_MIN_GAIN and gain >= cost:
+            best = cur
+        else:
+            break
+    return best
+
+
+def analyse(spec: RunSpec, levels: list[Level]) -> dict[str, Any]:
+    """Per backend: knee, the highest level that meets the SLO; overall: the seeds' three answers."""
+    per_backend: dict[str, Any] = {}
+    for label in spec.labels:
+        mine = [lv for lv in levels if lv.backend == label]
+        if not mine:
+            continue
+        k = knee(mine)
+        slo_ok = [lv for lv in mine if lv.meets_slo]
+        per_backend[label] = {
+            "knee": k.stage if k else None,
+            "knee_output_tok_s": k.output_tok_s if k else None,
+            "knee_tpot_p50_ms": k.tpot_ms.get("p50") if k else None,
+            "max_level_meeting_slo": max(slo_ok, key=lambda lv: lv.load).stage if slo_ok else None,
+        }
+    slo = bool(spec.scenario.slo)
+    eligible = [lv for lv in levels if lv.output_tok_s and (lv.meets_slo if slo else True)]
+    answers: dict[str, Any] = {"rule": "under the SLO" if slo else "no SLO given: every level with output"}
+
+    def pick(key, reverse: bool, value) -> dict[str, Any] | None:
+        cands = [lv for lv in eligible if value(lv) is not None]
+        if not cands:
+            return None
+        lv = sorted(cands, key=value, reverse=reverse)[0]
+        return {"backend": lv.backend, "stage": lv.stage, key: value(lv)}
+
+    answers["best_latency"] = pick("tpot_p50_ms", False, lambda lv: lv.tpot_ms.get("p50"))
+    answers["best_throughput"] = pick("output_tok_s", True, lambda lv: lv.output_tok_s)
+    answers["most_cost_effective"] = pick("cost_per_1m_tokens", False, lambda lv: lv.cost_per_1m_tokens)
+    return {"backends": per_backend, "recommendations": answers,
+            "knee_rule": f"last level reached by steps that raise output tok/s by >= {KNEE_MIN_GAIN:.0%} and by at"
+                         " least the share they raise TPOT p50",
+            "slo_rule": f">= {SLO_ATTAINMENT:.0%} of a level's measured requests meet every limit (latencies from"
+                        " the scheduled send)"}
