@@ -570,7 +570,7 @@ def plan_and_run(s: Settings, work: str, sampler: CpuSampler) -> tuple[list[Run]
             serve(lambda: start_guidellm_mock(s.guidellm, 0, 0, work), gmock)
     if "llamacpp" in s.parts:
         def llama(server):
-            # 64 prompt and 64 output tokens, as GuideLLM's earlier figures in FACTS.md. The runs
+            # 64 prompt and 64 output tokens, as the earlier GuideLLM figures docs/loadgen.md quotes. The runs
             # alternate level by level, so that the other jobs on this shared machine hit each alike.
             # llmcompare runs twice: as shipped, and with the `logprobs` field it asks for (to count
             # tokens) taken out of its requests, since that field costs this server time per token.

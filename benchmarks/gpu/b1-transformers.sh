@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Second GPU session (2026-11-22-h200-b), call 1 of 3 (carry .gpucarryA, from make-carry-b.sh):
-# unpack vLLM part A, install llmcompare (the carried snapshot), record the environment, measure the copy
+# benchmarks/results/2026-11-22-h200-b, step 1 of 3 on the GPU host, with the bundle .gpucarryA copied in
+# (make-carry-b.sh): unpack vLLM part A, install llmcompare (the bundled snapshot), record the environment, measure the copy
 # bandwidth once (llmcompare.hardware.roofline, cached for the later runs), then the transformers variants at
 # batch 1, 256 in / 256 out, fp16 first as the agreement reference.
 # $OUT gets: b1.log, env.txt, bandwidth.json, run-transformers.tar.gz, agreement-transformers.json.

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Second GPU session, call 2 of 3 (carry .gpucarryB; must follow b1-transformers.sh on the same warm
-# machine): unpack vLLM part B, then the load driver's concurrency sweep (first: it is the priority),
+# benchmarks/results/2026-11-22-h200-b, step 2 of 3 (bundle .gpucarryB; must follow b1-transformers.sh on the
+# same host, with its /tmp intact): unpack vLLM part B, then the load driver's concurrency sweep (first: it is the priority),
 # then llmcompare's vllm adapter at batch 1 (the run that reports % of the floor).
 # $OUT gets: b2.log, env.txt, run-vllm-load.tar.gz, run-vllm-latency.tar.gz.
 source benchmarks/gpu/setup.sh
 exec > >(tee "$OUT/b2.log") 2>&1
-[ -e /tmp/gpustate/A_done ] || { say "STATE LOST: part A is not in /tmp/site (the machine was not kept warm)"; exit 3; }
+[ -e /tmp/gpustate/A_done ] || { say "STATE LOST: part A is not in /tmp/site (the host did not keep /tmp since the earlier step)"; exit 3; }
 unpack .gpucarryB/B.tar.xz B_done
 install_llmcompare || { say "llmcompare install FAILED"; exit 4; }
 env_block | tee "$OUT/env.txt"

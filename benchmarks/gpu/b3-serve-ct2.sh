@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Second GPU session, call 3 of 3 (carry .whl: the ctranslate2 wheel, platformdirs, the snapshot):
+# benchmarks/results/2026-11-22-h200-b, step 3 of 3 (bundle .whl: the ctranslate2 wheel, platformdirs, the snapshot):
 #  (a) vllm-serve at batch 1 (llmcompare's managed vLLM server), if vLLM is still in /tmp/site;
 #  (b) CTranslate2 on CUDA through the opt-in cuBLAS 12 -> 13 alias (LLMCOMPARE_CUBLAS12_ALIAS=1):
 #      a CPU-vs-GPU greedy-id check on synthetic:smollm2-135m, then the 7B shape in float16 and

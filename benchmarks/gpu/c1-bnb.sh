@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Third GPU session (2026-11-22-h200-c), call 1 (carry .gpucarryC, from make-carry-c.sh): install the
-# bitsandbytes wheel and llmcompare (the carried snapshot), record the environment, measure the copy
-# bandwidth (llmcompare bandwidth / llmcompare.hardware.roofline, cached for later calls), then transformers
+# benchmarks/results/2026-11-22-h200-c, step 1 (bundle .gpucarryC, from make-carry-c.sh): install the
+# bitsandbytes wheel and llmcompare (the bundled snapshot), record the environment, measure the copy
+# bandwidth (llmcompare bandwidth / llmcompare.hardware.roofline, cached for later steps), then transformers
 # fp16, int8 and nf4 (bitsandbytes) at batch 1 on the 7B shape, 256 in / 256 out, fp16 first as the
 # agreement reference. $OUT gets: c1.log, env.txt, bandwidth.json, run-bnb.tar.gz, agreement-bnb.json.
 source benchmarks/gpu/setup-c.sh

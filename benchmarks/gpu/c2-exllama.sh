@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Third GPU session (2026-11-22-h200-c), ExLlama calls (carry .gpucarryD, from make-carry-c.sh).
+# benchmarks/results/2026-11-22-h200-c, the ExLlama steps (bundle .gpucarryD, from make-carry-c.sh).
 # ENGINE=exllamav2 (default): build exllamav2's CUDA extension just in time (timed, sm_90 only), run
 # exllamav2:fp16 at batch 1 on the 7B shape (256 in / 256 out) from the fp16 checkpoint
-# (llmcompare.models.quantize.fp16_source, cached: reused when the machine is still warm from c1-bnb.sh), then,
+# (llmcompare.models.quantize.fp16_source, cached: reused while /tmp still holds it from c1-bnb.sh), then,
 # with DO_QUANT=1 (default), convert to EXL2 (python -m llmcompare.models.quantize exl2, timed) and run
 # exllamav2:exl2. ENGINE=exllamav3: the same with exllamav3:fp16 and EXL3.
-# Knobs: REUSE=1 keeps /tmp/site from an earlier call on a still-warm machine (no rebuild of the extension);
-# CALL_LIMIT (setup.sh) is the seconds this call may use. $OUT gets: c2-ENGINE.log, env.txt, run-ENGINE-*.tar.gz.
+# Knobs: REUSE=1 keeps /tmp/site from an earlier step on the same host (no rebuild of the extension);
+# CALL_LIMIT (setup.sh) is the seconds this step may use. $OUT gets: c2-ENGINE.log, env.txt, run-ENGINE-*.tar.gz.
 source benchmarks/gpu/setup-c.sh
 ENGINE=${ENGINE:-exllamav2}
 QUANT=$([ "$ENGINE" = exllamav2 ] && echo exl2 || echo exl3)
 exec > >(tee "$OUT/c2-$ENGINE.log") 2>&1
-# REUSE=1 on a machine still warm from an earlier call of this script: keep /tmp/site as it is (reinstalling
+# REUSE=1 on a host whose /tmp still has an earlier step of this script: keep /tmp/site as it is (reinstalling
 # the engine's wheel renews its sources' mtimes, and ninja then rebuilds the whole extension)
 if [ "${REUSE:-0}" = 1 ] && [ -d "/tmp/site/$ENGINE" ]; then mkdir -p .whl && cp .gpucarryD/lcsnap.tgz .gpucarryD/whl/platformdirs-*.whl .whl/ && install_llmcompare || exit 4
 else install_carry .gpucarryD || { say "install FAILED"; exit 4; }; fi

@@ -2,11 +2,11 @@
 the last-position logits of one 256-token prompt through transformers (fp16, the fp16_source checkpoint)
 and through ExLlamaV2 (same files, no cache, and with a cache), and what ExLlamaV2's config read.
 
-    python3 benchmarks/gpu/c3-exl2-logits.py [LENGTH ...]   (default 256; on the GPU machine, after the install)
+    python3 benchmarks/gpu/c3-exl2-logits.py [LENGTH ...]   (default 256; on the GPU host, after the install)
 
 Each length is run twice: with ExLlamaV2's config as it loads (``no_sdpa`` False: without flash-attn
 and xformers its prefill takes the SDPA branch) and with ``no_sdpa`` True (the matmul branch, which
-llmcompare's adapter now selects; 2026-11-22 fourth session).
+llmcompare's adapter now selects; benchmarks/results/2026-11-22-h200-d/exl2-logits.json).
 
 A 1-token prompt leaves attention nothing to mix (softmax over one position is 1 whatever its mask or
 scale), so agreement there and not at 256 points at attention.

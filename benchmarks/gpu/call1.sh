@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU call 1 of 3 (carry .gpucarryA): unpack vLLM part A, install llmcompare (editable), record the
+# benchmarks/results/2026-11-22-h200, step 1 of 3 on the GPU host (bundle .gpucarryA): unpack vLLM part A,
+# install llmcompare (editable), record the
 # environment, measure copy bandwidth, then the transformers variants at batch 1, 256 in / 256 out.
 # $OUT gets: call1.log, env.txt, bandwidth.json, run-transformers.tar.gz.
 source benchmarks/gpu/setup.sh

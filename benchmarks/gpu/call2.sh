@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# GPU call 2 of 3 (carry .gpucarryB; must follow call1.sh on the same warm machine): unpack vLLM part B,
+# benchmarks/results/2026-11-22-h200, step 2 of 3 (bundle .gpucarryB; must follow call1.sh on the same host,
+# with its /tmp intact): unpack vLLM part B,
 # then llmcompare's vllm adapter (AsyncLLM) at batch 1 and the load driver's concurrency sweep.
 # $OUT gets: call2.log, env.txt, run-vllm-latency.tar.gz, run-vllm-load.tar.gz.
 source benchmarks/gpu/setup.sh
 exec > >(tee "$OUT/call2.log") 2>&1
-[ -e /tmp/gpustate/A_done ] || { say "STATE LOST: part A is not in /tmp/site (the machine was not kept warm)"; exit 3; }
+[ -e /tmp/gpustate/A_done ] || { say "STATE LOST: part A is not in /tmp/site (the host did not keep /tmp since the earlier step)"; exit 3; }
 unpack .gpucarryB/B.tar.xz B_done
 install_llmcompare || { say "llmcompare install FAILED"; exit 4; }
 env_block | tee "$OUT/env.txt"

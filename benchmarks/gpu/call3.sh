@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# GPU call 3 of 3 (no carry; after call2.sh on the same warm machine): vLLM tuning knobs at batch 1
+# benchmarks/results/2026-11-22-h200, step 3 of 3 (no bundle; after call2.sh on the same host): vLLM tuning knobs at batch 1
 # (CUDA graphs off = enforce_eager, async scheduling off) and the harness overhead against a bare
 # AsyncLLM loop in the same process. $OUT gets: call3.log, run-vllm-knobs.tar.gz, overhead.json.
 source benchmarks/gpu/setup.sh
 exec > >(tee "$OUT/call3.log") 2>&1
-[ -e /tmp/gpustate/B_done ] || { say "STATE LOST: vLLM is not in /tmp/site (the machine was not kept warm)"; exit 3; }
+[ -e /tmp/gpustate/B_done ] || { say "STATE LOST: vLLM is not in /tmp/site (the host did not keep /tmp since the earlier step)"; exit 3; }
 install_llmcompare || { say "llmcompare install FAILED"; exit 4; }
 
 timeout -k 10 200 python3 benchmarks/gpu/vllm_overhead.py --rounds 3 --json "$OUT/overhead.json" "${VLLM_OPTS[@]}"

@@ -1,4 +1,5 @@
-# Sourced by make-carry-d.sh and make-carry-g.sh (run here, never on the GPU): what every carry needs.
+# Sourced by make-carry-d.sh and make-carry-g.sh (run on a networked build machine, never on the GPU host):
+# what every bundle needs.
 #   get DIR NAME==VER...   cp312 manylinux wheels for the GPU machine's Python 3.12, no dependencies
 #   snapshot FILE          the llmcompare package at commit BASE (default HEAD) as a .tgz, with
 #                          LLMCOMPARE_SNAPSHOT naming the commit (setup.sh installs it instead of the tree)

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Fourth GPU session (2026-11-22-h200-d), call 1 (carry .gpucarryE, from make-carry-d.sh): install,
+# benchmarks/results/2026-11-22-h200-d, step 1 (bundle .gpucarryE, from make-carry-d.sh): install,
 # build exllamav2's and exllamav3's CUDA extensions just in time (in parallel, timed, sm_90 only), build
 # the 7B shape's fp16 checkpoint (llmcompare.models.quantize.fp16_source), check ExLlamaV2's logits against
 # transformers' with and without its SDPA prefill (c3-exl2-logits.py), then make the GPTQ, EXL2 and EXL3
 # checkpoints with llmcompare's recipes, the three converters side by side on the one GPU (nothing is timed
-# while they run). EXL2 and EXL3 resume where they stopped when this call ends first: d2-bench.sh goes on.
-# REUSE=1 on a still-warm machine keeps /tmp/site (no reinstall, no extension rebuild).
+# while they run). EXL2 and EXL3 resume where they stopped when this step ends first: d2-bench.sh goes on.
+# REUSE=1 on the same host keeps /tmp/site (no reinstall, no extension rebuild).
 # $OUT gets: d1.log, env.txt, build-*.log, c3.log, quant-logs.tar.gz.
 source benchmarks/gpu/setup-c.sh
 exec > >(tee "$OUT/d1.log") 2>&1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Fourth GPU session (2026-11-22-h200-d), call 2, on the machine still warm from d1-quant.sh: finish any
+# benchmarks/results/2026-11-22-h200-d, step 2, on the same host after d1-quant.sh: finish any
 # conversion d1 left (EXL2/EXL3 resume; a finished one is a cache hit), then, with nothing else on the
-# GPU, one llmcompare run of every 7B variant this session adds, at batch 1 (256 in / 256 out, 10 prompts
+# GPU, one llmcompare run of every 7B variant these steps add, at batch 1 (256 in / 256 out, 10 prompts
 # after 1 warm-up): transformers:fp16 (the agreement reference), exllamav2:fp16 (causal prefill now),
 # exllamav2:gptq, transformers:gptq (the same GPTQ checkpoint through optimum/gptqmodel), exllamav2:exl2,
 # exllamav3:exl3. Then the floor per row and greedy agreement (with transformers:fp16, and exllamav2:gptq

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Fourth GPU session (2026-11-22-h200-d), a fresh machine, call 1 (carry .gpucarryE, make-carry-d.sh): install; build exllamav2's extension (timed) while the 7B shape's fp16
+# benchmarks/results/2026-11-22-h200-d, on a fresh host, step 1 (bundle .gpucarryE, make-carry-d.sh): install; build exllamav2's extension (timed) while the 7B shape's fp16
 # checkpoint is built and quantized to GPTQ (llmcompare.models.quantize gptq, timed); then at batch 1 (256 in /
 # 256 out, 10 prompts after 1 warm-up): transformers:fp16 (reference), exllamav2:gptq, transformers:gptq
 # with gptqmodel's Triton kernel, and with its Marlin kernel (built just in time, last: if its build
-# outlasts the call, the other rows stand). gptqmodel's automatic choice on Hopper, Machete, downloads
+# outlasts the step, the other rows stand). gptqmodel's automatic choice on Hopper, Machete, downloads
 # CUTLASS to build and cannot run without network (d2-bench.sh). $OUT gets: e1.log, env.txt, build-exllamav2.log,
 # gptq.log, run-gptq.tar.gz, agreement-gptq*.json.
 source benchmarks/gpu/setup-c.sh

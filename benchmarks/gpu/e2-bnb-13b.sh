@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Fourth GPU session, call 2 on the machine still warm from e1-gptq.sh (carry .gpucarryC of make-carry-c.sh): transformers fp16, int8 and nf4
+# benchmarks/results/2026-11-22-h200-d, step 2 on the same host after e1-gptq.sh (bundle .gpucarryC of make-carry-c.sh): transformers fp16, int8 and nf4
 # (bitsandbytes, now loaded through load_model's one from_pretrained call) on the 7B shape, then the 13B
 # shape at batch 1: transformers:fp16 with a static cache and exllamav2:fp16 (its causal prefill). Both runs
 # 256 in / 256 out, 10 prompts after 1 warm-up. $OUT gets: e2.log, run-bnb.tar.gz, run-13b.tar.gz,
 # agreement-*.json.
 source benchmarks/gpu/setup-c.sh
 exec > >(tee "$OUT/e2.log") 2>&1
-# llmcompare stays installed from e1's snapshot (/tmp/lcsrc-*); this call carries .gpucarryC for bitsandbytes
+# llmcompare stays installed from e1's snapshot (/tmp/lcsrc-*); this step brings .gpucarryC for bitsandbytes
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpucarryC/whl/bitsandbytes-*.whl
 python3 -c "import llmcompare, bitsandbytes; print('llmcompare', llmcompare.__file__, 'bitsandbytes', bitsandbytes.__version__)" || exit 4
 rm -rf /tmp/runs/bnb /tmp/runs/13b

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Tensor-parallel session, calls 2.. on the warm nvidia-h200-x2 (carry .gpucarryB, from make-carry-f.sh).
-# The first call here unpacks vLLM part B and installs rapidfuzz and llmcompare (the snapshot); later
-# calls find them in /tmp/site. Then, for MODEL (default synthetic:llama-2-7b), through llmcompare's
-# managed vLLM server (vllm-serve), one STEP per call:
+# benchmarks/results/2026-11-22-h200x2, steps 2 and after on the same 2-GPU host (bundle .gpucarryB, from
+# make-carry-f.sh). The first of them unpacks vLLM part B and installs rapidfuzz and llmcompare (the snapshot);
+# later ones find them in /tmp/site. Then, for MODEL (default synthetic:llama-2-7b), through llmcompare's
+# managed vLLM server (vllm-serve), one STEP per invocation:
 #   STEP=load (default): the load driver's concurrency sweep, TP 2 on both GPUs against two TP-1
 #     replicas (-o replicas=2, one server per GPU, each request to the one with the fewest in flight):
 #     the JumpStart comparison. Its c=1 level is batch 1 at TP 2 and at TP 1 (one replica serves it).
 #     A run folder that is already there is resumed (`llmcompare load --resume`), so a sweep cut by
-#     the call's limit goes on in the next call from its last finished level.
+#     the step's time limit goes on in the next invocation from its last finished level.
 #   STEP=latency: `llmcompare run` at batch 1, one GPU (TP 1) against two (TP 2), for each model in
 #     MODELS (default "7b 13b"), with the floor per row (TP 2: each GPU reads half the bytes).
 # Knobs: LEVELS (1,8,32,64,128,256), DURATION (20 s per level).
 # $OUT gets f2-<step>-<model(s)>.log, run-tp-*.tar.gz and, for load runs, requests-*.jsonl.xz (split in
-# 15 MiB parts if larger: the tool brings back files of 16 MiB at most).
+# 15 MiB parts if larger, for a host that hands back files of 16 MiB at most).
 source benchmarks/gpu/setup.sh
 STEP=${STEP:-load}
 MODEL=${MODEL:-synthetic:llama-2-7b}
@@ -20,7 +20,7 @@ tag=$(echo "$MODEL" | sed 's/.*llama-2-//')
 logtag=$([ "$STEP" = latency ] && echo "${MODELS:-7b 13b}" | tr ' ' '-' || echo "$tag")
 exec > >(tee "$OUT/f2-$STEP-$logtag.log") 2>&1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-[ -e /tmp/gpustate/A_done ] || { say "STATE LOST: part A is not in /tmp/site (the machine was not kept warm)"; exit 3; }
+[ -e /tmp/gpustate/A_done ] || { say "STATE LOST: part A is not in /tmp/site (the host did not keep /tmp since the earlier step)"; exit 3; }
 unpack .gpucarryB/B.tar.xz B_done
 python3 -c "import rapidfuzz" 2>/dev/null || \
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpucarryB/whl/rapidfuzz-*.whl

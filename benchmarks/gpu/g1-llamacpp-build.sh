@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# llama.cpp on CUDA, call 1 of 2 (carry .gpucarryG, make-carry-g.sh), a fresh machine: install the carried
+# llama.cpp on CUDA, step 1 of 2 (bundle .gpucarryG, make-carry-g.sh), a fresh host: install the bundled
 # wheels (llama_cpp.server's and gguf's dependencies, llmcompare's snapshot), check that the server's
 # imports resolve, then build llama-cpp-python 0.3.36 from the stripped source package for sm_90 with
-# CUDA (CMake + ninja, 16 jobs; llama.cpp's own build of three targets took 277 s here, FACTS.md) and
+# CUDA (CMake + ninja, 16 jobs) and
 # install it into /tmp/site; last, an import check that prints llama_supports_gpu_offload() and
 # `python -m llama_cpp.server --help`. When the snapshot has the GGUF recipe (GGUF=0 turns this off): beside
 # the build, the fp16 checkpoint of synthetic:llama-2-7b that the GGUFs start from (built on the GPU); after
 # the checks, in the time left, `python -m llmcompare.models.quantize gguf -m synthetic:llama-2-7b --type f16`,
 # then `--type q4_0` (the recipe imports llama_cpp, so not before). All cached in /tmp/llmcompare-cache:
 # g2's same commands are cache hits, and make what g1 had no time for.
-# Expected: the build about 300-400 s, then the GGUFs until about 15 s before the call's limit.
+# Expected: the build 257-442 s on an H200 host (benchmarks/results/2026-11-23-h200/timings.json), then the
+# GGUFs until about 15 s before the step's time limit.
 # Resumable: the source is unpacked once into /tmp/llcpp/src and scikit-build-core builds in the
 # persistent /tmp/llcpp/build (build-dir), with the build stopped BUILD_MARGIN s (default 60) before the
-# call's limit. If it stops there, run this script again on the still-warm machine: ninja goes on where
+# step's time limit. If it stops there, run this script again on the same host: ninja goes on where
 # it was. Once installed, /tmp/gpustate/llamacpp-cuda marks it and a rerun only checks the import.
 # Where the loader cannot find CUDA's libraries by itself, /tmp/gpustate/llamacpp.env gets the
 # LD_LIBRARY_PATH that finds them (g2 sources it).
@@ -23,7 +24,7 @@
 source benchmarks/gpu/setup-c.sh
 exec > >(tee -a "$OUT/g1.log") 2>&1
 CARRY=.gpucarryG
-LLCPP=/tmp/llcpp                       # src/ (unpacked once), build/ (kept between calls), dist/ (the wheel)
+LLCPP=/tmp/llcpp                       # src/ (unpacked once), build/ (kept between steps), dist/ (the wheel)
 BUILD_MARGIN=${BUILD_MARGIN:-60}       # seconds left after the build for install and checks
 GGUF=${GGUF:-1}                        # 1: the fp16 source beside the build, the GGUFs after it (time permitting)
 SDIST=$CARRY/llama_cpp_python-0.3.36.tar.gz
@@ -32,9 +33,9 @@ export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-16}
 # there; named anyway) and tools/mtmd unless LLAVA_BUILD=OFF: llmcompare needs no multimodal library.
 # LLAMA_OPENSSL=OFF: the common library's HTTP client is never used (no downloads here).
 # -Wl,--exclude-libs,ALL: the machine's compiler (/opt/gcc) links libstdc++ statically into libggml-cuda.so,
-# which then exported 3,437 std:: symbols; where numpy was loaded first (as in llmcompare's worker),
-# libllama bound its std::ostream calls to that copy and segfaulted in llama_model::print_info (cuda-gdb,
-# 2026-11-23). With the archives' symbols hidden, 39 remain and the same load runs.
+# which then exported thousands of std:: symbols; where numpy was loaded first (as in llmcompare's worker),
+# libllama bound its std::ostream calls to that copy and segfaulted in llama_model::print_info (found with
+# cuda-gdb). With the archives' symbols hidden, few remain and the same load runs.
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF -DLLAVA_BUILD=OFF -DGGML_CCACHE=OFF -DCMAKE_SHARED_LINKER_FLAGS=-Wl,--exclude-libs,ALL}"
 
 if [ -e /tmp/gpustate/llamacpp-cuda ]; then
@@ -42,7 +43,7 @@ if [ -e /tmp/gpustate/llamacpp-cuda ]; then
 else
   install_carry "$CARRY" || { say "install FAILED"; exit 4; }
   env_block > "$OUT/env.txt" 2>&1
-  python3 - <<'PY' || { say "the carried wheels do not import: fix make-carry-g.sh before building"; exit 4; }
+  python3 - <<'PY' || { say "the bundled wheels do not import: fix make-carry-g.sh before building"; exit 4; }
 import importlib, importlib.metadata as md
 for mod, dist in [("diskcache", "diskcache"), ("fastapi", "fastapi"), ("starlette", "starlette"),
                   ("uvicorn", "uvicorn"), ("sse_starlette", "sse-starlette"),
@@ -89,7 +90,7 @@ print(fp16_source(resolve_model('synthetic:llama-2-7b')))" > /tmp/runs/gguf-logs
   fi
   if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
     grep -o '\[[0-9]*/[0-9]*\]' "$OUT/build-llamacpp.log" | tail -1
-    say "the build reached the call's limit: run g1-llamacpp-build.sh again on this warm machine to resume it"; exit 5
+    say "the build reached the step's time limit: run g1-llamacpp-build.sh again on this host to resume it"; exit 5
   elif [ $rc -ne 0 ]; then
     tail -40 "$OUT/build-llamacpp.log"; say "build FAILED"; exit 6
   fi
@@ -122,7 +123,7 @@ python3 -c "import sys, llama_cpp; sys.exit(not llama_cpp.llama_supports_gpu_off
   || { say "STOP: llama_supports_gpu_offload() is False: this build has no CUDA backend"; exit 7; }
 df -h /tmp | tail -1
 if [ "$GGUF" = 1 ] && python3 -m llmcompare.models.quantize gguf --help > /dev/null 2>&1; then
-  # The GGUFs for g2 (the recipe needs llama_cpp: after the install), in the time this call has left;
+  # The GGUFs for g2 (the recipe needs llama_cpp: after the install), in the time this step has left;
   # an unfinished one starts again in g2.
   mkdir -p /tmp/runs/gguf-logs
   for t in f16 q4_0; do

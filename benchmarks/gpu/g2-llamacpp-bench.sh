@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# llama.cpp on CUDA, call 2 of 2 (carry .gpucarryG), on the machine still warm from g1-llamacpp-build.sh
-# (within ~30 s of it): the 7B shape's GGUFs through llmcompare's recipe, `python -m llmcompare.models.quantize
+# llama.cpp on CUDA, step 2 of 2 (bundle .gpucarryG), on the same host after g1-llamacpp-build.sh
+# (its /tmp intact): the 7B shape's GGUFs through llmcompare's recipe, `python -m llmcompare.models.quantize
 # gguf -m synthetic:llama-2-7b --type f16`, then `--type q4_0`, timed (cache hits for what g1 made), then
 # `--type q8_0` where the disk has room (Q8_MIN_FREE_GB), then
 # one run at batch 1 (256 in / 256 out, 10 prompts after 1 warm-up): llamacpp:f16, llamacpp:q4_0,
@@ -10,14 +10,14 @@
 # (h-convert.sh) are paused for the run (pause_conversions in setup.sh) and resumed after it.
 # Expected: 200-300 s when g1 made both GGUFs, about 150 s more for one it had no time for. The
 # conversions get what is left before the last RUN_RESERVE s (default 270). If one did not finish, run
-# this again on the warm machine: finished GGUFs are cache hits. On a machine where g1 has not installed
+# this again on the same host: finished GGUFs are cache hits. On a machine where g1 has not installed
 # llama-cpp-python with CUDA it stops with one line (exit 3); with no GGUF made, before the run (exit 5).
 # $OUT gets: g2.log, run-llamacpp.tar.gz, agreement-llamacpp.json, gguf-logs.tar.gz.
 source benchmarks/gpu/setup-c.sh
 exec > >(tee "$OUT/g2.log") 2>&1
 mkdir -p .whl && cp .gpucarryG/lcsnap.tgz .gpucarryG/whl/platformdirs-*.whl .whl/ && install_llmcompare || exit 4
 [ -e /tmp/gpustate/llamacpp-cuda ] \
-  || { say "STOP: no llama-cpp-python with CUDA on this machine: run g1-llamacpp-build.sh first (same warm machine)"; exit 3; }
+  || { say "STOP: no llama-cpp-python with CUDA on this machine: run g1-llamacpp-build.sh first (on this host)"; exit 3; }
 [ -f /tmp/gpustate/llamacpp.env ] && source /tmp/gpustate/llamacpp.env
 python3 -c "import sys, llama_cpp; print('llama_cpp', llama_cpp.__version__, llama_cpp.__file__)
 sys.exit(not llama_cpp.llama_supports_gpu_offload())" \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The sixth session's background conversions (started by h1-start.sh with setsid, from a copy in
-# /tmp/gpustate, so that it runs on past the call that started it, until the machine goes back):
+# Background conversions for benchmarks/results/2026-11-23-h200 (started by h1-start.sh with setsid, from a
+# copy in /tmp/gpustate, so that it runs on past the step that started it, while the host is up):
 #   1. exllamav3's and exllamav2's CUDA extensions built just in time (sm_90, MAX_JOBS=8 each, side by
 #      side), and beside them the 7B shape's fp16 checkpoint (llmcompare.models.quantize.fp16_source, on the GPU);
 #   2. `python -m llmcompare.models.quantize exl3 -m synthetic:llama-2-7b` and `... exl2 ...` side by side, each

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sixth GPU session, call 2 (carry .gpucarryE and .gpucarryG), on the machine still warm from h1-start.sh:
-# the llama-cpp-python build's rest when h1's stopped at the call's limit (g1-llamacpp-build.sh, GGUF=0:
+# benchmarks/results/2026-11-23-h200, step 2 (bundles .gpucarryE and .gpucarryG), on the same host after h1-start.sh:
+# the llama-cpp-python build's rest when h1's stopped at the step's time limit (g1-llamacpp-build.sh, GGUF=0:
 # g2 makes the GGUFs), then g2-llamacpp-bench.sh in the time left (the GGUFs, then the llama.cpp run at
 # batch 1 with the background conversions paused). g1 exit 5 means: run this again.
 T=$(date +%s)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Sixth GPU session, call 3 and after (carry .gpucarryE), on the machine still warm: wait for the background
+# benchmarks/results/2026-11-23-h200, step 3 and after (bundle .gpucarryE), on the same host: wait for the background
 # conversions of h-convert.sh (printing their progress), and as soon as one or both have finished and
 # not been run yet, run them at batch 1 with the other conversion paused: one `llmcompare run` (256 in /
 # 256 out, 10 prompts after 1 warm-up) of exllamav3:exl3 and/or exllamav2:exl2 (the checkpoints are
 # cache hits), then the floor per row and greedy agreement with transformers:fp16 (static cache) from
 # h2's llama.cpp run (/tmp/runs/llamacpp, label `static`), or, where that run is missing, with a
 # transformers:fp16@static row added to this run. Run it again until it says "nothing left".
-# WAIT_RESERVE (default 200): seconds of the call kept for the run once something has finished.
+# WAIT_RESERVE (default 200): seconds of the step kept for the run once something has finished.
 # $OUT gets: h3.log, run-exl-<methods>.tar.gz, agreement-exl-<methods>.json, qlogs.tar.gz.
 source benchmarks/gpu/setup-c.sh
 exec > >(tee -a "$OUT/h3.log") 2>&1
@@ -35,7 +35,7 @@ cat "$Q/status" 2>/dev/null
 todo=$(ready | tr '\n' ' ')
 if [ -z "$todo" ]; then
   progress
-  [ -n "$(running)" ] && say "no conversion finished yet: call this again" || say "nothing left to run"
+  [ -n "$(running)" ] && say "no conversion finished yet: run this again" || say "nothing left to run"
   tar -czf "$OUT/qlogs.tar.gz" -C /tmp/runs qlogs; exit 0
 fi
 BACKENDS=(); name=exl

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Seventh hold (2026-11-23-h200), last call (carry .gpucarryE), on the machine still warm after
-# h3-exl-bench.sh has run EXL2: exllamav2:fp16 on the 13B shape, which the fourth session could not run (its
-# extension rebuilt at load, past a 120-s limit: that call's worker had another TORCH_CUDA_ARCH_LIST than
-# the build). The llama.cpp GGUFs go first (disk: the 13B fp16 checkpoint is 26 GB), then the 13B shape's
+# benchmarks/results/2026-11-23-h200, last step (bundle .gpucarryE), on the same host after
+# h3-exl-bench.sh has run EXL2: exllamav2:fp16 on the 13B shape (with TORCH_CUDA_ARCH_LIST as the extension
+# was built: another list makes the extension rebuild at load, which a 120-s --timeout does not survive). The llama.cpp GGUFs go first (disk: the 13B fp16 checkpoint is 26 GB), then the 13B shape's
 # fp16 checkpoint is built on the GPU (timed), then one run at batch 1 (256 in / 256 out, 10 prompts after
 # 1 warm-up): transformers:fp16 with a static KV cache (label `static`, the agreement reference) and
 # exllamav2:fp16. Then the floor per row and greedy agreement. Stops (exit 3) while a conversion still runs.

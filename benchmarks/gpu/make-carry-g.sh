@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build what the llama.cpp-on-CUDA calls carry (g1-llamacpp-build.sh, g2-llamacpp-bench.sh): one folder,
+# Build the bundle of the llama.cpp-on-CUDA steps (g1-llamacpp-build.sh, g2-llamacpp-bench.sh): one folder,
 #   .gpucarryG/  llama_cpp_python-0.3.36.tar.gz: llama-cpp-python's source package, stripped. The PyPI
-#                sdist is 76.6 MB, over what one call carries; what its build does not read goes: the
+#                sdist is 76.6 MB, over the 64 MiB of one transfer; what its build does not read goes: the
 #                packaging repository's .git (39 MB, the vendored llama.cpp's submodule history), llama.cpp's
 #                models/ (vocabulary GGUFs for its tests, 76 MB unpacked), docs/, media/, tests/, examples/,
 #                benches/, its web UI and every tool but tools/mtmd (llama-cpp-python adds that directory by
@@ -65,4 +65,4 @@ rm -rf "$work"
 tar -xzOf .gpucarryG/lcsnap.tgz ./LLMCOMPARE_SNAPSHOT
 tar -xzOf ".gpucarryG/$LCP.tar.gz" "$LCP/STRIPPED.txt" | head -2
 du -b .gpucarryG/*.tgz .gpucarryG/*.tar.gz .gpucarryG/whl/* | sort -n
-echo "total: $(du -sb .gpucarryG | cut -f1) bytes carried; working tree that travels: $(git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1) bytes"
+echo "total: $(du -sb .gpucarryG | cut -f1) bytes in the bundle; working tree that travels: $(git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1) bytes"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Build what the GPU calls carry (the GPU machine has no network; each call ships at most 64 MiB):
+# Build the bundles for the offline GPU host (no network there; each transfer to it, code included, is at
+# most 64 MiB, so vLLM goes in two parts):
 #   .gpucarryA/A.tar.xz   vLLM 0.26.0 part A (vllm/_C_stable_libtorch.abi3.so)                    -> call1.sh
 #   .gpucarryA/whl/       platformdirs, the one llmcompare dependency the GPU image lacks        -> call1.sh
 #   .gpucarryB/B.tar.xz   vLLM 0.26.0 part B (the rest of vllm and its 59 other wheels)         -> call2.sh
-# (Until the second GPU session A also held mistral_common and pycountry: 62.4 MB, which the grown
-# working tree pushed over the 64 MiB per call. build_archives.sh moved them to B.)
+# (A once also held mistral_common and pycountry: 62.4 MB, which with the grown working tree went over
+# 64 MiB. build_archives.sh now puts them in B.)
 # Both folders must be ignored (.git/info/exclude: /.gpucarryA/ and /.gpucarryB/): never commit them.
 # The archives come from vllm-0.26/build_archives.sh (wheels.txt lists every wheel and what is stripped).
 set -euo pipefail

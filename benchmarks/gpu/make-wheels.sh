@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Build what verify_cuda.sh and conformance_cuda.sh carry to the GPU machine (which has no network):
+# Build the bundle verify_cuda.sh and conformance_cuda.sh need on the GPU host (which has no network):
 # platformdirs, the one llmcompare dependency its image lacks. llmcompare itself is installed there from
-# the working tree (editable, setup.sh's install_llmcompare): a wheel of it would miss llmcompare.scenarios,
-# which pyproject.toml's package list does not name (reported 2026-11-22).
+# the working tree (editable, setup.sh's install_llmcompare): a wheel of it would miss subpackages
+# which pyproject.toml's package list does not name.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 rm -rf .whl && mkdir .whl

@@ -1,5 +1,5 @@
-# Sourced by c1-bnb.sh and c2-exllama.sh on the GPU machine (repository root as cwd): setup.sh's
-# environment and helpers, plus install_carry, which installs a carry folder of make-carry-c.sh.
+# Sourced by c1-bnb.sh and c2-exllama.sh on the GPU host (repository root as cwd): setup.sh's
+# environment and functions, plus install_carry, which installs a bundle folder of make-carry-c.sh.
 source benchmarks/gpu/setup.sh
 
 install_carry() {  # CARRY: unpack CARRY/whl/*.whl into /tmp/site, then install CARRY/lcsnap.tgz (editable)

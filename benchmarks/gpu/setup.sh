@@ -1,15 +1,16 @@
-# Sourced by call1.sh, call2.sh and call3.sh, and b1-*.sh, b2-*.sh, b3-*.sh, on the GPU machine (repository root as cwd).
-# Each call runs in a fresh copy of the working tree; /tmp and the image's venv survive between calls
-# only while the machine stays warm (~30 s idle), which is how the two vLLM archives add up in /tmp/site.
+# Sourced by every step script on the GPU host (repository root as cwd). The host is offline: each step runs
+# in a fresh copy of the working tree, with its bundles copied in; /tmp and the image's venv survive from one
+# step to the next only while the host keeps its scratch space, which is how the two vLLM archives add up in
+# /tmp/site.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT" /tmp/site /tmp/gpustate /tmp/runs
 REPO=$(pwd)
 T0=$(date +%s)
-CALL_LIMIT=${CALL_LIMIT:-585}   # seconds this call may use (the device tool stops a command at 600)
+CALL_LIMIT=${CALL_LIMIT:-585}   # seconds this step may use (for a scheduler that stops a job at 600 s)
 
 elapsed() { echo $(( $(date +%s) - T0 )); }
-left() { echo $(( CALL_LIMIT - $(date +%s) + T0 )); }   # seconds left in this call
+left() { echo $(( CALL_LIMIT - $(date +%s) + T0 )); }   # seconds left in this step
 say() { echo "[$(elapsed)s] $*"; }
 
 unpack() {  # unpack ARCHIVE into /tmp/site once per machine; TAG marks it done
@@ -20,7 +21,7 @@ unpack() {  # unpack ARCHIVE into /tmp/site once per machine; TAG marks it done
   say "unpacked $tag rc=$?"
 }
 
-install_llmcompare() {  # editable install of this copy, or of a carried snapshot (make-carry-b.sh)
+install_llmcompare() {  # editable install of this copy, or of a bundled snapshot (make-carry-b.sh)
   if ! python3 -c "import platformdirs" 2>/dev/null; then  # its wheel: */whl (make-carry*.sh) or .whl (make-wheels.sh)
     python3 -m pip install -q --no-index --no-deps --no-cache-dir $(ls .gpucarryA/whl/platformdirs-*.whl .gpucarryB/whl/platformdirs-*.whl .gpucarryC/whl/platformdirs-*.whl .gpucarryD/whl/platformdirs-*.whl .whl/platformdirs-*.whl 2>/dev/null | head -1) || return 1
   fi
@@ -75,7 +76,7 @@ roofline_of() {  # llmcompare's own floor and % of floor for /tmp/runs/NAME: kep
   python3 -m llmcompare.hardware.roofline "$d"
 }
 
-kill_gpu_leftovers() {  # engine processes this call started and left behind, by pid (never a conversion's)
+kill_gpu_leftovers() {  # engine processes this step started and left behind, by pid (never a conversion's)
   local p g
   for p in $(nvidia-smi --query-compute-apps=pid --format=csv,noheader 2>/dev/null); do
     g=$(ps -o pgid= -p "$p" 2>/dev/null | tr -d ' ')
@@ -108,7 +109,7 @@ resume_conversions() {
 export PYTHONSAFEPATH=1 PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 LLMCOMPARE_CACHE_DIR=/tmp/llmcompare-cache \
   HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 TOKENIZERS_PARALLELISM=false
 
-# vLLM options every vLLM run here uses: the FACTS.md probe's memory settings (0.85 of the GPU, 2048-token
-# context plan), and no FlashInfer sampler (FlashInfer is not shipped).
+# vLLM options every vLLM run here uses: 0.85 of the GPU and a 2048-token context, and no FlashInfer
+# sampler (FlashInfer is not shipped).
 VLLM_OPTS=(-o vllm.gpu_memory_utilization=0.85 -o vllm.max_model_len=2048 -o vllm.flashinfer_sampler=false)
 SHAPE=(--model synthetic:llama-2-7b --device cuda --input-tokens 256 -n 256)

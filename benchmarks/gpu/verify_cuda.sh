@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Live check of the transformers backend on CUDA, run on the lent GPU through the device tool:
-#   carry .whl (platformdirs, from make-wheels.sh), then run this from the repository root.
+# Live check of the transformers backend on CUDA, on the GPU host:
+#   copy the bundle .whl (platformdirs, from make-wheels.sh) in, then run this from the repository root.
 # Writes to $OUT: nvidia-smi.csv, bandwidth.json, conformance.txt, console.txt and the run's
 # requests.jsonl / results.json / summary.md.
 source benchmarks/gpu/setup.sh
