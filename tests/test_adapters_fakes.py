@@ -225,6 +225,7 @@ def sglang_backend(model, **options):
     return SGLangBackend(BackendConfig(model=model, options=options, device="cuda"))
 
 
+@pytest.mark.engine
 def test_sglang_engine_and_request_arguments(sgl, model):
     backend = sglang_backend(model, tp_size=1, mem_fraction_static=0.8)
     backend.load()

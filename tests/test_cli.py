@@ -8,6 +8,8 @@ import sys
 import pytest
 from conftest import needs_model, plugin_env
 
+import llmcompare
+
 
 def _plugin_env():
     return dict(os.environ, **plugin_env("llmcompare_testplugins"))
@@ -46,13 +48,14 @@ def test_run_end_to_end_writes_every_report(tmp_path):
     assert len(csv_lines) == 1 + 20 + 1  # header, measured, warm-up
     summary = (out_dir / "summary.md").read_text()
     assert "| echo | ok | 20 |" in summary
-    assert "- **echo**: echo 0.1.0; device cpu; in-process; prefix cache: none across requests;" in summary
+    assert f"- **echo**: echo {llmcompare.__version__}; device cpu; in-process; prefix cache: none across requests;" in summary
     # the report command rebuilds everything from requests.jsonl alone
     (out_dir / "results.json").unlink()
     assert cli("report", str(out_dir)).returncode == 0
     assert json.loads((out_dir / "results.json").read_text())["summaries"][0]["n_requests"] == 20
 
 
+@pytest.mark.engine
 @needs_model
 def test_side_by_side_variants_and_options(tmp_path):
     out = cli("-b", "echo", "-b", "crashy", "--no-fidelity", "-o", "echo.per_token_ms=1", "-o", "crashy.crash_after=100",
@@ -66,6 +69,7 @@ def test_side_by_side_variants_and_options(tmp_path):
     assert results["comparisons"][0]["agreement"]["token_match"] == 1.0
 
 
+@pytest.mark.engine
 @needs_model
 def test_failed_backend_exit_status_1_and_others_reported(tmp_path):
     out = cli("-b", "crashy", "-b", "echo", "--no-fidelity", "-o", "crashy.crash_after=0", "-n", "4", "-r", "1",
@@ -83,6 +87,7 @@ def test_unknown_variant():
     assert_user_error(cli("--backend", "transformers:bf61"), "no variant 'bf61'", "did you mean 'bf16'")
 
 
+@pytest.mark.engine
 def test_engine_not_installed_gives_pip_command():
     assert_user_error(cli("--backend", "notinstalled", env=_plugin_env()),
                       "not installed", "pip install 'llmcompare[notinstalled]'")
@@ -141,6 +146,7 @@ def test_no_backend():
     assert_user_error(cli(), "no backend given")
 
 
+@pytest.mark.engine
 def test_llamacpp_needs_a_variant_for_a_synthetic_model_and_refuses_one_for_a_gguf_up_front():
     assert_user_error(cli("--backend", "llamacpp", "--model", "synthetic:smollm2-135m"), "needs a variant",
                       "llamacpp:q4_0")
@@ -152,6 +158,7 @@ def test_debug_shows_traceback():
     assert out.returncode != 0 and "Traceback" in out.stderr
 
 
+@pytest.mark.engine
 def test_existing_run_dir_is_not_overwritten(tmp_path):
     d = tmp_path / "r"
     d.mkdir()
@@ -172,6 +179,7 @@ def test_help_and_version_are_fast_and_light():
     assert out.returncode == 0 and "backends" in out.stdout
 
 
+@pytest.mark.engine
 @needs_model
 def test_label_runs_one_backend_twice_with_other_options(tmp_path):
     out = cli("-b", "echo", "-b", "echo@slow", "--no-fidelity", "-o", "slow.per_token_ms=2", "-n", "4", "-r", "1", "-w", "0",
@@ -192,6 +200,7 @@ def test_label_runs_one_backend_twice_with_other_options(tmp_path):
         (("--prompts=backends", "-b", "echo"), "unknown prompt set 'backends'"),
     ],
 )
+@pytest.mark.engine
 def test_option_values_are_never_taken_for_commands(args, fragment, tmp_path):
     assert_user_error(cli(*args, cwd=tmp_path), fragment)
 
@@ -201,6 +210,7 @@ def test_command_after_global_debug_flag_and_options():
     assert out.returncode == 0 and "llmcompare backends" in out.stdout
 
 
+@pytest.mark.engine
 @needs_model
 def test_a_huge_prompt_is_refused_before_tokenizing(tmp_path):
     import time
@@ -214,11 +224,13 @@ def test_a_huge_prompt_is_refused_before_tokenizing(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.engine
 @needs_model
 def test_a_prompt_longer_than_the_context_is_refused_with_its_length():
     assert_user_error(cli("-b", "echo", "--input-tokens", "9000"), "9,000 tokens", "context of 8,192 tokens")
 
 
+@pytest.mark.engine
 @needs_model
 def test_verify_backend_runs_the_conformance_kit_and_a_comparison(tmp_path):
     out = cli("verify-backend", "echo", "--reference", "echo@ref", "-o", "ballast_mb=64", cwd=tmp_path)

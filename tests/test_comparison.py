@@ -9,7 +9,7 @@ from conftest import needs_model
 import llmcompare
 from llmcompare.analysis.comparison import Gate, compare_runs
 
-pytestmark = needs_model
+pytestmark = [pytest.mark.engine, needs_model]
 
 
 @pytest.fixture(scope="module")

@@ -95,6 +95,7 @@ def test_a_child_started_with_worker_env_sees_the_alias_on_its_loader_path(cubla
     assert out.stdout.split(os.pathsep)[0].strip() == record["alias_dir"]
 
 
+@pytest.mark.engine
 def test_a_run_asked_for_the_alias_says_so_in_its_environment_block_and_worker_log(cublas13, tmp_path):
     out_dir = tmp_path / "run"
     env = {**os.environ, ALIAS_ENV: str(cublas13)}

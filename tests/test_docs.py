@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from llmcompare import hookspecs
-from llmcompare.cli import build_parser
+from llmcompare.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -71,7 +71,7 @@ def test_agreement_with_transformers_fp32_is_reported(engine_run):
 def test_fidelity_of_every_engine_against_transformers_fp32(engine_run):
     """The issue's figures: real and non-trivial for the quantized engines, full agreement for float32."""
     fid = {f.backend: f for f in engine_run.fidelity}
-    assert engine_run.spec.fidelity.reference.label == "transformers:fp32"
+    assert engine_run.spec.config("fidelity").reference.label == "transformers:fp32"
     assert set(fid) == {"transformers:fp32", "ctranslate2:int8", "llamacpp", "ctranslate2:float32"}
     for label, f in fid.items():
         assert f.prompts == 10 and f.errors == 0, (label, f.note)
@@ -97,7 +97,7 @@ def test_fidelity_of_every_engine_against_transformers_fp32(engine_run):
 
 
 def test_report_states_how_prefix_caches_were_kept_out(engine_run):
-    from llmcompare.report.files import markdown
+    from llmcompare.report.markdown import markdown
 
     md = markdown(engine_run)
     assert "- **llamacpp**: llama_cpp_python 0.3" in md and "prefix cache: reset before every request" in md
@@ -188,9 +188,9 @@ def test_transformers_gptq_offline_machete_download_says_which_kernel_to_name(mo
     import urllib.error
 
     import transformers
-    from llmcompare.backends import hf_transformers
 
     from llmcompare.backend import BackendConfig
+    from llmcompare.backends import hf_transformers
     from llmcompare.errors import UserError
     from llmcompare.models import resolve_model
 

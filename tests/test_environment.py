@@ -29,6 +29,7 @@ def test_capture_has_versions_and_hardware():
     assert env["packages"]["pluggy"]
 
 
+@pytest.mark.engine
 @needs_model
 def test_no_secret_reaches_any_results_file(tmp_path):
     env = dict(os.environ, **SECRETS)

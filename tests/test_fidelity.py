@@ -7,6 +7,8 @@ and float32 on SmolLM2) is in tests/test_engines.py, on the run every engine tes
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 
 import pytest
 from conftest import needs_model
@@ -14,8 +16,9 @@ from conftest import needs_model
 import llmcompare
 from llmcompare.analysis import fidelity
 from llmcompare.analysis.metrics import common_prefix
-from llmcompare.config.spec import BackendRequest, FidelitySpec
+from llmcompare.config.spec import BackendRequest
 from llmcompare.records import FidelityRecord, RequestRecord, RunRecords, ScoreRecord
+from llmcompare.scenarios.fidelity import FidelityConfig as FidelitySpec
 from llmcompare.scenarios.fidelity import strip_eos
 
 REF = BackendRequest("transformers:fp32", "transformers", "fp32")
@@ -82,12 +85,18 @@ def test_no_reference_is_a_note_not_a_crash():
 
 
 def test_bad_fidelity_options_are_one_line_errors():
-    with pytest.raises(llmcompare.UserError, match="--fidelity-tokens must be at least 1"):
+    # the API names its arguments; the CLI names its flags (tests/test_cli.py)
+    with pytest.raises(llmcompare.UserError, match="fidelity_tokens must be at least 1"):
         llmcompare.compare(["echo"], fidelity_tokens=0)
-    with pytest.raises(llmcompare.UserError, match="--near-tie-margin"):
+    with pytest.raises(llmcompare.UserError, match="near_tie_margin must be a non-negative number of nats"):
         llmcompare.compare(["echo"], near_tie_margin=-1)
+    out = subprocess.run([sys.executable, "-m", "llmcompare", "-b", "echo", "--fidelity-tokens", "0"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip() == (
+        "llmcompare: error: --fidelity-tokens must be at least 1, got 0"), out.stderr
 
 
+@pytest.mark.engine
 @needs_model
 def test_a_backend_that_cannot_stop_at_eos_is_a_row_not_a_failure(use_plugins, run_dir):
     use_plugins("llmcompare_testplugins")  # crashy declares no natural_stop
@@ -132,6 +141,7 @@ def unfaithful(tmp_path_factory):
         plugins.get_registry(reload=True)
 
 
+@pytest.mark.engine
 @needs_model
 @needs_transformers
 def test_a_backend_flipping_only_near_ties_is_not_called_broken(unfaithful):
@@ -142,6 +152,7 @@ def test_a_backend_flipping_only_near_ties_is_not_called_broken(unfaithful):
     assert abs(f.ll_gap["value"]) < 0.2, f.ll_gap
 
 
+@pytest.mark.engine
 @needs_model
 @needs_transformers
 @pytest.mark.parametrize("label", ["broken:noisy", "broken:drop"])
@@ -157,10 +168,11 @@ def test_a_broken_backend_is_caught_as_real_divergences(unfaithful, label):
         assert f.ll_gap["value"] > 0.05
 
 
+@pytest.mark.engine
 @needs_model
 @needs_transformers
 def test_the_reports_put_fidelity_beside_speed(unfaithful):
-    from llmcompare.report import write_all
+    from llmcompare.report.base import write_all
 
     paths = write_all(unfaithful)
     md = paths["markdown"].read_text()
@@ -174,12 +186,13 @@ def test_the_reports_put_fidelity_beside_speed(unfaithful):
     assert data["fidelity"]["reference_perplexity"] > 1.0
 
 
+@pytest.mark.engine
 @needs_model
 @needs_transformers
 def test_another_margin_needs_no_new_run(unfaithful):
     from llmcompare.analysis.result import load_result
 
-    lenient = load_result(unfaithful.run_dir, near_tie_margin=100.0)
+    lenient = load_result(unfaithful.run_dir, overrides={"fidelity": {"near_tie_margin": 100.0}})
     f = next(f for f in lenient.fidelity if f.backend == "broken:noisy")
-    assert lenient.spec.fidelity.near_tie_margin == 100.0
+    assert lenient.spec.config("fidelity").near_tie_margin == 100.0
     assert f.divergences == 0 and f.near_ties == f.prompts - f.exact  # every divergence judged within 100 nats

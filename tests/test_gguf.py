@@ -15,12 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from llmcompare.backends.llamacpp import LlamaCppBackend, gguf_file
-from llmcompare.backends.served import LlamaCppServer
 
 from llmcompare.backend import BackendConfig
+from llmcompare.backends.llamacpp import LlamaCppBackend, gguf_file
+from llmcompare.backends.served import LlamaCppServer
 from llmcompare.errors import UserError
 from llmcompare.models import ResolvedModel, hf_to_gguf, quantize, resolve_model, synthetic
+
+pytestmark = pytest.mark.engine  # the engine tier: whole runs, live servers or real engines
 
 for module in ("llama_cpp", "gguf", "transformers", "torch"):
     pytest.importorskip(module)

@@ -19,11 +19,12 @@ from conftest import needs_model
 import llmcompare
 from llmcompare.analysis.result import load_result
 from llmcompare.report import html as html_report
-from llmcompare.report import write_all
+from llmcompare.report import levels_html
+from llmcompare.report.base import write_all
 from llmcompare.report.columns import LEVEL_COLUMNS
 from llmcompare.report.levels_files import recommendation_lines
 
-pytestmark = needs_model
+pytestmark = [pytest.mark.engine, needs_model]
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -152,7 +153,7 @@ def test_page_is_self_contained_and_holds_the_tables(run):
     backends = {row[0]: row for row in page.texts("backends")}
     assert set(backends) == {"echo", "slow"}
     for label, row in backends.items():
-        assert row[1] == "ok" and "in-process" in row and "$1.50" in row and "echo 0.1.0" in row
+        assert row[1] == "ok" and "in-process" in row and "$1.50" in row and f"echo {llmcompare.__version__}" in row
     assert "per_token_ms=6.0" in " ".join(backends["slow"])
     env = dict(page.texts("environment"))
     assert env["python"] == r.environment["python"] and env["model.name"] == r.environment["model"]["name"]
@@ -206,7 +207,7 @@ def test_page_without_matplotlib_keeps_every_table_and_escapes_strings(run, tmp_
     def no_matplotlib(result):
         raise ImportError("No module named 'matplotlib'")
 
-    monkeypatch.setattr(html_report, "make_plots", no_matplotlib)
+    monkeypatch.setattr(levels_html, "make_plots", no_matplotlib)
     result = load_result(copy)
     hostile = '<script>alert("x")</script> & <b>'
     result.environment["cpu"] = hostile

@@ -15,10 +15,10 @@ import time
 
 import pytest
 from conftest import needs_model
-from llmcompare.backends.openai_http import OpenAIBackend, PromptText, SSEParser, next_fix
-from llmcompare.backends.tgi import TGIBackend
 
 from llmcompare.backend import BackendConfig, Generation, collect
+from llmcompare.backends.openai_http import OpenAIBackend, PromptText, SSEParser, next_fix
+from llmcompare.backends.tgi import TGIBackend
 from llmcompare.errors import RequestFailed, UserError
 from llmcompare.servers.mock import MockConfig, serve_in_thread, spawn
 
@@ -431,6 +431,7 @@ def test_prompt_text_round_trips_the_real_tokenizer():
     assert text.chat_content(prompt.token_ids) == "What is the capital of France?"  # no double template
 
 
+@pytest.mark.engine
 @needs_model
 def test_both_adapters_pass_the_conformance_kit_through_a_session(server, monkeypatch):
     from llmcompare import plugins

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import needs_model
 
 import llmcompare
@@ -10,6 +11,7 @@ from llmcompare.records import read_records
 pytestmark = needs_model
 
 
+@pytest.mark.engine
 def test_crash_leaves_failed_row_and_others_finish(use_plugins, run_dir):
     use_plugins("llmcompare_testplugins")
     result = llmcompare.compare(
@@ -28,6 +30,7 @@ def test_crash_leaves_failed_row_and_others_finish(use_plugins, run_dir):
     assert [b.status for b in backs if b.backend == "crashy"] == ["failed"]
 
 
+@pytest.mark.engine
 def test_a_crash_by_another_signal_carries_the_backends_crash_hint(use_plugins, run_dir):
     use_plugins("llmcompare_testplugins")
     result = llmcompare.compare(["crashy"], options=["crashy.crash_after=1", "crashy.signal=SIGSEGV"],
@@ -37,6 +40,7 @@ def test_a_crash_by_another_signal_carries_the_backends_crash_hint(use_plugins, 
     assert "out of memory" not in error and "\n" not in error
 
 
+@pytest.mark.engine
 def test_crash_does_not_stop_later_backends(use_plugins, run_dir):
     use_plugins("llmcompare_testplugins")
     result = llmcompare.compare(["crashy", "echo"], options=["crashy.crash_after=0"], max_new_tokens=4,
@@ -44,6 +48,7 @@ def test_crash_does_not_stop_later_backends(use_plugins, run_dir):
     assert [s.status for s in result.summaries] == ["failed", "ok"]
 
 
+@pytest.mark.engine
 def test_hang_times_out(use_plugins, run_dir):
     use_plugins("llmcompare_testplugins")
     result = llmcompare.compare(["hangs", "echo"], options=["hangs.hang_after=2"], max_new_tokens=4, repeats=1,
@@ -54,6 +59,7 @@ def test_hang_times_out(use_plugins, run_dir):
     assert result.summary("echo").status == "ok"
 
 
+@pytest.mark.engine
 def test_resume_continues_without_redoing_finished_work(use_plugins, run_dir, tmp_path):
     use_plugins("llmcompare_testplugins")
     marker = tmp_path / "crashed-once"
@@ -110,6 +116,7 @@ def _wait_for_requests(path, n, timeout=60.0):
     raise AssertionError(f"fewer than {n} requests in {path} after {timeout} s")
 
 
+@pytest.mark.engine
 def test_kill_9_of_the_parent_leaves_no_worker_and_resume_is_clean(run_dir):
     import os
     import signal
@@ -136,6 +143,7 @@ def test_kill_9_of_the_parent_leaves_no_worker_and_resume_is_clean(run_dir):
     assert resumed.duplicates == []
 
 
+@pytest.mark.engine
 def test_resume_of_a_run_a_live_process_holds_is_refused(run_dir):
     import subprocess
     import sys
@@ -153,6 +161,7 @@ def test_resume_of_a_run_a_live_process_holds_is_refused(run_dir):
     assert parent.returncode == 0
 
 
+@pytest.mark.engine
 def test_a_request_recorded_twice_is_reported_not_dropped(use_plugins, run_dir):
     use_plugins("llmcompare_testplugins")
     llmcompare.compare(["echo"], max_new_tokens=4, repeats=1, warmup=0, output=run_dir, fidelity=False)
@@ -164,11 +173,12 @@ def test_a_request_recorded_twice_is_reported_not_dropped(use_plugins, run_dir):
     s = result.summary("echo")
     assert s.n_duplicates == 1 and s.n_requests == 10
     assert [d.request_id for d in result.duplicates] == [json.loads(first_request)["request_id"]]
-    from llmcompare.report.files import markdown
+    from llmcompare.report.markdown import markdown
 
     assert "1 request(s) recorded twice" in markdown(result)
 
 
+@pytest.mark.engine
 def test_a_killed_workers_server_is_gone_when_the_run_goes_on(use_plugins, run_dir):
     """A worker killed at its time limit leaves its managed server to the guard, whose graceful stop
     takes time (a GPU server freeing its memory): the run waits for it before the next backend starts."""
@@ -191,6 +201,7 @@ def test_a_killed_workers_server_is_gone_when_the_run_goes_on(use_plugins, run_d
     assert not (run_dir / "jobs" / "slowserver.servers").exists()
 
 
+@pytest.mark.engine
 def test_sigterm_ends_the_cli_like_ctrl_c_and_the_run_resumes(run_dir):
     import os
     import signal

@@ -13,6 +13,7 @@ from llmcompare.records import read_records
 pytestmark = needs_model
 
 
+@pytest.mark.engine
 def test_closed_loop_levels_scale_an_ideal_server(run_dir):
     # echo's async path never slows a request down: throughput grows with concurrency, TPOT stays put
     r = llmcompare.load(["echo"], options=["per_token_ms=4"], concurrency=[1, 4], requests=12, max_new_tokens=10,
@@ -32,6 +33,7 @@ def test_closed_loop_levels_scale_an_ideal_server(run_dir):
     assert len({(x.stage, x.request_id) for x in recs.requests}) == len(recs.requests)
 
 
+@pytest.mark.engine
 def test_every_request_is_distinct_and_lengths_are_drawn(run_dir):
     r = llmcompare.load(["echo"], concurrency=[2], requests=20, max_new_tokens=8, output_tokens_dist="uniform:4-12",
                         input_tokens=32, seed=7, output=run_dir)
@@ -45,6 +47,7 @@ def test_every_request_is_distinct_and_lengths_are_drawn(run_dir):
     assert r.levels[0].length_mismatch == 0
 
 
+@pytest.mark.engine
 def test_open_loop_reaches_the_asked_rate(run_dir):
     r = llmcompare.load(["echo"], options=["per_token_ms=2"], rates=[20.0], arrivals="poisson", seed=3, duration_s=3.0,
                         max_new_tokens=8, output=run_dir)
@@ -55,6 +58,7 @@ def test_open_loop_reaches_the_asked_rate(run_dir):
     assert not lv.fell_behind and lv.queue_ms["p99"] < 10.0
 
 
+@pytest.mark.engine
 def test_a_sync_backend_queues_under_open_loop_and_latency_counts_from_the_schedule(use_plugins, run_dir):
     # echo served through its *sync* path (a test plugin without astream) handles one request at a time:
     # at twice its service rate the queue grows, and TTFT counted from the schedule grows with it
@@ -69,10 +73,11 @@ def test_a_sync_backend_queues_under_open_loop_and_latency_counts_from_the_sched
     assert lv.output_tok_s == pytest.approx(100.0, rel=0.3)  # one request at a time: 10 tok / 100 ms
 
 
+@pytest.mark.engine
 def test_levels_csv_report_and_resume(run_dir):
     llmcompare.load(["echo"], options=["per_token_ms=1"], concurrency=[1, 2], requests=6, max_new_tokens=4,
                     price_per_hour=["echo=3.6"], slo="ttft_ms=1000,tpot_ms=100", output=run_dir)
-    from llmcompare.report import write_all
+    from llmcompare.report.base import write_all
 
     result = llmcompare.api.load_result(run_dir)
     paths = write_all(result)
@@ -94,6 +99,7 @@ def test_levels_csv_report_and_resume(run_dir):
     assert body["analysis"]["recommendations"]["most_cost_effective"]["backend"] == "echo"
 
 
+@pytest.mark.engine
 def test_an_interrupted_level_is_redone_whole_on_resume(run_dir):
     r = llmcompare.load(["echo"], options=["per_token_ms=1"], concurrency=[1, 2], requests=5, max_new_tokens=4,
                         output=run_dir)
@@ -137,6 +143,7 @@ def test_cost_per_million_tokens_by_hand():
     assert cost_per_million(1.52, 71.0) == pytest.approx(5.9468, abs=1e-3)
 
 
+@pytest.mark.engine
 def test_sweep_runs_synchronous_then_throughput_then_rates_between(run_dir):
     r = llmcompare.load(["echo"], options=["per_token_ms=5"], sweep=True, sweep_levels=2, concurrency=[4],
                         requests=8, max_new_tokens=8, output=run_dir)

@@ -8,7 +8,7 @@ import llmcompare
 from llmcompare.records import read_records
 from llmcompare.servers.mock import spawn
 
-pytestmark = needs_model
+pytestmark = [pytest.mark.engine, needs_model]
 
 
 def _load(url, run_dir, **kw):

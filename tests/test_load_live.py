@@ -1,4 +1,4 @@
-"""The seed's naive-server-against-batching-server comparison, live: llama-cpp-python's server (one
+"""A naive server against a batching one, live: llama-cpp-python's server (one
 request at a time) and `transformers serve --continuous-batching`, both started by llmcompare, on
 SmolLM2 at concurrency 1, 2 and 4, in one run."""
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import needs_model
 
+pytestmark = pytest.mark.engine  # the engine tier: whole runs, live servers or real engines
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "loadgen_capacity.py"
 
 

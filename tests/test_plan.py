@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import struct
 
 import pytest
 
+from llmcompare.cli import plan as plan_command
+from llmcompare.cli.main import build_parser
 from llmcompare.errors import UserError
 from llmcompare.hardware import gpus
-from llmcompare.hardware import plan as planmod
 from llmcompare.hardware.plan import ModelConfig, load_model_config, plan
 from llmcompare.models.synthetic import SHAPES, param_count
 
-LLAMA2_7B_WEIGHTS = 6_738_415_616 * 2  # 13,476,831,232 bytes: "13.48 GB" in shared/FACTS.md
+LLAMA2_7B_WEIGHTS = 6_738_415_616 * 2  # 13,476,831,232 bytes: 13.48 GB of fp16 weights
 
 
 def cli(*argv: str) -> int:
-    """Parse ``plan ARGV`` with a parser built by ``add_parser`` and call ``run``, as llmcompare's CLI will."""
-    parser = argparse.ArgumentParser(prog="llmcompare")
-    sub = parser.add_subparsers(dest="command")
-    planmod.add_parser(sub)
-    args = parser.parse_args(["plan", *argv])
+    """Parse ``plan ARGV`` with llmcompare's own parser and run the command, as the CLI does."""
+    args = build_parser(only="plan").parse_args(["plan", *argv])
     assert args.command == "plan"
-    return planmod.run(args)
+    return plan_command.run(args)
 
 
 def cli_json(capsys, *argv: str) -> dict:
@@ -79,7 +76,7 @@ def test_floor_of_the_7b_shape_at_the_measured_h200_copy_bandwidth(llama2):
     assert p.floor_ms_per_token == pytest.approx(3.134, abs=0.001)
     assert round(p.floor_ms_per_token, 1) == 3.1
     assert p.floor_tokens_per_s == pytest.approx(1000 / p.floor_ms_per_token)
-    # The vLLM probe's copy bandwidth, 4253 GB/s, gave a 3.169 ms floor (shared/FACTS.md).
+    # At a 4253 GB/s copy bandwidth (an H200) the floor is 3.169 ms.
     assert plan(llama2, h200.with_bandwidth(4253), 1).floor_ms_per_token == pytest.approx(3.169, abs=0.0005)
     # The KV cache read at the context is part of the floor: 256 + 256 tokens add 0.27 GB.
     p512 = plan(llama2, h200.with_bandwidth(4300), 512)

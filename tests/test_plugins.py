@@ -37,6 +37,7 @@ def test_temporary_plugin_registers_and_runs(use_plugins, run_dir):
     assert reg.get("crashy").load_class().__name__ == "CrashyBackend"
 
 
+@pytest.mark.engine
 @needs_model
 def test_temporary_plugin_runs_in_a_worker(use_plugins, run_dir):
     use_plugins("llmcompare_testplugins")

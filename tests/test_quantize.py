@@ -124,6 +124,7 @@ def test_no_cuda_is_refused_in_one_line_before_any_converter_runs(source, fakes)
     assert calls(fakes) == []
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize("recipe, quant_method", [(EXL2Recipe(bits=3.0), "exl2"), (EXL3Recipe(head_bits=8), "exl3")])
 def test_a_recipe_runs_its_converter_once_and_caches_the_checkpoint(source, fakes, cache, monkeypatch, recipe,
                                                                     quant_method):
@@ -145,6 +146,7 @@ def test_a_recipe_runs_its_converter_once_and_caches_the_checkpoint(source, fake
     assert len(calls(fakes)) == 2
 
 
+@pytest.mark.engine
 def test_an_exl2_measurement_is_kept_and_reused_keyed_by_its_content(source, fakes, cache, monkeypatch, tmp_path):
     """The measurement pass is most of a 7B EXL2 conversion: each conversion keeps its measurement.json,
     and ``measurement=`` (``--measurement``) hands one to the converter's ``-m``, skipping the pass. The
@@ -197,6 +199,7 @@ def test_a_converter_that_exits_0_without_a_checkpoint_is_a_failure(source, fake
     assert not [p for p in (cache / "exl2").iterdir() if p.is_dir() and not p.name.endswith(".work")]  # none cached
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize("recipe, quant_method", [(EXL2Recipe(), "exl2"), (EXL3Recipe(), "exl3")])
 def test_a_stopped_conversion_resumes_on_the_next_call(source, fakes, cache, monkeypatch, recipe, quant_method):
     """A 7B EXL2 conversion outlasts one 600-s GPU call: the converter's job survives a stop, and the

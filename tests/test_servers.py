@@ -18,9 +18,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from llmcompare.backends import served
 
 from llmcompare.backend import BackendConfig
+from llmcompare.backends import served
 from llmcompare.errors import OptionError, UserError
 from llmcompare.models import ResolvedModel
 from llmcompare.servers import ManagedServer, Readiness, ServerFailed
@@ -339,6 +339,7 @@ def test_vllm_serve_argv(hf_model, monkeypatch):
     assert "VLLM_HOST_IP" not in served.VLLMServe(config(hf_model, "vllm-serve", "bf16")).plan().env
 
 
+@pytest.mark.engine
 def test_vllm_serve_argv_for_a_synthetic_model_on_a_gpu(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
     monkeypatch.setenv("LLMCOMPARE_CACHE_DIR", str(tmp_path))

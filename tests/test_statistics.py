@@ -8,7 +8,8 @@ import pytest
 from conftest import needs_model
 
 from llmcompare.analysis import metrics, statistics
-from llmcompare.analysis.result import compare_summaries, load_result
+from llmcompare.analysis.baseline import compare_summaries
+from llmcompare.analysis.result import load_result
 from llmcompare.records import BackendRecord, RequestRecord
 
 SEEDS = 300
@@ -213,6 +214,7 @@ def test_comparisons_carry_paired_speedups():
     assert c["speedup_e2e"]["metric"] == "e2e_ms" and c["e2e_ratio"]["ratio"] < 1
 
 
+@pytest.mark.engine
 @needs_model
 def test_results_json_has_intervals_and_speedups(tmp_path):
     """Two echo backends at 4 and 6 ms per token: the second is 1.5x slower per token, paired by prompt."""

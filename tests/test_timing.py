@@ -5,12 +5,14 @@ from conftest import needs_model
 
 import llmcompare
 
+pytestmark = pytest.mark.engine  # the engine tier: whole runs, live servers or real engines
+
 
 @needs_model
 def test_echo_latency_measured_back_within_5_percent(run_dir):
     result = llmcompare.compare(
         ["echo"], options=["ttft_ms=50", "per_token_ms=10"], max_new_tokens=16, repeats=2, warmup=1,
-        output=run_dir,
+        output=run_dir, fidelity=False,
     )
     s = result.summary("echo")
     assert s.status == "ok" and s.n_requests == 20 and s.n_length_mismatch == 0
@@ -27,7 +29,7 @@ def test_chunked_stream_counts_tokens_not_events(run_dir):
     # 4 tokens per chunk: 4 real gaps of 40 ms between 5 chunks, TPOT still 10 ms/token
     result = llmcompare.compare(
         ["echo"], options=["ttft_ms=20", "per_token_ms=10", "chunk=4"], max_new_tokens=20, repeats=1, warmup=0,
-        prompts="default", output=run_dir,
+        prompts="default", output=run_dir, fidelity=False,
     )
     s = result.summary("echo")
     assert s.n_length_mismatch == 0

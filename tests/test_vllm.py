@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from conftest import has_default_model
-from llmcompare.backends import vllm as vllm_backend
 
 from llmcompare.backend import BackendConfig
+from llmcompare.backends import vllm as vllm_backend
 from llmcompare.errors import OptionError
 from llmcompare.models import ResolvedModel
 
@@ -77,6 +77,7 @@ def test_json_passthrough_values_are_parsed(tmp_path):
     assert args["compilation_config"] == {"cudagraph_mode": "FULL"}
 
 
+@pytest.mark.engine
 def test_synthetic_models_load_dummy_weights_from_a_config_only_dir(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
     monkeypatch.setenv("LLMCOMPARE_CACHE_DIR", str(tmp_path / "cache"))
@@ -191,7 +192,7 @@ if __name__ == "__main__":  # vLLM starts its engine core with multiprocessing s
 def vllm_python() -> str:
     from llmcompare import envs
 
-    python = envs.python_for(vllm_spec())
+    python = sys.executable if vllm_spec().missing_module() is None else envs.managed_python("vllm")
     if python is None:
         pytest.skip("vLLM is not installed; create its environment with: llmcompare env create vllm")
     manifest = envs.read_manifest("vllm")
@@ -240,7 +241,6 @@ def test_exactly_n_greedy_tokens_with_monotonic_times(live):
 @pytest.mark.engine
 def test_tokens_match_transformers_fp32(live):
     from llmcompare.backends.hf_transformers import TransformersBackend
-
     from llmcompare.models import resolve_model
 
     pytest.importorskip("transformers")
@@ -263,7 +263,6 @@ def test_tokens_match_transformers_fp32(live):
 def test_natural_stop_and_scores_match_transformers_fp32(live):
     """The fidelity pass's two engine calls: greedy until EOS, and prompt_logprobs as teacher forcing."""
     from llmcompare.backends.hf_transformers import TransformersBackend
-
     from llmcompare.models import resolve_model
 
     reference = TransformersBackend(BackendConfig(model=resolve_model(live["hf_dir"]), variant="fp32",

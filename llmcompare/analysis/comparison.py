@@ -13,12 +13,12 @@ lower bound above 1.05; for ``tok_s_p50<-5%``: the upper bound under 0.95).
 
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from llmcompare.analysis import metrics, statistics
+from llmcompare.analysis.result import load_result
 from llmcompare.errors import UserError
 
 #: Metric name -> (the per-request figure, True when lower is better).
@@ -71,8 +71,6 @@ def verdict(ratio: dict[str, Any] | None, lower_better: bool) -> str:
 
 def compare_runs(run_a: str, run_b: str) -> list[dict[str, Any]]:
     """One row per backend, stage and metric present in both runs."""
-    from llmcompare.analysis.result import load_result
-
     a, b = load_result(run_a), load_result(run_b)
 
     def series(result, label: str, stage: str, key: str) -> tuple[list[float], list[str]]:
@@ -94,39 +92,3 @@ def compare_runs(run_a: str, run_b: str) -> list[dict[str, Any]]:
     if not rows:
         raise UserError(f"{run_a} and {run_b} share no backend and stage to compare; run the same backends in both")
     return rows
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("compare", help="compare two runs metric by metric, with confidence intervals",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("run_a", help="the baseline run directory")
-    p.add_argument("run_b", help="the run compared with it")
-    p.add_argument("--fail-if", action="append", default=[], metavar="METRIC>+N%",
-                   help="exit 1 when B is worse than A beyond the threshold with confidence (repeatable)")
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    from rich.markup import escape
-    from rich.table import Table
-
-    from llmcompare.cli import _console
-    from llmcompare.report.columns import ratio as fmt_ratio
-
-    gates = [Gate.parse(g) for g in args.fail_if]
-    rows = compare_runs(args.run_a, args.run_b)
-    t = Table(title=escape(f"llmcompare compare · B = {args.run_b} against A = {args.run_a}"))
-    for col in ("backend", "stage", "metric", "B / A (95% CI)", "verdict"):
-        t.add_column(col)
-    failed = []
-    for row in rows:
-        t.add_row(*map(escape, (row["backend"], row["stage"], row["metric"], fmt_ratio(row["ratio"]), row["verdict"])))
-        failed += [(g, row) for g in gates if g.metric == row["metric"] and g.fails(row["ratio"])]
-    console = _console()
-    console.print(t)
-    for gate, row in failed:
-        console.print(escape(f"FAIL {gate}: {row['backend']} {row['stage']}: {fmt_ratio(row['ratio'])}"))
-    if gates and not failed:
-        console.print(escape(f"pass: no {', '.join(map(str, gates))} beyond its threshold with confidence"))
-    return 1 if failed else 0
-

@@ -27,99 +27,20 @@ import importlib.resources
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rapidfuzz.distance import Indel
+
 from llmcompare.analysis.metrics import percentile
-from llmcompare.config.spec import BackendRequest, FidelitySpec, parse_backends
+from llmcompare.analysis.statistics import bootstrap_ci
 from llmcompare.records import FidelityRecord, RunRecords
 
-TEXT_ID = FidelitySpec.text_id
+TEXT_ID = "reference-text-v1"
+"""Which shipped text the perplexities are of (``prompts/reference_text.txt``)."""
 TEXT_FILE = "reference_text.txt"
 
 
 def reference_text() -> str:
     """The fixed text every scoring backend's perplexity is measured on (public-domain English)."""
     return importlib.resources.files("llmcompare.prompts").joinpath(TEXT_FILE).read_text(encoding="utf-8")
-
-
-# ---- choosing the reference ---------------------------------------------------------------------
-
-def choose_reference(registry, requests: tuple[BackendRequest, ...], reference: str | None, device: str,
-                     resolved, options=()) -> tuple[BackendRequest | None, str]:
-    """The judge and a note on why: ``--reference`` (a run label, a run backend's name, or any
-    backend spec), else transformers at the highest precision whose weights fit the device."""
-    if reference is not None:
-        matches = [r for r in requests if r.label == reference] or [r for r in requests if r.name == reference]
-        if len(matches) == 1:
-            return matches[0], f"--reference {reference}"
-        if len(matches) > 1:
-            from llmcompare.errors import UserError
-
-            raise UserError(f"--reference {reference!r} matches several backends of this run"
-                            f" ({', '.join(r.label for r in matches)}); name one by its label")
-        scopes = {reference, reference.partition("@")[0], reference.partition(":")[0]}
-        own = [o for o in options if o.partition("=")[0].rpartition(".")[0] in scopes]  # its scoped options only
-        return parse_backends(registry, [reference], own, device)[0], f"--reference {reference}"
-    if resolved.kind == "synthetic":
-        return None, ("fidelity not judged: a synthetic model's random weights make nearly every divergence a"
-                      " near-tie; pass --reference BACKEND to judge it anyway")
-    try:
-        spec = registry.get("transformers")
-    except Exception:
-        return None, "no fidelity reference: the transformers backend is not registered; pass --reference BACKEND"
-    if spec.missing_module() is not None:
-        return None, (f"no fidelity reference: transformers is not installed ({spec.install});"
-                      " pass --reference BACKEND or --no-fidelity")
-    if not set(spec.capabilities.model_formats) & set(resolved.formats):
-        return None, f"no fidelity reference: transformers cannot load a {resolved.kind} model; pass --reference BACKEND"
-    variant, why = _highest_precision(resolved, device)
-    if variant is None:
-        return None, f"no fidelity reference: {why}; pass --reference BACKEND or --no-fidelity"
-    label = f"transformers:{variant}"
-    same = [r for r in requests if r.label == label]
-    if same:
-        return same[0], f"default: {why}"
-    return parse_backends(registry, [label], [], device)[0], f"default: {why}"
-
-
-def _highest_precision(resolved, device: str) -> tuple[str | None, str]:
-    """fp32 if the weights fit in 80% of the device's free memory, else bf16 on CUDA, else none."""
-    try:
-        from llmcompare.hardware.plan import load_model_config
-
-        params = load_model_config(resolved.ref).parameters
-    except Exception:
-        return "fp32", "transformers fp32 (model size unknown)"
-    free = _free_memory(device)
-    if free is None:
-        return "fp32", f"transformers fp32 ({params / 1e9:.2f} B parameters; free memory unknown)"
-    for variant, width in (("fp32", 4), ("bf16", 2)):
-        if variant == "bf16" and not device.startswith("cuda"):
-            continue
-        if params * width <= 0.8 * free:
-            return variant, (f"transformers {variant}, the highest precision whose {params * width / 1e9:.1f} GB of"
-                             f" weights fit 80% of the {free / 1e9:.1f} GB free on {device}")
-    return None, f"the {params / 1e9:.1f} B-parameter model does not fit {device} in fp32" + (
-        " or bf16" if device.startswith("cuda") else "")
-
-
-def _free_memory(device: str) -> int | None:
-    if device.startswith("cuda"):
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            try:
-                index = int(device.partition(":")[2] or 0)
-                return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index)).free)
-            finally:
-                pynvml.nvmlShutdown()
-        except Exception:
-            return None
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except Exception:
-        return None
 
 
 # ---- judging ------------------------------------------------------------------------------------
@@ -139,8 +60,6 @@ def verdict(rec: FidelityRecord, margin: float) -> str | None:
 
 
 def similarity(a: str, b: str) -> float:
-    from rapidfuzz.distance import Indel
-
     return float(Indel.normalized_similarity(a, b))
 
 
@@ -192,7 +111,7 @@ class FidelitySummary:
         return d
 
 
-def summarize(records: RunRecords, spec: FidelitySpec, labels: list[str],
+def summarize(records: RunRecords, spec: Any, labels: list[str],
               margin: float | None = None) -> list[FidelitySummary]:
     """One :class:`FidelitySummary` per backend of the run (the reference itself included when it is
     one of them: it should agree fully with its own second pass)."""
@@ -214,7 +133,7 @@ def summarize(records: RunRecords, spec: FidelitySpec, labels: list[str],
         summary.errors = len(mine) - len(judged)
         summary.prompts = len(judged)
         if not judged:
-            fid_requests = [r for r in records.requests if r.backend == label and r.stage == "fidelity"]
+            fid_requests = [r for r in records.requests if r.backend == label and r.stage == "fidelity"]  # its own stage
             errs = [r.error for r in fid_requests if r.error] + [f.error for f in mine if f.error]
             summary.note = (errs[0] if errs else
                             "not judged: the backend or the reference did not finish the fidelity pass")
@@ -243,20 +162,21 @@ def summarize(records: RunRecords, spec: FidelitySpec, labels: list[str],
     return out
 
 
-def reference_perplexity(records: RunRecords, spec: FidelitySpec) -> float | None:
+JUDGE_PREFIX = "judge:"
+"""The fidelity reference runs under its own label, ``judge:<its label>``, so it is never taken for a
+backend of the run."""
+
+
+def reference_perplexity(records: RunRecords, spec: Any) -> float | None:
     if spec.reference is None:
         return None
-    from llmcompare.scenarios import Job
-
     for s in records.scores:
-        if s.backend == Job.JUDGE_PREFIX + spec.reference.label and s.text_id == spec.text_id:
+        if s.backend == JUDGE_PREFIX + spec.reference.label and s.text_id == spec.text_id:
             return s.perplexity
     return None
 
 
 def _ci(values: list[float], clusters: list[str] | None) -> dict[str, Any] | None:
-    from llmcompare.analysis.statistics import bootstrap_ci
-
     if not values:
         return None
     ci = bootstrap_ci(values, stat="mean", clusters=clusters)

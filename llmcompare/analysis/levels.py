@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from llmcompare.analysis import metrics
+from llmcompare.analysis import metrics, statistics
 from llmcompare.config.spec import RunSpec
 from llmcompare.records import RequestRecord, RunRecords, StageRecord
 
@@ -84,8 +84,6 @@ def _meets(r: RequestRecord, slo: dict[str, float]) -> bool:
 
 def _intervals(ok: list[RequestRecord]) -> dict[str, dict[str, Any]]:
     """The level's p50 latencies with their intervals (from the scheduled send, as the level reports them)."""
-    from llmcompare.analysis import statistics
-
     figures = {
         "ttft_p50_ms": [(r.queue_s + r.ttft_s) * 1000.0 if r.ttft_s is not None else None for r in ok],
         "tpot_p50_ms": [(t * 1000.0 if (t := metrics.tpot(r.token_times_s)) is not None else None) for r in ok],
@@ -175,7 +173,7 @@ def knee(levels: list[Level]) -> Level | None:
 
 
 def analyse(spec: RunSpec, levels: list[Level]) -> dict[str, Any]:
-    """Per backend: knee, the highest level that meets the SLO; overall: the seeds' three answers."""
+    """Per backend: knee, the highest level that meets the SLO; overall: the three answers (best latency, best throughput, most cost-effective)."""
     per_backend: dict[str, Any] = {}
     for label in spec.labels:
         mine = [lv for lv in levels if lv.backend == label]

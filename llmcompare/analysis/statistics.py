@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from llmcompare.analysis.timing import request_row
+
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 
@@ -218,10 +220,8 @@ def bootstrap_ratio(
 # ---- paired speed-up ----------------------------------------------------------------------------
 
 def per_prompt_medians(records: Iterable[Any], key: str) -> dict[str, float]:
-    """prompt id -> the median of ``key`` (a :func:`llmcompare.analysis.metrics.request_row` figure) over the
+    """prompt id -> the median of ``key`` (a :func:`llmcompare.analysis.timing.request_row` figure) over the
     prompt's measured, successful requests (warm-up and failed requests left out)."""
-    from llmcompare.analysis.metrics import request_row  # metrics imports this module
-
     values: dict[str, list[float]] = {}
     for r in records:
         if r.warmup or r.error is not None:
@@ -244,7 +244,7 @@ def paired_speedup(
     """How much faster ``other`` is than ``baseline`` on ``key``, paired by prompt.
 
     ``baseline`` and ``other`` are request records (:class:`llmcompare.records.RequestRecord`) of
-    one stage; ``key`` is a :func:`llmcompare.analysis.metrics.request_row` figure (``tpot_ms``, ``ttft_ms``,
+    one stage; ``key`` is a :func:`llmcompare.analysis.timing.request_row` figure (``tpot_ms``, ``ttft_ms``,
     ``e2e_ms``, ``tok_s``). Per prompt, each side's figure is the median over its measured repeats;
     the prompt's speed-up is ``baseline / other`` for a latency and ``other / baseline`` for
     ``tok_s``, so a speed-up above 1 always means ``other`` is faster. The speed-up is the geometric

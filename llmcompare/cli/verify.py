@@ -20,38 +20,39 @@ import json
 import subprocess
 import sys
 
+from llmcompare import api
+from llmcompare.cli.common import console
+from llmcompare.config.spec import RunSpec, parse_backends
 from llmcompare.errors import UserError
+from llmcompare.models import resolve_model
+from llmcompare.plugins import get_registry
+from llmcompare.report.base import print_result, write_all
+from llmcompare.runner.interpreter import parse_overrides, worker_python
+
+HELP = "run the conformance kit and a short comparison on one backend"
+DESCRIPTION = __doc__.split("\n\n")[0]
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("verify-backend", help="run the conformance kit and a short comparison on one backend",
-                              description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME[:VARIANT]", help="the backend to verify, e.g. vllm:fp16")
     p.add_argument("--model", "-m", default=None, help="model to verify with (default: SmolLM2-135M-Instruct)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help="backend option (repeatable)")
     p.add_argument("--reference", default="transformers", help="backend to compare against ('none' to skip)")
     p.add_argument("--python", action="append", default=[], metavar="NAME=PATH", help="interpreter for a backend")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from llmcompare import api
-    from llmcompare.cli import _pythons
-    from llmcompare.config.spec import RunSpec, parse_backends
-    from llmcompare.plugins import get_registry
-
     name, _, variant = args.name.partition(":")
     registry = get_registry()
     requests = parse_backends(registry, [args.name], args.option, args.device)
-    python = api.worker_python(RunSpec(requests, python=_pythons(args.python)), name) or sys.executable
+    overrides = parse_overrides(args.python)
+    python = worker_python(RunSpec(requests, python=overrides), name) or sys.executable
     print(f"1/2 conformance kit: {args.name} on {args.device}, under {python}", flush=True)
     code = ("import sys, json\nfrom llmcompare.testing import check_backend\n"
             "kw = json.loads(sys.argv[1])\nr = check_backend(**kw)\nprint(r)\nraise SystemExit(0 if r.ok else 1)\n")
     model = args.model
     if model is None and python != sys.executable:
-        from llmcompare.models import resolve_model
-
         model = resolve_model(None).hf_dir()  # another environment may not read the GGUF itself
     kw = {"name": name, "variant": variant or None, "model": model, "device": args.device,
           "options": dict(requests[0].options), "max_new_tokens": 8}
@@ -65,15 +66,11 @@ def run(args: argparse.Namespace) -> int:
         result = api.compare(backends, model=args.model, options=args.option, device=args.device,
                              max_new_tokens=16, repeats=1, warmup=1, baseline=labels[-1],
                              reference=labels[-1], fidelity_tokens=32,
-                             python=_pythons(args.python))
+                             python=overrides)
     except UserError as exc:
         print(f"comparison skipped: {exc}")
         return kit.returncode
-    from llmcompare.cli import _console
-    from llmcompare.report import write_all
-    from llmcompare.report.console import print_result
-
-    print_result(_console(), result, write_all(result))
+    print_result(console(), result, write_all(result))
     ok = kit.returncode == 0 and not result.failed and all(s.n_length_ok == s.n_requests for s in result.summaries)
     print(f"\n{args.name}: {'VERIFIED' if ok else 'NOT VERIFIED'} (conformance {'pass' if kit.returncode == 0 else 'FAIL'};"
           f" comparison {'exact lengths, no failures' if ok else 'see the table above'})")

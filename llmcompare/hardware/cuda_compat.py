@@ -3,7 +3,7 @@
 CTranslate2 4.8.5's wheel ``dlopen``s ``libcublas.so.12`` (and ``libcublasLt.so.12``). A machine with
 only CUDA 13's cuBLAS has neither name. A folder of two symbolic links, ``libcublas.so.12 →
 libcublas.so.13`` and ``libcublasLt.so.12 → libcublasLt.so.13``, put first on the worker's
-``LD_LIBRARY_PATH``, made it load and generate on an H200 (FACTS.md, 2026-11-22), with greedy ids
+``LD_LIBRARY_PATH``, made it load and generate on an H200 (docs/results.md, 2026-11-22), with greedy ids
 equal to the CPU's on a small model. It is an ABI alias across major versions: nothing promises
 it works for every call, so it is never set up silently.
 
@@ -31,6 +31,8 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from llmcompare.models import cache_dir
 
 ALIAS_ENV = "LLMCOMPARE_CUBLAS12_ALIAS"
 LINKS = {"libcublas.so.12": "libcublas.so.13", "libcublasLt.so.12": "libcublasLt.so.13"}
@@ -90,8 +92,6 @@ def find_cublas13(candidates: Iterable[Path] | None = None) -> Path | None:
 def alias_dir(target: Path, root: Path | None = None) -> Path:
     """Make (or check) the folder of ``*.so.12`` links to ``target``'s cuBLAS 13; return it."""
     if root is None:
-        from llmcompare.models import cache_dir
-
         root = cache_dir() / "cuda-compat"
     target = Path(target).resolve()
     folder = root / f"cublas12-{hashlib.sha256(str(target).encode()).hexdigest()[:12]}"

@@ -18,6 +18,8 @@ from typing import Any
 import psutil
 
 from llmcompare import __version__
+from llmcompare.hardware import cuda_compat, roofline
+from llmcompare.hardware.devices import cuda_visible_devices, gpu_info  # noqa: F401  (part of this module's API)
 
 
 def dist_version(name: str) -> str | None:
@@ -36,51 +38,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def cuda_visible_devices() -> list[str]:
-    """The entries of ``CUDA_VISIBLE_DEVICES`` (indices or UUIDs), stripped, empty ones dropped; an
-    empty list when it is unset (every GPU is visible then)."""
-    return [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-
-
-def gpu_info() -> list[dict[str, Any]]:
-    """GPUs through NVML (``nvidia-ml-py``), when it is installed and a driver answers."""
-    try:
-        import pynvml
-    except ImportError:
-        return []
-    try:
-        pynvml.nvmlInit()
-    except Exception:
-        return []
-    gpus = []
-    try:
-        driver = _s(pynvml.nvmlSystemGetDriverVersion())
-        try:
-            cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
-            cuda_s = f"{cuda // 1000}.{(cuda % 1000) // 10}"
-        except Exception:
-            cuda_s = None
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            g = {"index": i, "name": _s(pynvml.nvmlDeviceGetName(h)), "memory_bytes": int(mem.total),
-                 "driver": driver, "cuda_driver": cuda_s}
-            for key, clock in (("sm_clock_mhz", pynvml.NVML_CLOCK_SM), ("mem_clock_mhz", pynvml.NVML_CLOCK_MEM)):
-                try:
-                    g[key] = pynvml.nvmlDeviceGetClockInfo(h, clock)
-                    g["max_" + key] = pynvml.nvmlDeviceGetMaxClockInfo(h, clock)
-                except Exception:
-                    pass
-            gpus.append(g)
-    finally:
-        pynvml.nvmlShutdown()
-    return gpus
-
-
-def _s(x: Any) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
 
 
 def capture(distributions: list[str] | None = None, model: dict[str, Any] | None = None,
@@ -114,8 +71,6 @@ def capture(distributions: list[str] | None = None, model: dict[str, Any] | None
         env["torch_cuda"] = torch_cuda
     if model is not None:
         env["model"] = model
-    from llmcompare.hardware import cuda_compat, roofline
-
     bandwidth = roofline.for_environment(device)
     if bandwidth is not None:
         env["bandwidth"] = bandwidth

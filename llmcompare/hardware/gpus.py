@@ -114,7 +114,7 @@ ACCELERATORS: tuple[Accelerator, ...] = (
         memory_bytes=141 * GIB, bandwidth_bytes_per_s=4.8 * TB, dense_fp16_flops=989.5 * TFLOPS,
         memory_source=_H200, bandwidth_source=f"{_H200}: 4.8 TB/s HBM3e",
         flops_source=f"{_H200}: FP16/BF16 tensor 1,979 TFLOPS with sparsity, so 989.5 dense",
-        notes=("a large device-to-device copy measured 4.25-4.30 TB/s on the project's H200 (shared/FACTS.md):"
+        notes=("a large device-to-device copy measured 4.25-4.30 TB/s on an H200 (docs/results.md):"
                " pass --bandwidth-gbs 4300 for the floor at that rate"),
     ),
     Accelerator(

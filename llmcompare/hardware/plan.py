@@ -19,7 +19,6 @@ header through the ``gguf`` package.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -30,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from llmcompare.errors import UserError
-from llmcompare.hardware.gpus import GB, Accelerator, get_accelerator, known_names
+from llmcompare.hardware.gpus import GB, Accelerator, get_accelerator
+from llmcompare.models import resolve_model, safetensors_header
+from llmcompare.models.synthetic import SHAPES, param_count
 
 #: Bytes per element of each weight / KV-cache type.
 DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
@@ -108,12 +109,8 @@ def llama_parameter_count(*, hidden_size: int, num_hidden_layers: int, num_atten
 
 def load_model_config(ref: str | None) -> ModelConfig:
     """Read a model's shape without loading weights (see the module docstring for what ``ref`` may be)."""
-    from llmcompare.models import resolve_model
-
     model = resolve_model(ref)
     if model.kind == "synthetic":
-        from llmcompare.models.synthetic import SHAPES, param_count
-
         assert model.shape is not None
         return ModelConfig.from_hf_config(SHAPES[model.shape], name=model.name, source=model.ref,
                                           parameters=param_count(model.shape),
@@ -146,8 +143,6 @@ def _from_hf_dir(path: Path, name: str) -> ModelConfig:
 
 def _safetensors_parameters(path: Path) -> int:
     """Sum of the element counts of every tensor in one safetensors file, read from its JSON header only."""
-    from llmcompare.models import safetensors_header
-
     _, header = safetensors_header(path)
     return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
 
@@ -311,51 +306,6 @@ def _notes(m: ModelConfig, gpu: Accelerator, n: int, context: int, dtype: str, b
         out.append("cost is the best case: one sequence at the bandwidth floor, paying the whole $/h;"
                    " batching divides it by up to the batch size")
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The command line
-# ---------------------------------------------------------------------------------------------
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``plan`` sub-command to an ``argparse`` sub-parsers object; return its parser."""
-    p = subparsers.add_parser(
-        "plan", help="memory, KV-cache capacity and bandwidth floor of a model on an accelerator (no run)",
-        description="Roofline and capacity arithmetic (the JumpStart guide's formulas): what fits, the critical"
-                    " batch, the batch-1 floor in ms/token, and the best-case cost per 1M output tokens.",
-    )
-    p.add_argument("--model", "-m", default=None,
-                   help="HF model directory, GGUF file or synthetic:<shape> (default: SmolLM2-135M-Instruct's GGUF)")
-    p.add_argument("--gpu", "-g", required=True, metavar="NAME", help=f"accelerator: {', '.join(known_names())}")
-    p.add_argument("--context", "-c", type=int, default=DEFAULT_CONTEXT, metavar="TOKENS",
-                   help=f"tokens in the KV cache per sequence, prompt plus output (default {DEFAULT_CONTEXT})")
-    p.add_argument("--dtype", default="fp16", choices=WEIGHT_DTYPES, help="weight type (default fp16)")
-    p.add_argument("--kv-dtype", default=None, choices=KV_DTYPES,
-                   help="KV-cache type (default: --dtype for fp16/bf16/fp32, else fp16)")
-    p.add_argument("--n-gpus", type=int, default=1, metavar="N",
-                   help="tensor-parallel degree: weights and KV heads split over N accelerators (default 1)")
-    p.add_argument("--price-per-hour", type=float, default=None, metavar="USD",
-                   help="price of the N accelerators together, $/h: adds the cost per 1M output tokens")
-    p.add_argument("--bandwidth-gbs", type=float, default=None, metavar="GB/S",
-                   help="a measured memory bandwidth in GB/s, used instead of the datasheet's")
-    p.add_argument("--reserve", type=float, default=DEFAULT_RESERVE, metavar="FRACTION",
-                   help=f"share of memory kept for activations and the runtime (default {DEFAULT_RESERVE})")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON instead of a table")
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``llmcompare plan``; bad input raises :class:`~llmcompare.errors.UserError`. Returns 0."""
-    config = load_model_config(args.model)
-    gpu = get_accelerator(args.gpu)
-    if args.bandwidth_gbs is not None:
-        gpu = gpu.with_bandwidth(args.bandwidth_gbs)
-    result = plan(config, gpu, args.context, dtype=args.dtype, kv_dtype=args.kv_dtype,
-                  price_per_hour=args.price_per_hour, n_gpus=args.n_gpus, reserve_fraction=args.reserve)
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        print_plan(result)
-    return 0
 
 
 def _gb(n: float) -> str:

@@ -36,9 +36,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from llmcompare.hardware.devices import cuda_visible_devices, gpu_info
+from llmcompare.hardware.gpus import Accelerator
+from llmcompare.hardware.plan import ModelConfig, load_model_config, plan
+from llmcompare.models import cache_dir
+from llmcompare.plugins import get_registry
 
 OPT_OUT_ENV = "LLMCOMPARE_NO_BANDWIDTH"
 CACHE_FILE = "bandwidth.json"
@@ -49,16 +56,6 @@ WARMUP, REPEATS = 3, 20
 MEASURE_TIMEOUT_S = 300.0
 
 #: Weight type of each variant name the built-in backends use, for the floor's weight bytes.
-VARIANT_WEIGHT_DTYPES: dict[str, str] = {
-    "fp32": "fp32", "float32": "fp32",
-    "fp16": "fp16", "float16": "fp16", "half": "fp16",
-    "bf16": "bf16", "bfloat16": "bf16",
-    "fp8": "fp8",
-    "int8": "int8", "int8_float16": "int8", "int8_bfloat16": "int8", "int8_float32": "int8",
-    "nf4": "int4", "int4": "int4", "fp4": "int4",
-    "gptq": "int4", "exl2": "int4", "exl3": "int4",  # at llmcompare's recipes' 4 bits per weight
-    "f32": "fp32", "f16": "fp16", "q8_0": "int8", "q4_0": "int4",  # llamacpp's GGUF variants (Q4_0: 4.5 bpw)
-}
 ASSUMPTION = ("weight bytes = parameters × bytes of the variant's type (fp32 4, fp16/bf16 2, int8 1,"
               " nf4/int4 and GPTQ/EXL2/EXL3 at the recipes' 4 bits 0.5; quantization scales not counted);"
               " KV bytes at the mean decode context")
@@ -111,8 +108,6 @@ def measure_copy_bandwidth(index: int = 0, n_bytes: int = COPY_BYTES, warmup: in
 
 
 def cache_path() -> Path:
-    from llmcompare.models import cache_dir
-
     return cache_dir() / CACHE_FILE
 
 
@@ -160,8 +155,6 @@ def gpu_identity(index: int = 0) -> dict[str, Any] | None:
 
     ``CUDA_VISIBLE_DEVICES`` is honoured: CUDA's K-th visible device is NVML's ``visible[K]``.
     """
-    from llmcompare.hardware.environment import cuda_visible_devices, gpu_info
-
     gpus = gpu_info()
     visible = cuda_visible_devices()
     nvml_index = index
@@ -252,14 +245,15 @@ class Floor:
         return asdict(self)
 
 
-def weight_dtype(variant: str | None, file_quantization: str | None = None) -> str | None:
+def weight_dtype(variant: str | None, file_quantization: str | None = None,
+                 declared: Mapping[str, str] | None = None) -> str | None:
     """The plan type (:data:`llmcompare.hardware.plan.DTYPE_BYTES`) a variant's weights are counted in, or None.
 
-    A GGUF file's own type stands in when the backend has no variant (``Q8_*`` int8, ``Q4_*``/``IQ4_*``
-    int4, ``F16``/``BF16``/``F32`` as they say).
+    ``declared`` is the backend's own ``BackendSpec.weight_dtypes``. A GGUF file's own type stands in when
+    the backend has no variant (``Q8_*`` int8, ``Q4_*``/``IQ4_*`` int4, ``F16``/``BF16``/``F32`` as they say).
     """
     if variant:
-        return VARIANT_WEIGHT_DTYPES.get(variant.lower())
+        return (declared or {}).get(variant)
     q = (file_quantization or "").upper()
     if q in ("F16", "BF16", "F32"):
         return {"F16": "fp16", "BF16": "bf16", "F32": "fp32"}[q]
@@ -279,9 +273,6 @@ def mean_decode_context(input_tokens: float, output_tokens: int) -> int:
 def floor(config: Any, dtype: str, bandwidth_bytes_per_s: float, context_tokens: int, n_gpus: int = 1) -> Floor:
     """:func:`llmcompare.hardware.plan.plan`'s batch-1 floor for ``config`` with ``dtype`` weights at a measured
     bandwidth (``config`` is a :class:`llmcompare.hardware.plan.ModelConfig`), on ``n_gpus`` in tensor parallel."""
-    from llmcompare.hardware.gpus import Accelerator
-    from llmcompare.hardware.plan import plan
-
     gpu = Accelerator(key="measured", name="measured device", aliases=(), memory_bytes=0,
                       bandwidth_bytes_per_s=float(bandwidth_bytes_per_s), dense_fp16_flops=0.0,
                       memory_source="not used for the floor", bandwidth_source="measured copy bandwidth",
@@ -296,8 +287,6 @@ def floor(config: Any, dtype: str, bandwidth_bytes_per_s: float, context_tokens:
 def model_config_record(model_ref: str | None) -> dict[str, Any] | None:
     """The model's shape as the environment block keeps it (``model_config``), so a run's floor can be
     recomputed where the model files are not; None when the config cannot be read."""
-    from llmcompare.hardware.plan import load_model_config
-
     try:
         return asdict(load_model_config(model_ref))
     except Exception:  # a hub id, a missing gguf reader: the report then reads the model itself, or says why not
@@ -306,54 +295,57 @@ def model_config_record(model_ref: str | None) -> dict[str, Any] | None:
 
 def run_model_config(environment: dict[str, Any], model_ref: str | None) -> Any:
     """The :class:`~llmcompare.hardware.plan.ModelConfig` a run recorded, else the one read from ``model_ref`` now."""
-    from llmcompare.hardware.plan import ModelConfig, load_model_config
-
     recorded = (environment or {}).get("model_config")
     return ModelConfig(**recorded) if recorded else load_model_config(model_ref)
 
 
-def annotate(result: Any) -> None:
-    """Set ``summary.info["roofline"]`` on each CUDA summary of a latency run with a measured bandwidth.
+def annotate(summaries: list[Any], spec: Any, environment: dict[str, Any], requests: list[Any],
+             max_new_tokens: int) -> None:
+    """Set ``summary.info["roofline"]`` on each CUDA batch-1 summary of a run with a measured bandwidth.
 
     The entry holds the floor (:class:`Floor` fields), ``tpot_p50_ms`` and ``percent_of_floor``
     (floor / TPOT p50 × 100), or ``error`` saying why there is none. A backend run with ``-o
-    tensor_parallel_size=N`` gets the floor of N GPUs, each reading its share. Summaries of other
-    devices, load runs and runs whose environment holds no bandwidth are left as they are. Idempotent.
+    tensor_parallel_size=N`` gets the floor of N GPUs, each reading its share. The weight type of a
+    variant is the backend's own declaration (``BackendSpec.weight_dtypes``), else a GGUF file's type.
+    Summaries of other devices and runs whose environment holds no bandwidth are left as they are.
+    Idempotent. The batch-1 scenario calls it on its summaries (the floor is a batch-1 figure).
     """
-    bandwidth = (result.environment or {}).get("bandwidth") or {}
+    bandwidth = (environment or {}).get("bandwidth") or {}
     bps = bandwidth.get("bytes_per_s")
-    if not bps or result.spec.scenario.kind != "latency":
+    if not bps:
         return
-    cuda = [s for s in result.summaries if str(s.info.get("device") or "").startswith("cuda")]
+    cuda = [s for s in summaries if str(s.info.get("device") or "").startswith("cuda")]
     if not cuda:
         return
     try:
-        config = run_model_config(result.environment, result.spec.model)
+        config = run_model_config(environment, spec.model)
     except Exception as exc:  # an older run, and its model file gone from this machine
         for s in cuda:
             s.info["roofline"] = {"error": f"model config not readable: {exc}"}
         return
-    n_out = result.spec.scenario.max_new_tokens
-    options = {b.label: b.options for b in result.spec.backends}
+    registry = get_registry()
+    backends = {b.label: b for b in spec.backends}
     for s in cuda:
         variant = s.info.get("variant")
-        dtype = weight_dtype(variant, config.file_quantization)
+        request = backends.get(s.backend)
+        declared = registry.backends.get(request.name) if request else None
+        dtype = weight_dtype(variant, config.file_quantization, declared.weight_dtypes if declared else {})
         if dtype is None:
             s.info["roofline"] = {"error": f"weight type of variant {variant!r} unknown"}
             continue
         n_in = s.input_tokens
         if n_in is None:
-            lengths = [r.input_tokens for r in result.requests
+            lengths = [r.input_tokens for r in requests
                        if r.backend == s.backend and r.stage == s.stage and not r.warmup and r.error is None]
             n_in = sum(lengths) / len(lengths) if lengths else None
         if n_in is None:
             s.info["roofline"] = {"error": "no successful request to read the input length from"}
             continue
         try:
-            n_gpus = max(1, int(options.get(s.backend, {}).get("tensor_parallel_size") or 1))
+            n_gpus = max(1, int((request.options if request else {}).get("tensor_parallel_size") or 1))
         except (TypeError, ValueError):
             n_gpus = 1
-        f = floor(config, dtype, bps, mean_decode_context(n_in, n_out), n_gpus=n_gpus)
+        f = floor(config, dtype, bps, mean_decode_context(n_in, max_new_tokens), n_gpus=n_gpus)
         tpot = s.tpot_ms.get("p50")
         s.info["roofline"] = {**f.to_dict(), "tpot_p50_ms": tpot,
                               "percent_of_floor": 100.0 * f.ms_per_token / tpot if tpot else None,
@@ -363,27 +355,18 @@ def annotate(result: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
-def _arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("run_dir", nargs="?", default=None,
-                   help="a run directory: print its floor and %% of floor per backend (default: the device's bandwidth)")
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llmcompare.hardware.roofline [--device cuda:K] [--force] [--json]``: this GPU's copy
+    bandwidth, cached, else measured (how another interpreter's worker measures it for a run)."""
+    p = argparse.ArgumentParser(prog="python -m llmcompare.hardware.roofline", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda", help="CUDA device to measure, cuda or cuda:K (default cuda)")
     p.add_argument("--force", action="store_true", help="measure again even if a figure is cached")
     p.add_argument("--json", action="store_true", help="print JSON")
-    return p
+    return print_bandwidth(p.parse_args(argv))
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``bandwidth`` to an ``argparse`` sub-parsers object (plan.py's pattern); return its parser."""
-    return _arguments(subparsers.add_parser(
-        "bandwidth", help="the GPU's copy bandwidth (measured once, cached), or a run's %% of the decode floor",
-        description="Measure the device-to-device copy bandwidth once per GPU and driver (cached), or print a"
-                    " run's batch-1 floor, (weight bytes + KV bytes read) / bandwidth, against its TPOT p50."))
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the command; 0 on success, 1 when the bandwidth cannot be measured."""
-    if args.run_dir:
-        return _print_run(args.run_dir, args.json)
+def print_bandwidth(args: argparse.Namespace) -> int:
+    """Print the device's bandwidth; 0 on success, 1 when it cannot be measured."""
     try:
         entry = measured_or_cached(device_index(args.device), force=args.force)
     except Exception as exc:
@@ -395,39 +378,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{entry['gpu']} (driver {entry.get('driver') or 'unknown'}): {entry['bytes_per_s'] / 1e9:,.1f} GB/s,"
               f" {entry['method']} ({entry['source']}; cache {cache_path()})")
     return 0
-
-
-def _print_run(run_dir: str, as_json: bool) -> int:
-    from llmcompare.analysis.result import load_result
-
-    result = load_result(run_dir)
-    annotate(result)
-    rows = [{"backend": s.backend, "stage": s.stage, **s.info["roofline"]}
-            for s in result.summaries if "roofline" in s.info]
-    if as_json:
-        print(json.dumps({"bandwidth": result.environment.get("bandwidth"), "backends": rows}, indent=2))
-        return 0
-    bw = result.environment.get("bandwidth") or {}
-    if not bw.get("bytes_per_s"):
-        print(f"{run_dir}: no bandwidth in the environment block ({bw or 'not recorded'}); no floor")
-        return 0
-    print(f"bandwidth {bw['bytes_per_s'] / 1e9:,.1f} GB/s ({bw.get('source')}, {bw.get('method')}); {ASSUMPTION}")
-    for r in rows:
-        if "error" in r:
-            print(f"  {r['backend']} [{r['stage']}]: no floor: {r['error']}")
-            continue
-        tpot, pct = r["tpot_p50_ms"], r["percent_of_floor"]
-        over = f" over {r['n_gpus']} GPUs" if r.get("n_gpus", 1) > 1 else ""
-        print(f"  {r['backend']} [{r['stage']}]: {r['weight_dtype']} weights {r['weight_bytes'] / 1e9:.2f} GB + KV"
-              f" {r['kv_bytes'] / 1e9:.3f} GB at {r['context_tokens']} tokens"
-              f"{over} -> floor {r['ms_per_token']:.3f} ms/token;"
-              f" TPOT p50 {'–' if tpot is None else f'{tpot:.3f}'} ms = {'–' if pct is None else f'{pct:.1f}%'} of the floor")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = _arguments(argparse.ArgumentParser(prog="python -m llmcompare.hardware.roofline", description=__doc__.split("\n\n")[0]))
-    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

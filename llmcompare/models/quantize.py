@@ -54,7 +54,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from llmcompare.errors import UserError
-from llmcompare.models import ResolvedModel, cache_dir, cache_entry, cached_build, fingerprint
+from llmcompare.models import ResolvedModel, cache_dir, cache_entry, cached_build, fingerprint, resolve_model, synthetic
+from llmcompare.models.hf_to_gguf import FLOAT_TYPES, TYPES, check, convert, is_gguf
+from llmcompare.models.prompting import read_prompts
 
 RECIPES_VERSION = "1"
 FP16_VERSION = "1"
@@ -227,8 +229,6 @@ class GGUFRecipe(RecipeDefaults):
     output_file: ClassVar[str | None] = "model.gguf"
 
     def __post_init__(self) -> None:
-        from llmcompare.models.hf_to_gguf import TYPES
-
         if self.type not in TYPES:
             raise UserError(f"GGUF type {self.type!r} is not one of {', '.join(TYPES)}")
 
@@ -242,8 +242,6 @@ class GGUFRecipe(RecipeDefaults):
         """For q8_0/q4_0: the f16 GGUF of the same source when it is cached already, which the quantizer
         then reads instead of writing its own (on a 7B, 13.5 GB of disk and a minute saved); the result is
         the same file, since the f16 conversion is deterministic."""
-        from llmcompare.models.hf_to_gguf import FLOAT_TYPES
-
         if self.type in FLOAT_TYPES:
             return None
         f16 = cache_entry(self.method, recipe_key(source, GGUFRecipe("f16"))) / "model" / self.output_file
@@ -251,8 +249,6 @@ class GGUFRecipe(RecipeDefaults):
 
     def prepare(self, source: Path, scratch: Path) -> None:
         """Refuse, in one line, a checkpoint the converter does not write (before the child starts)."""
-        from llmcompare.models.hf_to_gguf import check
-
         check(source)
 
 
@@ -309,8 +305,6 @@ def fp16_source(model: ResolvedModel) -> Path:
 
         assert model.shape is not None
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        from llmcompare.models import synthetic
-
         key = {"synthetic": model.shape, "seed": synthetic.SEED, "dtype": "float16", "built_on": device,
                "v": FP16_VERSION}
 
@@ -337,8 +331,6 @@ def fp16_source(model: ResolvedModel) -> Path:
 def calibration_rows(tokenizer, rows: int, row_tokens: int, prompt_set: str = "default") -> list[list[int]]:
     """``rows`` rows of ``row_tokens`` ids: the prompt set's texts tokenized (no special tokens),
     concatenated and cycled, row ``i`` starting where prompt ``i mod len(prompts)`` starts."""
-    from llmcompare.models.prompting import read_prompts
-
     pieces = [tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in read_prompts(prompt_set)]
     stream = [int(t) for ids in pieces for t in ids]
     if not stream:
@@ -454,8 +446,6 @@ def _missing_output(out: Path, recipe: Recipe) -> str | None:
     """What is wrong with a converter's output, or None: a checkpoint directory with safetensors whose
     config.json names the method, or the recipe's one file (a GGUF: its magic bytes)."""
     if recipe.output_file:
-        from llmcompare.models.hf_to_gguf import is_gguf
-
         return None if is_gguf(out / recipe.output_file) else f"no GGUF file written to {out / recipe.output_file}"
     if not any(out.glob("*.safetensors")):
         return f"no .safetensors written to {out}"
@@ -479,8 +469,6 @@ def _gptq_run(args: argparse.Namespace) -> None:
 
 def _gguf_run(args: argparse.Namespace) -> None:
     """The child process of :class:`GGUFRecipe`."""
-    from llmcompare.models.hf_to_gguf import convert
-
     convert(Path(args.source), Path(args.out), args.type, Path(args.from_f16) if args.from_f16 else None)
 
 
@@ -518,8 +506,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.method in ("gptq-run", "gguf-run"):
         (_gptq_run if args.method == "gptq-run" else _gguf_run)(args)
         return 0
-    from llmcompare.models import resolve_model
-
     cls = RECIPES[args.method]
     try:
         recipe = cls(**{f.name: getattr(args, f.name) for f in fields(cls)})

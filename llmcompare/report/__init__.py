@@ -1,5 +1,3 @@
-"""Reports: for people (console table, Markdown) and for programs (JSON, CSV)."""
-
-from llmcompare.report.files import write_all
-
-__all__ = ["write_all"]
+"""Reports: for people (console, Markdown, HTML) and for programs (JSON, CSV), one writer per format,
+all fed the same result. :func:`llmcompare.report.base.write_all` writes them;
+:func:`llmcompare.report.base.print_result` prints the console's."""

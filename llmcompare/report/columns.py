@@ -206,3 +206,14 @@ def summary_notes(summaries: list[Summary], max_new_tokens: int) -> list[tuple[s
                                 " log-probabilities, or a 'length' finish at max_tokens), without token ids: no"
                                 " agreement check"))
     return out
+
+
+#: How each backend keeps prefix caching out of the numbers (``Capabilities.prefix_cache``), in words.
+PREFIX_CACHE = {
+    "none": "none across requests",
+    "reset": "reset before every request",
+    "disabled": "disabled at load",
+    "distinct": "every request made distinct",
+    "server": "the server's own setting (see its recipe); every load request made distinct",
+    "on": "on in the server and it cannot be turned off: repeated latency prompts may hit it; every load request made distinct",
+}

@@ -72,7 +72,8 @@ def speed_phrase(result: RunResult, label: str) -> str | None:
 
 def verdict_lines(result: RunResult) -> list[str]:
     """One line per backend: speed against the baseline, then fidelity against the reference."""
-    judged = result.spec.fidelity is not None and result.spec.fidelity.reference is not None
+    fid = result.spec.config("fidelity")
+    judged = fid is not None and fid.reference is not None
     lines = []
     for f in result.fidelity:
         parts = [p for p in (speed_phrase(result, f.backend), f.headline() if judged else None) if p]
@@ -82,7 +83,7 @@ def verdict_lines(result: RunResult) -> list[str]:
 
 
 def reference_line(result: RunResult) -> str:
-    fid = result.spec.fidelity
+    fid = result.spec.config("fidelity")
     if fid is None:
         return ""
     if fid.reference is None:

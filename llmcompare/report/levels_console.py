@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from llmcompare.report.base import headline
 from llmcompare.report.columns import LEVEL_COLUMNS, fmt
 from llmcompare.report.levels_files import recommendation_lines
 
@@ -16,8 +17,6 @@ if TYPE_CHECKING:
 
 
 def print_levels(console: Console, result: RunResult) -> None:
-    from llmcompare.report.files import headline
-
     t = Table(title=escape(f"llmcompare · {headline(result)}"))
     for col in LEVEL_COLUMNS:
         t.add_column(col.header, justify="right" if col.numeric else "left")

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmcompare.report.base import headline
 from llmcompare.report.columns import LEVEL_COLUMNS, fmt
 
 if TYPE_CHECKING:
@@ -60,8 +61,6 @@ def recommendation_lines(result: RunResult) -> list[str]:
 
 
 def markdown_levels(result: RunResult) -> list[str]:
-    from llmcompare.report.files import headline
-
     sc = result.spec.scenario
     length = f"{sc.duration_s:g} s" if sc.duration_s is not None else f"{sc.requests} requests"
     lines = [f"{headline(result)}; each level {length} after its warm-up; greedy, output length forced;"

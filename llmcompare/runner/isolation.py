@@ -21,10 +21,11 @@ from pathlib import Path
 
 from llmcompare.config.spec import BackendRequest
 from llmcompare.hardware import cuda_compat
+from llmcompare.plugins import get_registry
 from llmcompare.records import BackendRecord, RecordWriter, RequestRecord, StageRecord, parse
 from llmcompare.records.rundir import RunDir
-from llmcompare.runner.worker import PARENT_ENV
-from llmcompare.scenarios import Job
+from llmcompare.runner.job import Job
+from llmcompare.runner.parent import PARENT_ENV
 from llmcompare.servers import PIDS_ENV, wait_for_guards
 
 POLL_S = 0.2
@@ -143,8 +144,6 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def _crash_hint(name: str) -> str:
     """The backend's ``crash_hint``, as a parenthesis, or nothing."""
-    from llmcompare.plugins import get_registry
-
     try:
         hint = get_registry().get(name).crash_hint
     except Exception:  # an unknown or broken plugin: the row keeps the signal alone

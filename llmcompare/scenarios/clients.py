@@ -21,9 +21,14 @@ import sys
 from typing import Any
 
 from llmcompare.backend import clock
+from llmcompare.config.spec import BackendRequest
+from llmcompare.plugins import get_registry
 from llmcompare.records import RecordWriter, RequestRecord
+from llmcompare.records.header import Header
+from llmcompare.records.rundir import RunDir
+from llmcompare.runner.job import Context, Job
+from llmcompare.runner.parent import PARENT_ENV, die_with_parent
 from llmcompare.runner.session import BackendSession
-from llmcompare.scenarios import Context
 from llmcompare.scenarios.loadgen import Level, LevelRun, drive
 
 READY_TIMEOUT_S = 300.0
@@ -38,8 +43,6 @@ async def run_shared(session: BackendSession, ctx: Context, writer: RecordWriter
                      clients: int) -> LevelRun:
     """Drive ``level`` from this process and ``clients - 1`` others; return this process's run with
     every client's measured records merged in (for the level's stage record)."""
-    from llmcompare.runner.worker import PARENT_ENV
-
     target = getattr(session.backend, "client_config", lambda: None)()
     if target is None:
         raise ClientFailed(f"backend {ctx.backend.label!r} cannot be shared by several client processes"
@@ -106,13 +109,6 @@ async def run_shared(session: BackendSession, ctx: Context, writer: RecordWriter
 
 def _client_main() -> int:
     """One client process: read the job, open a session, say ready, wait for the start, send, report."""
-    from llmcompare.config.spec import BackendRequest
-    from llmcompare.models import ResolvedModel  # noqa: F401  (imported for the header's model)
-    from llmcompare.plugins import get_registry
-    from llmcompare.records.rundir import RunDir
-    from llmcompare.runner.worker import die_with_parent
-    from llmcompare.scenarios import Header, Job
-
     die_with_parent()
     job = json.loads(sys.stdin.readline())
     out = sys.stdout

@@ -19,17 +19,107 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import random
-from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from llmcompare.backend import clock
-from llmcompare.config.spec import LoadScenario, parse_dist
+from llmcompare.errors import ConfigError
 from llmcompare.models.prompting import Prompt
-from llmcompare.records import RecordWriter, RequestRecord, StageRecord
+from llmcompare.records import RequestRecord, StageRecord
+from llmcompare.runner.job import Context
 from llmcompare.runner.session import BackendSession
-from llmcompare.scenarios import Context
+
+
+def _finite_positive(value: float | None) -> bool:
+    return value is None or (math.isfinite(value) and value > 0)
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """Requests under load: closed-loop concurrency levels or open-loop arrival rates.
+
+    Each level runs for ``duration_s`` seconds or ``requests`` requests after ``warmup_requests``
+    warm-up requests (excluded). Open loop (``rates``) times every request from its *scheduled* send.
+    """
+
+    kind: ClassVar[str] = "load"
+    concurrency: tuple[int, ...] = ()
+    rates: tuple[float, ...] = ()
+    arrivals: str = "constant"
+    seed: int = 0
+    duration_s: float | None = None
+    requests: int | None = None
+    warmup_requests: int | None = None
+    """Warm-up requests before each level, excluded; None: the level's concurrency (1 for rates)."""
+    max_new_tokens: int = 64
+    output_tokens_dist: str = "fixed"
+    """``fixed``, or ``uniform:LO-HI`` for output lengths drawn per request (seeded)."""
+    input_tokens: int | None = None
+    """Synthetic prompts of exactly this many tokens; None: the prompt set, made distinct per request."""
+    input_tokens_dist: str = "fixed"
+    sweep: bool = False
+    sweep_levels: int = 5
+    slo: Mapping[str, float] = field(default_factory=dict)
+    """Per-request limits, e.g. ``{"ttft_ms": 500, "tpot_ms": 100}``; goodput counts requests within all."""
+    request_timeout_s: float | None = None
+    clients: int = 1
+    """Client processes that drive each level together (backends reached over HTTP only)."""
+
+    SLO_KEYS: ClassVar[tuple[str, ...]] = ("ttft_ms", "tpot_ms", "e2e_ms", "itl_ms")
+    ARRIVALS: ClassVar[tuple[str, ...]] = ("constant", "poisson")
+
+    def __post_init__(self) -> None:
+        def check(cond: bool, template: str, **values: Any) -> None:
+            if not cond:
+                raise ConfigError(template, **values)
+
+        check(bool(self.concurrency) or bool(self.rates) or self.sweep, "load needs {concurrency}, {rates} or {sweep}")
+        check(not (self.concurrency and self.rates), "give {concurrency} or {rates}, not both")
+        for c in self.concurrency:
+            check(c >= 1, "{concurrency} levels must be at least 1, got {got}", got=c)
+        for r in self.rates:
+            check(r > 0 and math.isfinite(r), "{rates} levels must be positive numbers, got {got}", got=r)
+        check(self.arrivals in self.ARRIVALS, "{arrivals} must be one of {choices}, got {got}",
+              choices=", ".join(self.ARRIVALS), got=repr(self.arrivals))
+        check((self.duration_s is None) != (self.requests is None),
+              "give each level a length: {duration_s} SECONDS or {requests} N (one of the two)")
+        check(_finite_positive(self.duration_s), "{duration_s} must be a positive number of seconds, got {got}",
+              got=self.duration_s)
+        if self.requests is not None:
+            check(self.requests >= 1, "{requests} must be at least 1, got {got}", got=self.requests)
+        check(self.warmup_requests is None or self.warmup_requests >= 0, "{warmup_requests} must not be negative")
+        check(self.max_new_tokens >= 1, "{max_new_tokens} must be at least 1, got {got}", got=self.max_new_tokens)
+        check(self.input_tokens is None or self.input_tokens >= 1, "{input_tokens} must be at least 1")
+        check(self.clients >= 1, "{clients} must be at least 1")
+        check(self.sweep_levels >= 1, "{sweep_levels} must be at least 1")
+        check(_finite_positive(self.request_timeout_s),
+              "{request_timeout_s} must be a positive number of seconds, got {got}", got=self.request_timeout_s)
+        for k, v in self.slo.items():
+            check(k in self.SLO_KEYS, "{slo} key {key} is not one of {keys}", key=repr(k), keys=", ".join(self.SLO_KEYS))
+            check(v > 0 and math.isfinite(v), "{slo} {key} must be a positive number, got {got}", key=k, got=v)
+        parse_dist(self.output_tokens_dist, "output_tokens_dist")
+        parse_dist(self.input_tokens_dist, "input_tokens_dist")
+
+
+def parse_dist(text: str, field_name: str) -> tuple[str, int, int]:
+    """``fixed`` or ``uniform:LO-HI`` -> (kind, lo, hi)."""
+    if text == "fixed":
+        return ("fixed", 0, 0)
+    kind, _, rng = text.partition(":")
+    lo, _, hi = rng.partition("-")
+    try:
+        a, b = int(lo), int(hi)
+    except ValueError:
+        raise ConfigError("{%s} must be 'fixed' or 'uniform:LO-HI' (token counts), got {got}" % field_name,
+                          got=repr(text)) from None
+    if not (kind == "uniform" and 1 <= a <= b):
+        raise ConfigError("{%s} must be 'fixed' or 'uniform:LO-HI' with 1 <= LO <= HI, got {got}" % field_name,
+                          got=repr(text))
+    return (kind, a, b)
+
 
 NONCE_TOKENS = 8
 #: A request sent later than this after its scheduled time counts as late.
@@ -62,15 +152,15 @@ def open_rate(r: float) -> Level:
 class Workload:
     """Makes request ``i`` of a level: distinct prompt ids (and text), its output length."""
 
-    def __init__(self, ctx: Context, scenario: LoadScenario, level_index: int):
+    def __init__(self, ctx: Context, scenario: LoadConfig, level_index: int):
         header = ctx.header
         self.scenario = scenario
         self.nonce = list(header.workload.get("nonce_ids") or [])
         self.nonce_text = {int(k): v for k, v in (header.workload.get("nonce_text") or {}).items()}
         self.prompts = header.prompts
         self.seed = scenario.seed * 1_000_003 + level_index
-        self.out_dist = parse_dist(scenario.output_tokens_dist, "--output-tokens-dist")
-        self.in_dist = parse_dist(scenario.input_tokens_dist, "--input-tokens-dist")
+        self.out_dist = parse_dist(scenario.output_tokens_dist, "output_tokens_dist")
+        self.in_dist = parse_dist(scenario.input_tokens_dist, "input_tokens_dist")
 
     def _text(self, ids: list[int]) -> str:
         return "".join(self.nonce_text.get(i, "") for i in ids)
@@ -102,7 +192,7 @@ class LevelRun:
         self.ctx = ctx
         self.emit = emit
         self.level = level
-        self.scenario: LoadScenario = ctx.spec.scenario
+        self.scenario: LoadConfig = ctx.spec.config("load")
         self.workload = Workload(ctx, self.scenario, index)
         self.share = share
         self.t0 = t0
@@ -235,7 +325,7 @@ class LevelRun:
         )
 
 
-def planned_levels(scenario: LoadScenario) -> list[Level]:
+def planned_levels(scenario: LoadConfig) -> list[Level]:
     if scenario.sweep:
         return []
     if scenario.concurrency:
@@ -243,59 +333,7 @@ def planned_levels(scenario: LoadScenario) -> list[Level]:
     return [open_rate(r) for r in scenario.rates]
 
 
-def run(session: BackendSession, ctx: Context, writer: RecordWriter) -> None:
-    scenario: LoadScenario = ctx.spec.scenario
-    session.backend  # noqa: B018  (raises SessionFailed if the load failed)
-    if scenario.sweep:
-        _sweep(session, ctx, writer, scenario)
-        return
-    for index, level in enumerate(planned_levels(scenario)):
-        _run_level(session, ctx, writer, level, index)
-
-
 def drive(lr: LevelRun) -> Coroutine[Any, Any, None]:
     return lr.run_closed(lr.level.concurrency) if lr.level.concurrency else lr.run_open(lr.level.rate or 1.0)
 
 
-def _run_level(session: BackendSession, ctx: Context, writer: RecordWriter, level: Level, index: int) -> StageRecord | None:
-    if ctx.job.is_done(level.stage):
-        return None
-    clients = ctx.spec.scenario.clients
-    if clients > 1:
-        from llmcompare.scenarios.clients import run_shared
-
-        lr = session.run(run_shared(session, ctx, writer, level, index, clients))
-    else:
-        lr = LevelRun(session, ctx, level, index, writer.write)
-        session.run(drive(lr))
-    rec = lr.stage_record()
-    writer.write(rec)
-    session.record.measured_wall_s += rec.wall_s
-    return rec
-
-
-def _sweep(session: BackendSession, ctx: Context, writer: RecordWriter, scenario: LoadScenario) -> None:
-    """GuideLLM's sweep: synchronous (one at a time), then throughput (many in flight), then
-    ``sweep_levels`` constant or Poisson rates spaced evenly between the two measured request rates."""
-    top = max(scenario.concurrency) if scenario.concurrency else SWEEP_MAX_CONCURRENCY
-    rates = []
-    for index, level in enumerate((closed(1), closed(top))):
-        rec = _run_level(session, ctx, writer, level, index) or _done_stage(ctx, session, level.stage)
-        ok = rec.achieved["requests"] - rec.achieved["errors"] if rec else 0
-        rates.append(ok / rec.wall_s if rec and rec.wall_s > 0 else 0.0)
-    low, high = rates
-    if high <= low or low <= 0:
-        return  # no headroom to spread rates over; the two levels say so
-    n = scenario.sweep_levels
-    for k in range(1, n + 1):
-        rate = low + (high - low) * k / (n + 1)
-        _run_level(session, ctx, writer, open_rate(round(rate, 3)), 2 + k)
-
-
-def _done_stage(ctx: Context, session: BackendSession, stage: str) -> StageRecord | None:
-    """A level finished in an earlier run (resume): read its stage record back."""
-    from llmcompare.records import read_records
-    from llmcompare.records.rundir import RunDir
-
-    recs = read_records(RunDir(ctx.job.run_dir).requests)
-    return next((s for s in reversed(recs.stages) if s.backend == ctx.backend.label and s.stage == stage), None)

@@ -70,6 +70,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from llmcompare import __version__
+
 LOOPBACK = "127.0.0.1"
 FAULTS = ("overload", "unavailable", "server_error", "stream_cut", "early_end", "malformed", "error_event")
 """Faults drawn once per generation request, in this order, from one uniform draw."""
@@ -452,8 +454,6 @@ class MockServer:
 
 
 def _version() -> str:
-    from llmcompare import __version__
-
     return f"llmcompare-mock {__version__}"
 
 

@@ -13,10 +13,9 @@ cache kept), so they decode exactly like the reference except where they are tol
 
 from __future__ import annotations
 
-from llmcompare.backends.hf_transformers import TransformersBackend
-
 from llmcompare import hookimpl
 from llmcompare.backend import BackendSpec, Capabilities, Generation, OptionSpec, clock
+from llmcompare.backends.hf_transformers import TransformersBackend
 
 
 class _GreedyLoop(TransformersBackend):

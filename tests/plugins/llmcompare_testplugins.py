@@ -11,10 +11,9 @@ import os
 import signal
 import time
 
-from llmcompare.backends.echo import EchoBackend
-
 from llmcompare import hookimpl
 from llmcompare.backend import BackendSpec, Capabilities, OptionSpec
+from llmcompare.backends.echo import EchoBackend
 
 
 class CrashyBackend(EchoBackend):

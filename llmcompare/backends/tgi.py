@@ -25,7 +25,7 @@ since 2025-12) rather than through the ``text-generation`` client package, which
 * Errors: 429 ``{"error", "error_type": "overloaded"}`` → ``overload``; 422 (validation) →
   ``client_error``; 424 (generation failed in a shard) and 5xx → ``server_error``; a mid-stream
   ``{"error", "error_type"}`` event → by its type. Connection, timeout, cut and malformed failures
-  map as in the OpenAI backend (``backends/openai_http.py``), whose HTTP plumbing this reuses.
+  map as in the OpenAI backend (``llmcompare/backends/openai_http.py``), whose HTTP plumbing this reuses.
 * Prefix caching is the server's setting (``PREFIX_CACHING=0`` at launch); the device is the server's.
 * ``load()`` reads ``GET /info`` (version, model id, device type) and sends one 2-token probe.
 """
@@ -36,6 +36,8 @@ import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
+from llmcompare import hookimpl
+from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, clock
 from llmcompare.backends.openai_http import (
     HttpClient,
     PromptText,
@@ -47,9 +49,6 @@ from llmcompare.backends.openai_http import (
     run_sync,
     timeout_options,
 )
-
-from llmcompare import hookimpl
-from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, clock
 from llmcompare.errors import OptionError, RequestFailed, UserError
 
 PROBE_TOKENS = 2

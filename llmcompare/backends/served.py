@@ -40,11 +40,10 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from llmcompare.backends.llamacpp import GGUF_VARIANT_FORMATS, gguf_file
-from llmcompare.backends.llamacpp import VARIANTS as LLAMACPP_VARIANTS
-
 from llmcompare import hookimpl
-from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec
+from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, dtype_variants
+from llmcompare.backends.llamacpp import GGUF_VARIANT_FORMATS, GGUF_WEIGHT_DTYPES, gguf_file
+from llmcompare.backends.llamacpp import VARIANTS as LLAMACPP_VARIANTS
 from llmcompare.errors import BackendNotInstalled, OptionError, UserError
 from llmcompare.hardware.environment import cuda_visible_devices
 from llmcompare.servers import LOOPBACK, ManagedServer, Readiness, command_line
@@ -342,7 +341,7 @@ def synthetic_config_dir(config: BackendConfig) -> str:
 
 class LlamaCppServer(ServedBackend):
     """llama-cpp-python's OpenAI server on a GGUF file: the model's own, or for another model the
-    variant's cached conversion (``f32``, ``f16``, ``q8_0``, ``q4_0``; see ``backends/llamacpp.py``),
+    variant's cached conversion (``f32``, ``f16``, ``q8_0``, ``q4_0``; see ``llmcompare/backends/llamacpp.py``),
     chosen when the backend is built, so a first conversion is not load time.
 
     * ``--interrupt_requests False``: a request that arrives while another streams waits its turn
@@ -519,7 +518,7 @@ class TGIServe(ServedBackend):
     own port 80, published on ``127.0.0.1:PORT`` only, with the model directory mounted read-only at
     ``/data/model``. A container is not in the process tree: it is named ``llmcompare-tgi-PORT`` and
     removed (``docker rm -f``) when the server stops. Length cannot be forced over TGI's HTTP API
-    (see ``backends/tgi.py``).
+    (see ``llmcompare/backends/tgi.py``).
     """
 
     name = "tgi-serve"
@@ -624,6 +623,7 @@ SPECS = (
             **_common_options(),
         },
         variants=LLAMACPP_VARIANTS,
+        weight_dtypes=GGUF_WEIGHT_DTYPES,
         capabilities=replace(_caps(("cpu", "cuda"), ("gguf", "hf", "synthetic"), "on"),
                              variant_formats=GGUF_VARIANT_FORMATS),
         description="llama-cpp-python's OpenAI server, started and stopped by llmcompare (another model than a"
@@ -636,6 +636,7 @@ SPECS = (
         install="pip install 'llmcompare[transformers-serve]'",
         requires=("transformers", "torch", "fastapi", "uvicorn", "openai", "aiohttp"),
         variants=DTYPE_VARIANTS,
+        weight_dtypes=dtype_variants(DTYPE_VARIANTS),
         default_variant="fp32",
         options={
             "attn_implementation": OptionSpec(str, None, "attention kernel (CPU: paged|eager; default: transformers')"),
@@ -655,6 +656,7 @@ SPECS = (
         install="llmcompare env create vllm (then --python vllm-serve=<that environment's bin/python>)",
         requires=("vllm", "aiohttp"),
         variants=DTYPE_VARIANTS,
+        weight_dtypes=dtype_variants(DTYPE_VARIANTS),
         default_variant="fp32",
         options={
             "max_model_len": OptionSpec(int, None, "context length the engine plans for", minimum=1),
@@ -678,6 +680,7 @@ SPECS = (
         install="pip install 'llmcompare[sglang-serve]'",
         requires=("sglang", "aiohttp"),
         variants=DTYPE_VARIANTS,
+        weight_dtypes=dtype_variants(DTYPE_VARIANTS),
         default_variant="bf16",
         options={
             "context_length": OptionSpec(int, None, "context length", minimum=1),

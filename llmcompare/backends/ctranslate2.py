@@ -19,7 +19,16 @@ import gc
 from collections.abc import Sequence
 
 from llmcompare import hookimpl
-from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, Scores, clock
+from llmcompare.backend import (
+    BackendConfig,
+    BackendSpec,
+    Capabilities,
+    Generation,
+    OptionSpec,
+    Scores,
+    clock,
+    dtype_variants,
+)
 
 VARIANTS = {
     "int8": "int8 weights (CPU and CUDA)",
@@ -123,6 +132,8 @@ def register_backends(register):
             requires=("ctranslate2", "transformers", "torch"),
             variants=VARIANTS,
             default_variant="int8",
+            weight_dtypes={**dtype_variants(VARIANTS), "int8_float16": "int8", "int8_bfloat16": "int8",
+                           "int8_float32": "int8"},
             options={
                 "inter_threads": OptionSpec(int, None, "parallel translators (batches)", minimum=1),
                 "intra_threads": OptionSpec(int, None, "threads per translator (0 = default)"),

@@ -504,6 +504,7 @@ def register_backends(register):
             requires=("exllamav2", "torch"),
             variants=VARIANTS,
             default_variant="fp16",
+            weight_dtypes={"fp16": "fp16", "gptq": "int4", "exl2": "int4"},  # at the recipes' 4 bits
             options={**OPTIONS, "paged": OptionSpec(str, "auto", "paged attention (batching; needs flash-attn"
                                                                   " >= 2.5.7); auto: when installed",
                                                     ("auto", "true", "false"))},

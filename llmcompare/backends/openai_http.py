@@ -67,7 +67,7 @@ Devices and caches
     ``cache_prompt`` can be turned off, and is.
 
 The HTTP plumbing (:class:`HttpClient`, :class:`SSEParser`, the status and error mapping) is shared
-with the TGI backend (``backends/tgi.py``).
+with the TGI backend (``llmcompare/backends/tgi.py``).
 """
 
 from __future__ import annotations

@@ -51,6 +51,8 @@ VARIANTS = {
     "q4_0": "the f16 GGUF quantized to Q4_0 by llama.cpp's quantizer (GGUFRecipe, cached)",
 }
 """Variant -> what it loads. A GGUF model takes none: its own file runs."""
+GGUF_WEIGHT_DTYPES = {"f32": "fp32", "f16": "fp16", "q8_0": "int8", "q4_0": "int4"}  # Q4_0 is 4.5 bits a weight
+"""The weight type each variant is read in at decode, for the bandwidth floor (both llama.cpp backends)."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ def register_backends(register):
                 "n_batch": OptionSpec(int, None, "prompt batch size", minimum=1),
             },
             variants=VARIANTS,
+            weight_dtypes=GGUF_WEIGHT_DTYPES,
             passthrough=True,
             crash_hint="on CUDA, a llama.cpp build whose libggml-cuda exports a static libstdc++ crashes once numpy"
                        " is loaded: docs/backends/llamacpp.md says how to check it and rebuild",

@@ -25,10 +25,9 @@ import gc
 import itertools
 from collections.abc import AsyncIterator, Sequence
 
-from llmcompare.backends.hf_transformers import VARIANTS
-
 from llmcompare import hookimpl
-from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, clock
+from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, clock, dtype_variants
+from llmcompare.backends.hf_transformers import VARIANTS
 from llmcompare.errors import RequestFailed
 
 #: KV-cache pages (of 256 tokens) on the CPU: 16k tokens.
@@ -44,9 +43,10 @@ class TransformersCBBackend:
         self._ids = itertools.count()
 
     def load(self) -> None:
-        from llmcompare.backends.hf_transformers import load_model
         from transformers import GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+        from llmcompare.backends.hf_transformers import load_model
 
         opts = self.config.options
         self.model, self.tokenizer = load_model(self.config, attn_implementation=opts.get("attn_implementation")
@@ -118,6 +118,7 @@ def register_backends(register):
             requires=("transformers", "torch"),
             variants=VARIANTS,
             default_variant="fp32",
+            weight_dtypes=dtype_variants(VARIANTS),
             options={
                 "threads": OptionSpec(int, None, "torch CPU threads", minimum=1),
                 "attn_implementation": OptionSpec(str, None, "paged attention kind (default paged|eager)"),

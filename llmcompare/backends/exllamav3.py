@@ -35,10 +35,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmcompare.backends.exllamav2 import OPTIONS, DynamicGeneratorBackend, JobDriver, eos_ids
-
 from llmcompare import hookimpl
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities
+from llmcompare.backends.exllamav2 import OPTIONS, DynamicGeneratorBackend, JobDriver, eos_ids
 from llmcompare.models.quantize import EXL3Recipe
 
 VARIANTS = {
@@ -115,6 +114,7 @@ def register_backends(register):
             requires=("exllamav3", "torch"),
             variants=VARIANTS,
             default_variant="exl3",
+            weight_dtypes={"fp16": "fp16", "exl3": "int4"},  # EXL3 at the recipe's 4 bits
             options=OPTIONS,
             capabilities=Capabilities(accepts_token_ids=True, concurrent=True, devices=("cuda",), in_process=True,
                                       model_formats=("hf", "synthetic"), prefix_cache="reset", natural_stop=True),

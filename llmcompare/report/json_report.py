@@ -1,0 +1,20 @@
+"""``results.json``: everything, for programs (the spec, the environment, every summary and each
+scenario's figures)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmcompare.analysis.result import RunResult
+    from llmcompare.report.base import Output
+    from llmcompare.report.sections import Section
+
+
+class JsonReport:
+    def write(self, result: RunResult, out: Output, sections: list[Section]) -> list[Path]:
+        path = result.run_dir.results_json
+        path.write_text(json.dumps(result.to_dict(), indent=2, default=str), encoding="utf-8")
+        return [path]
