@@ -4,7 +4,8 @@ A benchmark client talks to servers that may be broken, misconfigured or hostile
 server sends (a count, a token id, a line, a body, a text) is *evidence*: it is checked for type and
 range before use, and nothing it sends decides how much memory or time llmcompare spends. The HTTP
 adapters (``backends/http_transport.py`` and the backends on it, ``backends/sagemaker.py``) read
-these bounds from here and nowhere else; ``docs/limits.md`` lists them for users.
+these bounds from here and nowhere else; ``docs/load.md`` ("Servers you do not control") lists
+them for users.
 
 Failures these bounds raise are :class:`~llmcompare.errors.RequestFailed` kinds: ``overrun`` (the
 server sent more than the request can produce: tokens beyond the forced length and its slack, or
