@@ -458,10 +458,13 @@ class HttpClient:
 
     async def get_json(self, path: str) -> Any:
         """GET a JSON document (the server's model list, version, info) under the connect timeout,
-        bounded by the first-token timeout as a whole (:data:`~llmcompare.limits.GET_TIMEOUT_S` when
-        both are 0), and by :data:`~llmcompare.limits.MAX_JSON_BODY_BYTES`."""
+        bounded as a whole by the first-token timeout (else the connect timeout, else
+        :data:`~llmcompare.limits.GET_TIMEOUT_S`) and the total timeout, and in size by
+        :data:`~llmcompare.limits.MAX_JSON_BODY_BYTES`."""
         url = self.url(path)
         limit_s = self.first_token_timeout_s or self.connect_timeout_s or limits.GET_TIMEOUT_S
+        if self.total_timeout_s > 0:
+            limit_s = min(limit_s, self.total_timeout_s)
         deadlines = _Deadlines(limit_s, 0)
         shown = self.redact(redact_url(url))
         try:

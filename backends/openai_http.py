@@ -44,7 +44,10 @@ Counting and timing
     as it arrives; tokens the server counted beyond that arrive with the final chunk, which keeps
     TTFT, e2e and TPOT right); else the text re-tokenized with our tokenizer →
     ``"retokenized"``, approximate and flagged. The server's counts go to ``engine_output_tokens``
-    and ``prompt_tokens``; its ``finish_reason`` is reported as sent.
+    and ``prompt_tokens``; its ``finish_reason`` is reported as sent (valid UTF-8, bounded). Every
+    count seen (ids, usage, log-probabilities, text events) is cross-checked into the closing
+    chunk's ``count_check``; a count claimed beyond the tokens asked for plus a small slack is never
+    spread over timestamps (``overrun``), so a server's number never sizes a list.
 
 Failures (:class:`~llmcompare.errors.RequestFailed` kinds)
     connection refused or reset before a response → ``connect``; no connection within
@@ -230,6 +233,9 @@ class OpenAIBackend(ServerClient):
     def _probe_error(self, what: str, exc: RequestFailed) -> UserError:
         """The one-line error for a probe request that failed; a redirect says what to do about it."""
         if exc.kind == "redirect":
+            if self.http is not None and self.http.follow_redirects:
+                return UserError(f"the server at {self.url} answered {what} with a redirect that was not followed"
+                                 f" ({exc})")
             return UserError(f"the server at {self.url} answered {what} with a redirect ({exc}): point -o url at the"
                              " target, or pass -o follow_redirects=true")
         return UserError(f"the server at {self.url} failed the probe request: {exc.kind}: {exc}")

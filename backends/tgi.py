@@ -104,7 +104,7 @@ class TGIBackend(ServerClient):
         try:
             chunks = [c async for c in self._stream(ids, PROBE_TOKENS, probe=True)]
         except RequestFailed as exc:
-            if exc.kind == "redirect":
+            if exc.kind == "redirect" and not self.http.follow_redirects:
                 raise UserError(f"the TGI server at {self.url} answered the probe with a redirect ({exc}): point"
                                 " -o url at the target, or pass -o follow_redirects=true") from None
             raise UserError(f"the TGI server at {self.url} failed the probe request: {exc.kind}: {exc}") from None
