@@ -85,7 +85,11 @@ class RequestFailed(Exception):
         "server_error",         # another 5xx
         "client_error",         # a 4xx other than 429: the request itself was refused
         "stream_cut",           # the stream ended before its final event
-        "malformed",            # an event that is not valid SSE/JSON of the expected schema
+        "malformed",            # an event that is not valid SSE/JSON of the expected schema, or a
+                                # number that is not a count (llmcompare.limits.count_value)
+        "overrun",              # more than the request can produce: tokens beyond the forced length
+                                # and its slack, or bytes beyond the stream's budget (llmcompare.limits)
+        "redirect",             # a 3xx answer that was not followed (its message names the target)
         "engine",               # an in-process engine raised
         "unsupported",          # the backend cannot do what was asked (e.g. stop at EOS)
     )

@@ -103,7 +103,7 @@ def level_of(spec: RunSpec, stage: StageRecord, requests: list[RequestRecord]) -
         if r.error is not None:
             errors[r.error_kind or "engine"] = errors.get(r.error_kind or "engine", 0) + 1
     wall = stage.wall_s
-    out_tokens = sum(r.output_tokens for r in ok)
+    out_tokens = sum(metrics.verified_tokens(r) for r in ok)  # capped at the forced length (docs/metrics.md)
     busy = sum(r.queue_s + (r.e2e_s or 0.0) for r in ok)
     sends = sorted(r.sent_at for r in mine if r.sent_at is not None)
     slo = dict(spec.scenario.slo)

@@ -9,7 +9,9 @@ Per request (times in seconds from the moment the request is handed to the engin
   is invented between them);
 * ``tok/s = n / e2e``, output tokens over the request's end-to-end time.
 
-Per backend: ``output throughput = sum(n) / measured wall time`` (warm-up excluded), and for every
+Per backend: ``output throughput = sum(verified n) / measured wall time`` (warm-up excluded; see
+:func:`verified_tokens`: a request counts at most the tokens it was asked for, and a request whose
+count sources disagree at most the smallest of their exact counts), and for every
 metric n, mean, p50, p90, p99, std, min, max. Percentiles interpolate linearly between order
 statistics (NumPy's default). ``std`` is the sample standard deviation (n - 1).
 
@@ -28,7 +30,7 @@ from typing import Any
 from llmcompare.analysis import statistics as stats
 from llmcompare.analysis.statistics import bootstrap_ratio  # noqa: F401  (its home is llmcompare.analysis.statistics; kept importable here)
 from llmcompare.analysis.timing import e2e, itl, request_row, tokens_per_second, tpot, ttft  # noqa: F401  (part of this module's API)
-from llmcompare.records import BackendRecord, RequestRecord, StageRecord
+from llmcompare.records import COUNT_EXACT, BackendRecord, RequestRecord, StageRecord
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -57,6 +59,32 @@ def describe(values: Sequence[float]) -> dict[str, float | int | None]:
         "min": min(vals),
         "max": max(vals),
     }
+
+
+# ---- per request -------------------------------------------------------------------------------
+
+def verified_tokens(r: RequestRecord) -> int:
+    """The output tokens one request contributes to throughput (docs/metrics.md, "Verified tokens").
+
+    A failed request contributes none. Otherwise ``min(n, N)``: the tokens counted, but never more
+    than the forced length ``N`` (tokens a server sends beyond what was asked are flagged as a length
+    mismatch and not credited). When the request's count sources disagree (``count_check``), also no
+    more than the smallest exact count any source gave: the figure every piece of evidence vouches for.
+    Records without a ``count_check`` (older runs, in-process engines) are counted as before, capped."""
+    if r.error is not None:
+        return 0
+    n = min(int(r.output_tokens), int(r.expected_output_tokens))
+    if r.count_disputed:
+        claims = [v for k, v in r.count_check.items() if k in COUNT_EXACT and type(v) is int]  # type: ignore[union-attr]
+        n = min([n, *claims])
+    return max(0, n)
+
+
+def count_disagreements(records: Sequence[RequestRecord]) -> int:
+    """How many of ``records`` succeeded with output counts whose sources disagree (ids, ``usage``,
+    log-probabilities, text events: ``RequestRecord.count_check``). For reports to show beside the
+    length mismatches; the throughput already credits such requests only their verified tokens."""
+    return sum(1 for r in records if r.error is None and r.count_disputed)
 
 
 # ---- per backend -------------------------------------------------------------------------------
@@ -142,7 +170,7 @@ def summarize(label: str, requests: list[RequestRecord], backends: list[BackendR
     srs = [s for s in stages or [] if s.backend == label and (stage is None or s.stage == stage)]
     wall = sum(s.wall_s for s in srs) if srs else sum(b.measured_wall_s for b in brs)
     lengths = {r.input_tokens for r in measured}
-    out_tokens = sum(r.output_tokens for r in ok)
+    out_tokens = sum(verified_tokens(r) for r in ok)
     rows = [request_row(r) for r in ok]
     col = lambda k: [row[k] for row in rows if row[k] is not None]  # noqa: E731
     first_warm = warm[0] if warm else None
@@ -219,7 +247,7 @@ def throughput_ci(ok: list[RequestRecord], throughput: float) -> dict[str, Any] 
     to the measured throughput, ``[throughput · lo(R*) / R, throughput · hi(R*) / R]`` with ``R`` the
     sample's ``Σ n / Σ e2e`` (the gaps are taken as a fixed share of the wall time)."""
     times = [e2e(r.token_times_s) or 0.0 for r in ok]
-    ci = stats.ratio_of_sums_ci([r.output_tokens for r in ok], times, clusters=[r.prompt_id for r in ok])
+    ci = stats.ratio_of_sums_ci([verified_tokens(r) for r in ok], times, clusters=[r.prompt_id for r in ok])
     if ci is None or ci["value"] <= 0:
         return None
     scale = throughput / ci["value"]

@@ -19,6 +19,11 @@
   ``ModelStreamError``, so SageMaker's invocation time limit (60 s for real-time endpoints) is
   recognised by its message or by the elapsed time and reported as ``timeout_total``; a broken
   stream is ``stream_cut``. Automatic retries are off, so throttling is counted, not hidden.
+* The endpoint is not trusted: a line longer than ``llmcompare.limits.MAX_EVENT_BYTES`` or a number
+  that is not a token id or a count is ``malformed``; more tokens than the forced length and its slack
+  (``llmcompare.limits.token_cap``) is ``overrun``, and the stream is closed; the ids' count is
+  cross-checked against ``details.generated_tokens`` into the record's ``count_check``; strings it
+  sends are made valid UTF-8 and bounded.
 * Credentials come from boto3's default chain (environment, profile, instance role) and are never
   read into options, logs or records; ``engine_version`` names only the endpoint and the region.
 * Concurrency: boto3 is synchronous, so each request streams in a worker thread (``max_concurrency``
@@ -34,9 +39,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from llmcompare import hookimpl
+from llmcompare import hookimpl, limits
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, clock
+from llmcompare.backends.http_transport import CheckedChunk
 from llmcompare.errors import RequestFailed, UserError
+from llmcompare.limits import count_value, safe_text, token_id
+from llmcompare.records import count_check
 
 INVOCATION_LIMIT_S = 60.0
 """SageMaker's invocation time limit for real-time endpoints."""
@@ -115,7 +123,7 @@ class SageMakerBackend:
     def invoke(self, text: str, max_new_tokens: int, deliver: Callable[[Any], None], cancel: threading.Event) -> None:
         """Runs in a worker thread: stream one request, handing each chunk (or the failure) to ``deliver``."""
         t0 = clock()
-        parser = StreamParser()
+        parser = StreamParser(cap=limits.token_cap(max_new_tokens))
         try:
             response = self.client.invoke_endpoint_with_response_stream(**self.request_kwargs(text, max_new_tokens))
             stream = response["Body"]
@@ -160,16 +168,23 @@ class SageMakerBackend:
 
 
 class StreamParser:
-    """Payload-part bytes → :class:`Chunk` values, for TGI's SSE and LMI's JSON lines alike."""
+    """Payload-part bytes → :class:`Chunk` values, for TGI's SSE and LMI's JSON lines alike. ``cap``
+    bounds the tokens read (:func:`llmcompare.limits.token_cap`); a line may hold
+    :data:`~llmcompare.limits.MAX_EVENT_BYTES`."""
 
-    def __init__(self) -> None:
+    def __init__(self, cap: int | None = None) -> None:
         self.buffer = b""
         self.finished = False
+        self.cap = cap
+        self.tokens = 0
 
     def feed(self, data: bytes, t: float) -> Chunk | None:
         """Take one part's bytes; return the tokens its complete lines carry, or None."""
         self.buffer += data
         *lines, self.buffer = self.buffer.split(b"\n")
+        if len(self.buffer) > limits.MAX_EVENT_BYTES or any(len(line) > limits.MAX_EVENT_BYTES for line in lines):
+            self.buffer = b""
+            raise RequestFailed("malformed", f"the endpoint sent a line longer than {limits.MAX_EVENT_BYTES} bytes")
         return self._chunk(lines, t)
 
     def close(self, t: float) -> Chunk | None:
@@ -188,22 +203,30 @@ class StreamParser:
             if event is None:
                 continue
             if "error" in event:
-                kind = TGI_ERROR_KINDS.get(str(event.get("error_type")), "server_error")
-                raise RequestFailed(kind, f"the container reported: {event['error']}")
+                kind = TGI_ERROR_KINDS.get(safe_text(event.get("error_type"), 64), "server_error")
+                raise RequestFailed(kind, f"the container reported: {safe_text(event['error'], limits.MAX_ERROR_TEXT)}")
             details = event.get("details")
             if isinstance(details, dict) and details.get("finish_reason") == "error":
                 raise RequestFailed("server_error", "the container reported an error mid-stream (finish_reason=error)")
             token = event.get("token")
             if isinstance(token, dict) and "id" in token:
-                ids.append(int(token["id"]))
+                if self.cap is not None and self.tokens + len(ids) + 1 > self.cap:
+                    raise RequestFailed("overrun", f"the endpoint sent more than {self.cap} tokens (the forced length"
+                                        f" and {limits.TOKEN_SLACK} of slack); the stream was closed")
+                ids.append(token_id(token["id"], "an event with"))
             if isinstance(details, dict):
                 final = details
+        self.tokens += len(ids)
         if final is None:
             return Chunk(ids, t) if ids else None
         self.finished = True
-        generated = final.get("generated_tokens")
-        return Chunk(ids, t, finish_reason=final.get("finish_reason"), prompt_tokens=final.get("input_length"),
-                     engine_output_tokens=int(generated) if generated is not None else None)
+        generated = count_value(final.get("generated_tokens"), "details.generated_tokens",
+                                self.cap if self.cap is not None else limits.MAX_COUNT)
+        finish = final.get("finish_reason")
+        return CheckedChunk(ids, t, finish_reason=safe_text(finish, limits.MAX_FINISH_REASON) if finish is not None else None,
+                            prompt_tokens=count_value(final.get("input_length"), "details.input_length"),
+                            engine_output_tokens=generated,
+                            count_check=count_check(ids=self.tokens, generated_tokens=generated))
 
 
 def _event(raw: bytes) -> dict[str, Any] | None:
@@ -220,8 +243,10 @@ def _event(raw: bytes) -> dict[str, Any] | None:
         return None
     try:
         event = json.loads(line)
-    except json.JSONDecodeError:
-        raise RequestFailed("malformed", f"the endpoint sent a line that is not JSON: {line[:80]!r}") from None
+    except ValueError:  # not JSON, not UTF-8, or an integer of too many digits
+        raise RequestFailed("malformed", f"the endpoint sent a line that is not JSON: {safe_text(line[:80], 100)!r}") from None
+    except RecursionError:
+        raise RequestFailed("malformed", "the endpoint sent a line nested too deeply") from None
     if not isinstance(event, dict):
         raise RequestFailed("malformed", f"the endpoint sent {type(event).__name__}, not a JSON object")
     return event
@@ -241,7 +266,8 @@ def request_failure(exc: BaseException, elapsed_s: float) -> BaseException:
         return exc
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        code, message = str(error.get("Code", "")), str(error.get("Message", "") or exc)
+        code = safe_text(error.get("Code", ""), limits.MAX_SERVER_TEXT)
+        message = safe_text(error.get("Message", "") or exc, limits.MAX_ERROR_TEXT)
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         if code == "ModelStreamError":
             timed_out = elapsed_s >= INVOCATION_LIMIT_S - 1 or "time" in message.lower()

@@ -28,17 +28,22 @@ since 2025-12) rather than through the ``text-generation`` client package, which
   map as in the OpenAI backend (``llmcompare/backends/openai_http.py``), whose HTTP plumbing this reuses.
 * Prefix caching is the server's setting (``PREFIX_CACHING=0`` at launch); the device is the server's.
 * ``load()`` reads ``GET /info`` (version, model id, device type) and sends one 2-token probe.
+* The server is not trusted (as in the OpenAI backend): ids are checked token ids, ``generated_tokens``
+  and ``input_length`` checked counts (``malformed`` otherwise), more tokens than the forced length
+  and its slack are ``overrun`` (the stream is cut), and the ids' count is cross-checked against
+  ``generated_tokens`` into the record's ``count_check``. Strings from ``/info`` and the stream are
+  made valid UTF-8 and bounded; messages are redacted (a URL's credentials are sent as Basic auth).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from llmcompare import hookimpl
+from llmcompare import hookimpl, limits
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, clock
-from llmcompare.backends.openai_http import (
+from llmcompare.backends.http_transport import (
+    CheckedChunk,
     HttpClient,
     PromptText,
     ServerClient,
@@ -46,10 +51,14 @@ from llmcompare.backends.openai_http import (
     error_event_failure,
     load_prompt_text,
     parse_json_object,
+    redacted,
     run_sync,
     timeout_options,
 )
 from llmcompare.errors import OptionError, RequestFailed, UserError
+from llmcompare.limits import count_value, safe_text, token_id
+from llmcompare.records import count_check
+from llmcompare.redact import redact_url
 
 PROBE_TOKENS = 2
 
@@ -58,13 +67,14 @@ class TGIBackend(ServerClient):
     """See the module docstring."""
 
     name = "tgi"
+    _extra_json_option = "extra_parameters"
 
     def __init__(self, config: BackendConfig):
         self.config = config
         url = config.options.get("url")
         if not url:
             raise OptionError("backend 'tgi' needs --option url=http://HOST:PORT (the server's root URL)")
-        self.url = str(url).rstrip("/")
+        self.url = redact_url(str(url).rstrip("/"))
         self.extra_parameters = parse_json_object("tgi", "extra_parameters", config.options.get("extra_parameters"))
         self.http: HttpClient | None = None
         self.info: dict[str, Any] = {}
@@ -91,8 +101,11 @@ class TGIBackend(ServerClient):
             self.info = {}  # an old or proxied server without /info: the probe below still checks the route
         ids = self._text.tokenizer("Hello", add_special_tokens=False)["input_ids"] or [0]
         try:
-            chunks = [c async for c in self.astream(ids, PROBE_TOKENS)]
+            chunks = [c async for c in self._stream(ids, PROBE_TOKENS, probe=True)]
         except RequestFailed as exc:
+            if exc.kind == "redirect" and not self.http.follow_redirects:
+                raise UserError(f"the TGI server at {self.url} answered the probe with a redirect ({exc}): point"
+                                " -o url at the target, or pass -o follow_redirects=true") from None
             raise UserError(f"the TGI server at {self.url} failed the probe request: {exc.kind}: {exc}") from None
         self.probe_finish = next((c.finish_reason for c in chunks if c.finish_reason), None)
 
@@ -107,7 +120,7 @@ class TGIBackend(ServerClient):
         for key, name in (("version", "tgi"), ("model_id", "server_model"), ("model_device_type", "server_device"),
                           ("model_dtype", "server_dtype")):
             if self.info.get(key):
-                out[name] = str(self.info[key])
+                out[name] = safe_text(self.info[key], limits.MAX_SERVER_TEXT)
         if self.probe_finish:
             out["probe_finish_reason"] = self.probe_finish
         try:
@@ -116,7 +129,7 @@ class TGIBackend(ServerClient):
             out["aiohttp"] = aiohttp.__version__
         except ImportError:
             pass
-        return out
+        return {k: self.redact(v) for k, v in out.items()}
 
     def _body(self, prompt: Sequence[int], n: int) -> dict[str, Any]:
         assert self._text is not None
@@ -134,47 +147,90 @@ class TGIBackend(ServerClient):
             raise RuntimeError("the tgi backend is not loaded")
         if isinstance(prompt, str):
             raise TypeError("the tgi backend takes prompt token ids (it declares accepts_token_ids)")
+        async for chunk in self._stream(prompt, max_new_tokens):
+            yield chunk
+
+    async def _stream(self, prompt: Sequence[int], n: int, probe: bool = False) -> AsyncIterator[Chunk]:
+        try:
+            async for chunk in self._read(prompt, n, probe):
+                yield chunk
+        except RequestFailed as exc:
+            raise redacted(exc, self.redact) from None
+
+    async def _read(self, prompt: Sequence[int], n: int, probe: bool) -> AsyncIterator[Chunk]:
+        assert self.http is not None
+        tally = TGITally(limits.token_cap(n), self.redact)
         arrived = clock()
         ids: list[int] = []
-        details: Mapping[str, Any] | None = None
-        async with self.http.stream("/generate_stream", self._body(prompt, max_new_tokens)) as events:
+        async with self.http.stream("/generate_stream", self._body(prompt, n), max_tokens=n, probe=probe) as events:
             async for arrived, payloads in events:
-                ids = []
-                for payload in payloads:
-                    obj = _event(payload)
-                    token = obj.get("token")
-                    if not isinstance(token, dict) or type(token.get("id")) is not int:
-                        raise RequestFailed("malformed", f"an event without a token id: {payload[:200]!r}")
-                    ids.append(token["id"])
-                    if obj.get("details") is not None:
-                        details = obj["details"]
-                        if not isinstance(details, dict):
-                            raise RequestFailed("malformed", f"details that are not an object: {payload[:200]!r}")
-                        break
+                ids = tally.take(payloads)
                 if ids:
                     events.first_token()
-                if details is not None:
+                if tally.details is not None:
                     break
                 yield Chunk(ids, arrived)
+        yield tally.closing(ids, arrived)
+
+
+class TGITally:
+    """What one ``/generate_stream`` answer has said so far: every event is one token (a checked
+    token id), the last one carries ``details``. More than ``cap`` tokens is ``overrun``."""
+
+    __slots__ = ("cap", "details", "redact", "total")
+
+    def __init__(self, cap: int, redact: Callable[[str], str] | None = None):
+        self.cap = cap
+        self.redact = redact
+        self.total = 0
+        self.details: dict[str, Any] | None = None
+
+    def take(self, payloads: list[bytes]) -> list[int]:
+        """The token ids of one network read's events (up to the details event, which ends the answer)."""
+        ids: list[int] = []
+        for payload in payloads:
+            obj = _event(payload, self.redact)
+            token = obj.get("token")
+            if not isinstance(token, dict):
+                raise RequestFailed("malformed", f"an event without a token: {_show(payload)}")
+            if self.total + len(ids) + 1 > self.cap:
+                raise RequestFailed("overrun", f"the server sent more than {self.cap} tokens (the forced length"
+                                    f" and {limits.TOKEN_SLACK} of slack); the stream was cut")
+            ids.append(token_id(token.get("id"), "an event with"))
+            if obj.get("details") is not None:
+                if not isinstance(obj["details"], dict):
+                    raise RequestFailed("malformed", f"details that are not an object: {_show(payload)}")
+                self.details = obj["details"]
+                break
+        self.total += len(ids)
+        return ids
+
+    def closing(self, ids: list[int], arrived: float) -> CheckedChunk:
+        """The last chunk: the details event's token, the server's checked counts, the cross-check."""
+        details = self.details
         if details is None:
             raise RequestFailed("stream_cut", "the stream ended before its final details event")
-        generated = details.get("generated_tokens")
-        prompt_tokens = details.get("input_length", details.get("prompt_tokens"))
-        yield Chunk(ids, arrived, finish_reason=details.get("finish_reason"),
-                    prompt_tokens=prompt_tokens if type(prompt_tokens) is int else None,
-                    engine_output_tokens=generated if type(generated) is int else None)
+        generated = count_value(details.get("generated_tokens"), "details.generated_tokens", self.cap)
+        prompt_tokens = count_value(details.get("input_length", details.get("prompt_tokens")), "details.input_length")
+        finish = details.get("finish_reason")
+        if finish is not None and not isinstance(finish, str):
+            raise RequestFailed("malformed", f"a finish_reason that is not a string: {safe_text(finish, 40)}")
+        return CheckedChunk(ids, arrived, finish_reason=safe_text(finish, limits.MAX_FINISH_REASON) if finish else None,
+                            prompt_tokens=prompt_tokens, engine_output_tokens=generated,
+                            count_check=count_check(ids=self.total, generated_tokens=generated))
 
 
-def _event(payload: bytes) -> dict[str, Any]:
-    try:
-        obj = json.loads(payload)
-    except ValueError:
-        raise RequestFailed("malformed", f"an event that is not JSON: {payload[:200]!r}") from None
+def _event(payload: bytes, redact: Callable[[str], str] | None = None) -> dict[str, Any]:
+    obj = limits.parse_json(payload, "an event")
     if not isinstance(obj, dict):
-        raise RequestFailed("malformed", f"an event that is not a JSON object: {payload[:200]!r}")
+        raise RequestFailed("malformed", f"an event that is not a JSON object: {_show(payload)}")
     if "error" in obj and "token" not in obj:
-        raise error_event_failure(obj)
+        raise error_event_failure(obj, payload, redact)
     return obj
+
+
+def _show(payload: bytes) -> str:
+    return safe_text(bytes(payload[:200]), 240)
 
 
 @hookimpl

@@ -31,6 +31,35 @@ def _fields(cls: type, d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
 
 
+COUNT_EXACT = ("ids", "usage", "logprobs", "generated_tokens", "length")
+"""``count_check`` keys that are exact counts by their source's own account: the token ids streamed,
+``usage.completion_tokens``, one log-probability per token, TGI's ``details.generated_tokens``, and
+``max_tokens`` itself where a ``length`` finish (without ids or usage) is the only count."""
+COUNT_LOWER = ("events",)
+"""``count_check`` keys that are lower bounds: text events without ids (each holds at least one token)."""
+
+
+def count_check(**counts: int | None) -> dict[str, Any]:
+    """A request's ``count_check``: the counts its sources gave (None: not given; ``retokenized``
+    is kept for information, never judged) and a verdict, ``agree`` or ``disagree`` with ``why``.
+    The sources disagree when two exact counts (:data:`COUNT_EXACT`) differ, or a lower bound
+    (:data:`COUNT_LOWER`) exceeds an exact count."""
+    seen = {k: int(v) for k, v in counts.items() if v is not None}
+    exact = {k: seen[k] for k in COUNT_EXACT if k in seen}
+    why = []
+    if len(set(exact.values())) > 1:
+        why.append(" != ".join(f"{k} {v}" for k, v in exact.items()))
+    for k in COUNT_LOWER:
+        if k in seen and exact and seen[k] > min(exact.values()):
+            low = min(exact, key=exact.get)
+            why.append(f"{seen[k]} {k} > {low} {exact[low]}")
+    out: dict[str, Any] = dict(seen)
+    out["verdict"] = "disagree" if why else "agree"
+    if why:
+        out["why"] = "; ".join(why)
+    return out
+
+
 @dataclass
 class RequestRecord:
     backend: str
@@ -60,6 +89,10 @@ class RequestRecord:
     """Unix time it was actually handed to the backend. ``sent_at - scheduled_at`` is client queueing."""
     session: str | None = None
     """The worker run that produced it (a load level counts only its own session's requests)."""
+    count_check: dict[str, Any] | None = None
+    """Where the adapter cross-checks the output count (the HTTP clients): the count each source
+    gave and a verdict, as :func:`count_check` makes it; None where nothing was cross-checked (and
+    in records written before this field existed)."""
     type: str = "request"
 
     def __post_init__(self) -> None:
@@ -67,8 +100,14 @@ class RequestRecord:
             self.request_id = f"{self.prompt_id}/r{self.repeat}" + ("/warmup" if self.warmup else "")
 
     @property
+    def count_disputed(self) -> bool:
+        """The sources of the output count disagree (``count_check["verdict"] == "disagree"``)."""
+        return isinstance(self.count_check, dict) and self.count_check.get("verdict") == "disagree"
+
+    @property
     def length_ok(self) -> bool:
-        return self.error is None and self.output_tokens == self.expected_output_tokens
+        """Succeeded with exactly the forced number of tokens, by a count no source disputes."""
+        return self.error is None and self.output_tokens == self.expected_output_tokens and not self.count_disputed
 
     @property
     def queue_s(self) -> float:

@@ -38,10 +38,12 @@ from typing import Any, TypeVar
 from llmcompare.backend import Backend, BackendConfig, BackendSpec, Chunk, Generation, Scores, clock, collect
 from llmcompare.config.spec import BackendRequest
 from llmcompare.errors import RequestFailed
+from llmcompare.limits import MAX_COUNT, MAX_ERROR_TEXT, MAX_FINISH_REASON, safe_text
 from llmcompare.models import ResolvedModel
 from llmcompare.models.prompting import Prompt
 from llmcompare.plugins import get_registry
 from llmcompare.records import BackendRecord, RecordWriter, RequestRecord
+from llmcompare.redact import redact_mapping, redact_text, secret_values
 
 T = TypeVar("T")
 
@@ -51,8 +53,38 @@ class SessionFailed(Exception):
 
 
 def one_line(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
+    """``exc`` as one line of valid UTF-8, at most :data:`~llmcompare.limits.MAX_ERROR_TEXT` characters
+    of its message (it may quote a server)."""
+    msg = safe_text(str(exc), MAX_ERROR_TEXT * 2).strip().splitlines()
     return f"{type(exc).__name__}: {msg[0] if msg else ''}".rstrip(": ")
+
+
+def gather(chunks: Sequence[Chunk]) -> Generation:
+    """:func:`~llmcompare.backend.collect`, keeping the count cross-check an adapter may put on a chunk
+    (its ``count_check`` attribute, e.g. the HTTP clients' ``CheckedChunk``) as ``gen.count_check``."""
+    gen = collect(chunks)
+    check = None
+    for c in chunks:
+        check = getattr(c, "count_check", None) or check
+    gen.count_check = check  # type: ignore[attr-defined]
+    return gen
+
+
+class _Hidden:
+    """Values to redact, kept out of reprs."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list[str]):
+        self.values = values
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+
+def _count(value: object) -> int | None:
+    """A count an engine or server reported, or None when it is not one (see ``llmcompare.limits``)."""
+    return value if type(value) is int and 0 <= value <= MAX_COUNT else None
 
 
 def timestamp_problem(gen: Generation, t0: float, t1: float | None = None) -> str | None:
@@ -171,8 +203,10 @@ class BackendSession:
         self.raise_errors = raise_errors
         self.spec = spec
         self.id = uuid.uuid4().hex[:12]
+        self._secrets = _Hidden(secret_values(dict(request.options)))
+        """Secret values in the options (a URL's password, keys in ``extra_body``): never shown."""
         self.record = BackendRecord(backend=request.label, name=request.name, variant=request.variant,
-                                    status="failed", device=device, options=dict(request.options),
+                                    status="failed", device=device, options=redact_mapping(dict(request.options)),
                                     session=self.id, python=sys.executable)
         self.epoch_offset = time.time() - clock()
         """Add to a :data:`clock` reading to get Unix time."""
@@ -214,14 +248,16 @@ class BackendSession:
         t = clock()
         backend.load()
         self.record.load_s = clock() - t
-        self.record.versions = dict(backend.engine_version())
+        self.record.versions = {safe_text(k, 100): self._redact(safe_text(v, 500))
+                                for k, v in dict(backend.engine_version()).items()}
 
     def _fail(self, exc: BaseException) -> None:
         if not self._failed:
             self._failed = True
             self.record.status = "failed"
-            self.record.error = one_line(exc)
-            traceback.print_exception(exc)
+            self.record.error = self._redact(one_line(exc))
+            # the traceback quotes the message, which may quote a secret
+            print(self._redact("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
 
     def _close(self) -> None:
         backend, self._backend = self._backend, None
@@ -247,6 +283,9 @@ class BackendSession:
             self.record.status = "ok"
         if self.writer is not None:
             self.writer.write(self.record)
+
+    def _redact(self, text: str) -> str:
+        return redact_text(text, self._secrets.values)
 
     @property
     def ok(self) -> bool:
@@ -324,7 +363,7 @@ class BackendSession:
         return self.run(self._collect(feed, max_new_tokens, stop_at_eos))
 
     async def _collect(self, feed: Sequence[int] | str, max_new_tokens: int, stop_at_eos: bool = False) -> Generation:
-        return collect([c async for c in self.backend.astream(feed, max_new_tokens, **self._stop_kw(stop_at_eos))])
+        return gather([c async for c in self.backend.astream(feed, max_new_tokens, **self._stop_kw(stop_at_eos))])
 
     async def astream(self, feed: Sequence[int] | str, max_new_tokens: int, *,
                       stop_at_eos: bool = False) -> AsyncIterator[Chunk]:
@@ -398,32 +437,35 @@ class BackendSession:
                 exc = RequestFailed("timeout_total", f"no answer within {timeout_s:g} s")
             rec = self.failed_record(prompt, max_new_tokens, exc, stage=stage, request_id=request_id,
                                      warmup=warmup, sent=t0, scheduled=scheduled)
-            partial = collect(chunks)
+            partial = gather(chunks)
             rec.token_times_s = [t - t0 for t in partial.token_times]
             rec.token_ids = [int(t) for t in partial.token_ids]
             rec.output_tokens = len(partial.token_times)
             return rec
-        return self.make_record(prompt, max_new_tokens, collect(chunks), t0, stage=stage, request_id=request_id,
+        return self.make_record(prompt, max_new_tokens, gather(chunks), t0, stage=stage, request_id=request_id,
                                 warmup=warmup, scheduled=scheduled)
 
     def make_record(self, prompt: Prompt, max_new_tokens: int, gen: Generation, t0: float, *, stage: str,
                     request_id: str, repeat: int = 0, warmup: bool = False, scheduled: float | None = None,
                     t1: float | None = None) -> RequestRecord:
+        """The record of one finished request. The output count is the number of timestamps the
+        backend gave (one per token: the adapters spread a server's own count over them, bounded by
+        ``llmcompare.limits``), never a figure taken on trust; the engine's own counts are kept only
+        when they are counts, and an adapter's count cross-check (``gen.count_check``) is kept as is."""
         times = [t - t0 for t in gen.token_times]
         error = timestamp_problem(gen, t0, t1)
-        count = len(gen.token_times)
-        if gen.count_source == "usage" and gen.engine_output_tokens is not None:
-            count = gen.engine_output_tokens
+        finish = gen.finish_reason
         return RequestRecord(
             backend=self.backend_request.label, prompt_id=prompt.id, repeat=repeat, warmup=warmup,
-            input_tokens=len(prompt.token_ids), expected_output_tokens=max_new_tokens, output_tokens=count,
+            input_tokens=len(prompt.token_ids), expected_output_tokens=max_new_tokens, output_tokens=len(times),
             ttft_s=times[0] if times else None, e2e_s=times[-1] if times else None, token_times_s=times,
-            token_ids=[int(t) for t in gen.token_ids], engine_prompt_tokens=gen.prompt_tokens,
-            engine_output_tokens=gen.engine_output_tokens, count_source=gen.count_source,
-            finish_reason=gen.finish_reason, error=error, error_kind="timestamps" if error else None,
+            token_ids=[int(t) for t in gen.token_ids], engine_prompt_tokens=_count(gen.prompt_tokens),
+            engine_output_tokens=_count(gen.engine_output_tokens), count_source=gen.count_source,
+            finish_reason=safe_text(finish, MAX_FINISH_REASON) if finish is not None else None,
+            error=error, error_kind="timestamps" if error else None,
             stage=stage, request_id=request_id, session=self.id,
             scheduled_at=(scheduled if scheduled is not None else t0) + self.epoch_offset,
-            sent_at=t0 + self.epoch_offset,
+            sent_at=t0 + self.epoch_offset, count_check=getattr(gen, "count_check", None),
         )
 
     def failed_record(self, prompt: Prompt, max_new_tokens: int, exc: BaseException, *, stage: str, request_id: str,
@@ -431,7 +473,7 @@ class BackendSession:
         return RequestRecord(
             backend=self.backend_request.label, prompt_id=prompt.id, repeat=repeat, warmup=warmup,
             input_tokens=len(prompt.token_ids), expected_output_tokens=max_new_tokens, output_tokens=0,
-            ttft_s=None, e2e_s=None, error=one_line(exc),
+            ttft_s=None, e2e_s=None, error=self._redact(one_line(exc)),
             error_kind=exc.kind if isinstance(exc, RequestFailed) else "engine",
             stage=stage, request_id=request_id, session=self.id,
             scheduled_at=(scheduled if scheduled is not None else sent) + self.epoch_offset,
