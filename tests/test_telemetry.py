@@ -435,3 +435,135 @@ def test_live_vllm_prefix_cache_counters_follow_the_planned_hit_rate(tmp_path):
         assert hit.agree, hit.message
         assert tokens.verdict == "agree", tokens.message
         assert client_tokens == LIVE_REQUESTS * LIVE_OUTPUT
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU energy from a fake NVML with a known power trace
+# ---------------------------------------------------------------------------------------------
+
+from llmcompare.telemetry.fake_nvml import FakeGpu, FakeNVML, Trace  # noqa: E402
+from llmcompare.telemetry.nvml import (  # noqa: E402
+    NvmlSampler, energy_over_window, energy_per_token, integrate_power, summarize_samples, tokens_in_window,
+)
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+RAMP = Trace([(1000.0, 100.0), (1010.0, 300.0), (1020.0, 300.0), (1025.0, 150.0)])
+"""Idle to busy (a ramp), a steady plateau, then a drain: joules known exactly for any window."""
+
+
+def sampled(gpus, clock, times, **kw):
+    sampler = NvmlSampler(nvml=FakeNVML(gpus, clock), visible=[], clock=clock, **kw)
+    for t in times:
+        clock.t = t
+        sampler.sample_once()
+    return sampler
+
+
+def test_energy_from_the_counter_is_the_traces_integral_over_the_window():
+    clock = Clock()
+    sampler = sampled([FakeGpu(RAMP)], clock, [1000 + 0.5 * i for i in range(51)])
+    for a, b in ((1000.0, 1025.0), (1003.2, 1017.9), (1010.0, 1020.0)):
+        e = sampler.energy(a, b, output_tokens=5000)
+        assert e.method == "counter" and e.gpus[0].covered
+        assert e.joules == pytest.approx(RAMP.between(a, b), abs=0.01)
+        assert e.joules_per_token == pytest.approx(e.joules / 5000) and e.tokens_per_joule == pytest.approx(5000 / e.joules)
+    steady = sampler.energy(1010.0, 1020.0)
+    assert steady.joules == pytest.approx(3000.0, abs=0.01) and steady.mean_power_w == pytest.approx(300.0)
+    assert steady.gpus[0].joules_by_power == pytest.approx(3000.0)  # the two methods agree on this trace
+
+
+def test_without_a_counter_power_is_integrated_and_gpus_add_up():
+    clock = Clock()
+    gpus = [FakeGpu(RAMP), FakeGpu(Trace([(1000.0, 50.0), (1025.0, 100.0)]), energy_counter=False)]
+    sampler = sampled(gpus, clock, [1000 + 0.25 * i for i in range(101)])
+    e = sampler.energy(1002.1, 1022.3, output_tokens=1000)
+    assert [g.method for g in e.gpus] == ["counter", "power"] and e.method == "mixed"
+    truth = RAMP.between(1002.1, 1022.3) + gpus[1].trace.between(1002.1, 1022.3)
+    assert e.joules == pytest.approx(truth, rel=1e-3)
+    assert all(s.energy_j is None for s in sampler.samples() if s.gpu == 1)
+    # coarse sampling: the power integral is off on the ramp's corners, the counter is not
+    coarse = sampled([FakeGpu(RAMP)], Clock(), [1000.0 + 3 * i for i in range(9)] + [1025.0])
+    c = coarse.energy(1001.0, 1024.0)
+    assert c.joules == pytest.approx(RAMP.between(1001.0, 1024.0), abs=0.01)
+    assert abs(c.gpus[0].joules_by_power - c.joules) > 1.0
+
+
+def test_energy_per_token_and_tokens_in_the_same_window():
+    assert energy_per_token(600.0, 1200) == {"joules_per_token": 0.5, "tokens_per_joule": 2.0}
+    assert energy_per_token(0.0, 0) == {"joules_per_token": None, "tokens_per_joule": None}
+    reqs = [{"sent_at": 100.0, "token_times_s": [0.5, 1.0, 1.5, 2.5]},
+            {"sent_at": 101.0, "token_times_s": [0.2, 0.2, 3.0]}, {"sent_at": None, "token_times_s": [1.0]}]
+    assert tokens_in_window(reqs, 100.9, 102.0) == 4  # 101.0, 101.5 and the two at 101.2
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    gpus = [FakeGpu(RAMP) for _ in range(4)]
+    for value, expect in (("1,GPU-fake-0003", [1, 3]), ("2,-1,0", [2]), ("GPU-nope,1", []), ("", [0, 1, 2, 3])):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+        sampler = NvmlSampler(nvml=FakeNVML(gpus, Clock()), clock=Clock())
+        assert sampler.open() == expect, value
+        assert {s.gpu for s in sampler.sample_once()} == set(expect)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert NvmlSampler(nvml=FakeNVML(gpus, Clock())).open() == [0, 1, 2, 3]
+
+
+def test_memory_is_bounded_by_thinning_and_the_window_survives():
+    clock = Clock()
+    sampler = sampled([FakeGpu(RAMP), FakeGpu(RAMP)], clock, [1000 + 0.1 * i for i in range(251)],
+                      max_samples=40, interval_s=0.1)
+    held = sampler.samples()
+    assert len(held) <= 40 and sampler.decimations >= 3 and sampler.interval_s == pytest.approx(0.1 * 2 ** sampler.decimations)
+    for gpu in (0, 1):
+        ts = [s.t for s in held if s.gpu == gpu]
+        assert ts[0] == 1000.0 and ts[-1] == pytest.approx(1025.0)
+    assert sampler.energy(1000.0, 1025.0).joules == pytest.approx(2 * RAMP.between(1000.0, 1025.0), abs=0.02)
+
+
+def test_stages_records_and_summaries():
+    clock = Clock(1005.0)
+    sampler = NvmlSampler(nvml=FakeNVML([FakeGpu(RAMP)], clock), visible=[], clock=clock)
+    start = sampler.begin("load:c=8")
+    for t in (1008.0, 1012.0, 1016.0):
+        clock.t = t
+        sampler.sample_once()
+    clock.t = 1021.0
+    end = sampler.end()
+    assert sampler.windows == {"load:c=8": (1005.0, 1021.0)} and (start, end) == (1005.0, 1021.0)
+    summary = summarize_samples(sampler.samples(), start, end)
+    assert summary[0]["n"] == 5 and summary[0]["power_w"]["max"] == pytest.approx(300.0)
+    assert summary[0]["sm_clock_mhz"] == {"mean": 1980.0, "max": 1980} and "energy_j" not in summary[0]
+    records = sampler.drain_records(keep_after=1016.0)
+    assert len(records) == 5 and all(r["type"] == "gpu" for r in records)
+    json.dumps(records)
+    assert [s.t for s in sampler.samples()] == [1016.0, 1021.0]
+    with pytest.raises(RuntimeError):
+        sampler.end()
+
+
+def test_a_counter_that_goes_back_falls_back_to_power():
+    series = [s for s in sampled([FakeGpu(RAMP)], Clock(), [1000.0, 1005.0, 1010.0]).samples()]
+    reset = [series[0], series[1], type(series[2])(**{**series[2].__dict__, "energy_j": 1.0})]
+    e = energy_over_window(reset, 1000.0, 1010.0)
+    assert e.method == "power" and e.joules == pytest.approx(RAMP.between(1000.0, 1010.0), rel=1e-6)
+    assert integrate_power([], 0, 1) == 0.0 and energy_over_window([], 0, 1).joules is None
+
+
+def test_the_sampling_thread_runs_on_the_real_clock():
+    t0 = time.time()
+    gpu = FakeGpu(Trace([(t0, 200.0), (t0 + 60, 200.0)]))
+    nvml = FakeNVML([gpu])
+    with NvmlSampler(nvml=nvml, visible=[], interval_s=0.01) as sampler:
+        time.sleep(0.3)
+        a = time.time() - 0.25
+        b = time.time() - 0.05
+    assert nvml.shutdowns == 1 and len(sampler.samples()) >= 8
+    e = sampler.energy(a, b)
+    assert e.method == "counter" and e.joules == pytest.approx(200.0 * (b - a), abs=0.01)
