@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -474,7 +472,8 @@ def test_energy_from_the_counter_is_the_traces_integral_over_the_window():
         e = sampler.energy(a, b, output_tokens=5000)
         assert e.method == "counter" and e.gpus[0].covered
         assert e.joules == pytest.approx(RAMP.between(a, b), abs=0.01)
-        assert e.joules_per_token == pytest.approx(e.joules / 5000) and e.tokens_per_joule == pytest.approx(5000 / e.joules)
+        assert e.joules_per_token == pytest.approx(e.joules / 5000)
+        assert e.tokens_per_joule == pytest.approx(5000 / e.joules)
     steady = sampler.energy(1010.0, 1020.0)
     assert steady.joules == pytest.approx(3000.0, abs=0.01) and steady.mean_power_w == pytest.approx(300.0)
     assert steady.gpus[0].joules_by_power == pytest.approx(3000.0)  # the two methods agree on this trace
@@ -520,7 +519,8 @@ def test_memory_is_bounded_by_thinning_and_the_window_survives():
     sampler = sampled([FakeGpu(RAMP), FakeGpu(RAMP)], clock, [1000 + 0.1 * i for i in range(251)],
                       max_samples=40, interval_s=0.1)
     held = sampler.samples()
-    assert len(held) <= 40 and sampler.decimations >= 3 and sampler.interval_s == pytest.approx(0.1 * 2 ** sampler.decimations)
+    assert len(held) <= 40 and sampler.decimations >= 3
+    assert sampler.interval_s == pytest.approx(0.1 * 2 ** sampler.decimations)
     for gpu in (0, 1):
         ts = [s.t for s in held if s.gpu == gpu]
         assert ts[0] == 1000.0 and ts[-1] == pytest.approx(1025.0)

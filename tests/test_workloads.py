@@ -183,7 +183,8 @@ def test_both_forms_read_through_one_path(tmp_path):
     f = write_lines(tmp_path / "c.jsonl", [
         {"id": "s1", "conversations": [{"from": "human", "value": "hi there"}, {"from": "gpt", "value": "hello"}]},
         {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"},
-                      {"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]},
+                      {"role": "assistant",
+                       "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]},
         "",
         {"messages": [{"role": "user", "content": "alone"}]},
     ])
@@ -283,13 +284,15 @@ def test_turn_k_carries_turns_before_it_with_their_replies_in_order():
 
 def test_chat_template_history_and_message_cleanup():
     tok = WordTokenizer(chat=True)
-    messy = ConversationText("x", (Message("assistant", "orphan reply"), Message("system", "sys"),
-                                   Message("user", "q1 a"), Message("user", "q1 b"), Message("assistant", "r1 r1 r1 r1"),
-                                   Message("user", "q2"), Message("assistant", "r2 r2 r2 r2"), Message("user", "dangling")))
+    messy = ConversationText("x", (
+        Message("assistant", "orphan reply"), Message("system", "sys"), Message("user", "q1 a"),
+        Message("user", "q1 b"), Message("assistant", "r1 r1 r1 r1"), Message("user", "q2"),
+        Message("assistant", "r2 r2 r2 r2"), Message("user", "dangling")))
     (c,) = build_conversations([messy], tok).conversations
     assert len(c.turns) == 2  # the dangling question has no recorded reply
-    text2 = tok.apply_chat_template([{"role": "system", "content": "sys"}, {"role": "user", "content": "q1 a\n\nq1 b"},
-                                     {"role": "assistant", "content": "r1 r1 r1 r1"}, {"role": "user", "content": "q2"}])
+    text2 = tok.apply_chat_template([
+        {"role": "system", "content": "sys"}, {"role": "user", "content": "q1 a\n\nq1 b"},
+        {"role": "assistant", "content": "r1 r1 r1 r1"}, {"role": "user", "content": "q2"}])
     assert list(c.turns[1].prompt_ids) == tok(text2, add_special_tokens=False)["input_ids"]
     assert c.turns[1].cacheable_tokens == len(c.turns[0].prompt_ids)  # this template extends the last prompt
 
@@ -297,8 +300,9 @@ def test_chat_template_history_and_message_cleanup():
 def test_rules_cut_conversations_and_drop_short_ones():
     tok = WordTokenizer()
     long_reply = conv("long", words(10), words(10), words(10), words(50))
-    plan = build_conversations([long_reply, conv("one", words(5), words(5)), conv("odd", "a", "b", roles=["user", "tool"])],
-                               tok, chat_template=False, max_context=60, shuffle=False)
+    odd = conv("odd", "a", "b", roles=["user", "tool"])
+    plan = build_conversations([long_reply, conv("one", words(5), words(5)), odd], tok, chat_template=False,
+                               max_context=60, shuffle=False)
     assert plan.conversations == [] and plan.cut == 0  # cut counts kept conversations only
     assert plan.dropped == {"fewer than 2 usable turns": 2, "unknown role": 1}
     plan = build_conversations([long_reply], tok, chat_template=False, max_context=60, min_turns=1)

@@ -15,8 +15,8 @@ cost): from the energy counter where every sample has it (at a window edge betwe
 the interval's counted joules are shared in proportion to the power integral on each side), else by
 integrating power over time (trapezoids, power interpolated at the edges). The counter is preferred:
 on many GPUs ``nvmlDeviceGetPowerUsage`` is an average over the last second or so, not an instant
-reading, so integrating it smears a short window's edges. With the tokens generated in that same window, :func:`energy_per_token` gives joules per output token
-and output tokens per joule.
+reading, so integrating it smears a short window's edges. With the tokens generated in that same
+window, :func:`energy_per_token` gives joules per output token and output tokens per joule.
 
 ``pynvml`` is imported only inside functions; any module with its functions can stand in for it
 (``nvml=``), as :mod:`llmcompare.telemetry.fake_nvml` does in the tests. Note that CUDA numbers GPUs
@@ -401,8 +401,8 @@ def energy_over_window(samples: Iterable[GpuSample], start: float, end: float, *
         if joules is None and by_power is not None:
             joules, method = by_power, "power"
         seconds = end - start
-        result.gpus.append(GpuEnergy(gpu, joules, method, joules / seconds if joules is not None and seconds > 0 else None,
-                                     len(near), covered, by_power))
+        mean_w = joules / seconds if joules is not None and seconds > 0 else None
+        result.gpus.append(GpuEnergy(gpu, joules, method, mean_w, len(near), covered, by_power))
         if joules is None:
             complete = False
         else:

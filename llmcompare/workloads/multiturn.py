@@ -32,7 +32,8 @@ from typing import Any
 from llmcompare.errors import UserError
 from llmcompare.workloads.conversations import ConversationText, Message, chat_ids, encode
 
-SEND_RULE = "turn k+1 is sent only after turn k finished; turn k's prompt holds turns 1..k-1 with their recorded replies"
+SEND_RULE = ("turn k+1 is sent only after turn k finished; turn k's prompt holds turns 1..k-1 with their"
+             " recorded replies")
 
 
 @dataclass(frozen=True)

@@ -103,8 +103,9 @@ class SampledRequest:
         return Prompt(self.id, self.prompt_text, self.prompt_ids, category)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "prompt_ids": list(self.prompt_ids), "expected_output_tokens": self.expected_output_tokens,
-                "conversation_id": self.conversation_id, "oversampled": self.oversampled}
+        return {"id": self.id, "prompt_ids": list(self.prompt_ids),
+                "expected_output_tokens": self.expected_output_tokens, "conversation_id": self.conversation_id,
+                "oversampled": self.oversampled}
 
 
 @dataclass
