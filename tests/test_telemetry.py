@@ -556,6 +556,20 @@ def test_a_counter_that_goes_back_falls_back_to_power():
     assert integrate_power([], 0, 1) == 0.0 and energy_over_window([], 0, 1).joules is None
 
 
+def test_nvml_availability():
+    from llmcompare.telemetry.nvml import nvml_available
+
+    assert nvml_available(FakeNVML([FakeGpu(RAMP)])) is None
+
+    class NoDriver(FakeNVML):
+        def nvmlInit(self):
+            raise NVMLError("Driver Not Loaded")
+
+    from llmcompare.telemetry.fake_nvml import NVMLError
+
+    assert nvml_available(NoDriver([])) == "NVML did not start: Driver Not Loaded"
+
+
 def test_the_sampling_thread_runs_on_the_real_clock():
     t0 = time.time()
     gpu = FakeGpu(Trace([(t0, 200.0), (t0 + 60, 200.0)]))

@@ -59,6 +59,25 @@ class GpuSample:
         return {"type": "gpu", **asdict(self)}
 
 
+def nvml_available(nvml: Any = None) -> str | None:
+    """None when NVML can be used here (the module imports and a driver answers), else why not, in a
+    few words: the load driver samples GPUs only where this is None."""
+    try:
+        if nvml is None:
+            import pynvml as nvml
+    except ImportError:
+        return "nvidia-ml-py is not installed (pip install 'llmcompare[gpu]')"
+    try:
+        nvml.nvmlInit()
+    except Exception as exc:
+        return f"NVML did not start: {exc}"
+    try:
+        nvml.nvmlShutdown()
+    except Exception:
+        pass
+    return None
+
+
 def visible_handles(nvml: Any, visible: Sequence[str] | None = None) -> list[Any]:
     """NVML handles of the GPUs this process may use: ``visible`` (default: ``CUDA_VISIBLE_DEVICES``'s
     entries) as indices or UUIDs, every GPU when there are none; an entry NVML does not know, or one
