@@ -48,9 +48,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmcompare.errors import UserError
-from llmcompare.workloads.conversations import (
 from llmcompare.models.prompting import Prompt
-    ConversationText, ReadReport, chat_ids, encode, read_conversations, read_json_array,
+from llmcompare.workloads.conversations import (
+    ConversationText,
+    ReadReport,
+    chat_ids,
+    encode,
+    read_conversations,
+    read_json_array,
 )
 
 SHAREGPT_FILENAME = "ShareGPT_V3_unfiltered_cleaned_split.json"
