@@ -71,12 +71,8 @@ def _run(args: argparse.Namespace) -> int:
 
         rayexec.check_installed()
         if not rayexec.in_private_network():
-            return rayexec.rerun_in_private_network(sys.argv if _invoked_directly() else _argv_of(args))
+            return rayexec.rerun_in_private_network(_argv_of(args))
     return run_study(args.study, opts)
-
-
-def _invoked_directly() -> bool:
-    return bool(sys.argv and sys.argv[0].endswith(("__main__.py", "llmcompare", "study")))
 
 
 def _argv_of(args: argparse.Namespace) -> list[str]:

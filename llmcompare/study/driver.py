@@ -163,13 +163,14 @@ def run_study(study_path: str | None, opts: RunOptions, events: Events | None = 
 
         rayexec.check_installed()
     host = detect(opts.gpus)
-    planned = plan_cells(study, host, opts.no_prune)
     with DirLock(directory):
-        manifest = _open_manifest(directory, study, study_path, planned, opts, events)
         executor = _executor(opts, study, host, directory, events)
         interrupted = False
         prev = _sigterm_interrupts()
         try:
+            where = executor.devices() if getattr(executor, "local", True) is False else host
+            planned = plan_cells(study, where, opts.no_prune)
+            manifest = _open_manifest(directory, study, study_path, planned, opts, events)
             try:
                 _run_phase(manifest, directory, study, executor, events, resume_failed=bool(opts.resume))
                 if study.confirm["enabled"]:
@@ -362,6 +363,8 @@ def _restore_sigterm(prev) -> None:
 class LocalExecutor:
     """Cells one after another; on a host with GPUs, GPU cells side by side on disjoint
     ``CUDA_VISIBLE_DEVICES`` sets sized by each cell's GPU count. A CPU cell runs alone."""
+
+    local = True
 
     def __init__(self, host: HostDevices, events: Events):
         self.host = host
