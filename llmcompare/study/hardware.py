@@ -40,7 +40,9 @@ class Hardware:
 
     @property
     def is_gpu(self) -> bool:
-        return self.accelerator is not None and self.device == "cuda"
+        """A GPU entry: its cells hold ``count`` of the host's GPUs (whatever ``device`` their engine is
+        told to use: ``device: cpu`` runs a CPU engine on a GPU instance)."""
+        return self.accelerator is not None and self.accelerator != "inf2"
 
     def describe(self) -> str:
         if self.accelerator is None:
@@ -80,10 +82,10 @@ class HostDevices:
         return [g for g in self.gpus if g.name is None or gpu_matches(g.name, hw.accelerator, g.memory_mib)]
 
     def present(self, hw: Hardware, need: int | None = None) -> bool:
-        if hw.accelerator is None or hw.device == "cpu":
+        if hw.accelerator is None:
             return True
-        if hw.device != "cuda":
-            return False  # neuron and others: not detected here
+        if not hw.is_gpu:
+            return hw.device == "cpu"  # Inferentia2 is not detected here
         return len(self.matching(hw)) >= (need if need is not None else hw.count)
 
 

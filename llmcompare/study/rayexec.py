@@ -254,7 +254,7 @@ class RayExecutor:
                                     "resources": {RESOURCE_PREFIX + e["hardware"]: 1}}
             if e.get("gpus"):
                 opts["num_gpus"] = int(e["gpus"])
-            elif self.local and job.hardware.get("device") == "cpu":
+            elif self.local:
                 opts["resources"][CPU_SLOT] = 1
             ref = self.remote.options(**opts).remote(payload, partial)
             pending[ref] = job

@@ -344,6 +344,17 @@ def _option_list(doc: Located, path: tuple, value: Any) -> list[str]:
     raise doc.error(path, f"an option is KEY=VALUE, a mapping or a list of them, got {value!r}")
 
 
+def _scope_matches(option: str, backend: str) -> bool:
+    """An option scoped ``NAME.KEY=VALUE`` applies only to cells of that backend (by name, variant or
+    label); an unscoped one to every cell."""
+    key = option.partition("=")[0].strip()
+    scope, dot, _ = key.rpartition(".")
+    if not dot:
+        return True
+    base, _, label = backend.partition("@")
+    return scope in (backend, base, base.partition(":")[0], label)
+
+
 def _option_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -479,7 +490,8 @@ class _Context:
         if "option" in values and "options" in values:
             raise doc.error(where("options"), "give option or options, not both")
         opt_key = "options" if "options" in values else "option"
-        options = self.global_opts + _option_list(doc, where(opt_key), values.get(opt_key))
+        options = [o for o in self.global_opts + _option_list(doc, where(opt_key), values.get(opt_key))
+                   if _scope_matches(o, backend)]
         model = values.get("model", self.model)
         if model is not None and not isinstance(model, str):
             raise doc.error(where("model"), f"a model is a string, got {model!r}")
