@@ -21,8 +21,9 @@ pool-adjacent-violators, weighted by requests.
 1M output tokens), best latency (lowest median ms/token), best throughput (highest output tok/s). Each
 deployment competes with its best level. Figures carry 95% intervals: with repeats, a t interval over
 the repeats' values; with one measurement, the level's own bootstrap interval where the load report has
-one (TPOT, TTFT). Two deployments whose intervals overlap are a tie and both are named; a deployment
-without an interval ties only with an equal value. A level that misses the SLO is never named.
+one (TPOT, TTFT). Two deployments whose intervals overlap are a tie and both are named; a figure without
+an interval (one measurement of a throughput) ties when it lies inside the other's interval, or, with no
+interval on either side, only when equal. A level that misses the SLO is never named.
 """
 
 from __future__ import annotations
@@ -223,10 +224,16 @@ class Estimate:
         return self.lo is not None and self.hi is not None
 
     def overlaps(self, other: Estimate) -> bool:
+        """Intervals that overlap; a single value (no interval) inside the other's interval; or, with no
+        interval on either side, equal values."""
         if self.value is None or other.value is None:
             return False
         if self.has_interval and other.has_interval:
             return self.lo <= other.hi and other.lo <= self.hi  # type: ignore[operator]
+        if self.has_interval:
+            return self.lo <= other.value <= self.hi  # type: ignore[operator]
+        if other.has_interval:
+            return other.lo <= self.value <= other.hi  # type: ignore[operator]
         return self.value == other.value
 
     def to_dict(self) -> dict[str, Any]:
@@ -242,7 +249,7 @@ def estimate(values: list[float | None], single_lo: float | None = None, single_
     arr = np.array(vals, dtype=float)
     mean = float(arr.mean())
     half = t975(len(vals) - 1) * float(arr.std(ddof=1)) / math.sqrt(len(vals))
-    return Estimate(mean, mean - half, mean + half, len(vals))
+    return Estimate(mean, max(0.0, mean - half), mean + half, len(vals))  # every figure here is ≥ 0
 
 
 @dataclass
