@@ -134,6 +134,10 @@ def test_a_ray_worker_killed_mid_cell_reruns_the_cell_and_nothing_is_lost_or_cou
             if runs and Path(runs[0]).read_text().count('"request"') >= 4:  # mid-cell: some requests finished
                 worker = p.parent()
                 assert _name(worker).startswith("ray::"), _name(worker)
+                # the cell runs as under the local executor: the driver's niceness (Ray's workers run at
+                # 15), and no thread count Ray set for its task
+                assert p.nice() == os.getpriority(os.PRIO_PROCESS, 0)
+                assert p.environ().get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS")
                 killed = (cell, worker.pid, p.pid, runs[0])
                 os.kill(worker.pid, signal.SIGKILL)
                 break

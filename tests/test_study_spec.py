@@ -142,12 +142,12 @@ def test_pruning_says_why_with_the_plans_arithmetic_and_trims_levels():
     why = " ".join(fp16_small.assessment.reasons)
     assert "does not fit: weights 26.03 GB/GPU" in why and "> 23.19 GB usable (24 GiB × (1 − 0.1))" in why
     gptq_small = planned["quantization=gptq · g5.2xlarge"]
-    assert gptq_small.status == "not-run" and gptq_small.assessment.not_run == "needs 1× A10G"
+    assert gptq_small.status == "not-run" and gptq_small.assessment.not_run == "needs 1× A10G (g5.2xlarge)"
     assert gptq_small.cell.levels == [1.0, 5.0]  # c=20 dropped: its KV does not fit
     assert "--concurrency 1,5 " in " ".join(gptq_small.cell.argv) + " "
     assert any("c=20 does not fit" in r for r in gptq_small.assessment.reasons)
     big = planned["no options · g5.12xlarge"]
-    assert big.status == "not-run" and big.assessment.not_run == "needs 4× A10G"
+    assert big.status == "not-run" and big.assessment.not_run == "needs 4× A10G (g5.12xlarge)"
     assert all(lv.floor_tpot_ms and lv.bound_tok_s for lv in big.assessment.levels)
     # --no-prune keeps everything
     s2 = study(GPU_STUDY)

@@ -98,7 +98,7 @@ class CellProcess:
     """One CLI subprocess for one cell (local executor and Ray task alike)."""
 
     def __init__(self, cell_id: str, argv: list[str], cell_dir: Path, log_path: Path,
-                 env: dict[str, str] | None = None, timeout_s: float | None = None):
+                 env: dict[str, str | None] | None = None, timeout_s: float | None = None):
         self.cell_id = cell_id
         self.argv = argv
         self.cell_dir = Path(cell_dir)
@@ -118,7 +118,11 @@ class CellProcess:
         self.cell_dir.parent.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
-        env.update(self.env)
+        for k, v in self.env.items():  # None: the variable is removed (one a Ray worker injected)
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
         env[CELL_ENV] = self.cell_id
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(self.log_path, "a", encoding="utf-8") as log:
