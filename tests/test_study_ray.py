@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("ray")
 
-from test_study_run import KNOWN, manifest, write  # noqa: E402
+from test_study_run import KNOWN, manifest, write
 
 PY = sys.executable
 

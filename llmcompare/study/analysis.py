@@ -304,8 +304,8 @@ def build_groups(points: list[Point], slo: dict[str, float]) -> list[Group]:
         g.ttft = estimate([p.ttft_p50 for p in pts], one and one.ttft_lo, one and one.ttft_hi)
         g.tok_s = estimate([p.tok_s for p in pts])
         if g.price and g.tok_s.value:
-            def cost(t: float | None) -> float | None:
-                return g.price / (t * 3600) * 1e6 if t and t > 0 else None  # type: ignore[operator]
+            def cost(t: float | None, price: float = g.price) -> float | None:
+                return price / (t * 3600) * 1e6 if t and t > 0 else None
 
             g.cost = Estimate(cost(g.tok_s.value), cost(g.tok_s.hi), cost(g.tok_s.lo) if g.tok_s.lo and g.tok_s.lo > 0
                               else (math.inf if g.tok_s.has_interval else None), g.tok_s.n)

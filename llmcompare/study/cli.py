@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,28 +65,7 @@ def _run(args: argparse.Namespace) -> int:
 
     opts = RunOptions(output=args.output, resume=args.resume, executor=args.executor, address=args.address,
                       no_prune=args.no_prune, gpus=args.gpus, ray_retries=args.ray_retries, quiet=args.quiet)
-    if args.executor == "ray" and args.address is None:
-        from llmcompare.study import rayexec
-
-        rayexec.check_installed()
-        if not rayexec.in_private_network():
-            return rayexec.rerun_in_private_network(_argv_of(args))
     return run_study(args.study, opts)
-
-
-def _argv_of(args: argparse.Namespace) -> list[str]:
-    out = ["-m", "llmcompare.study", "run"]
-    if args.study:
-        out.append(args.study)
-    for flag, value in (("-O", args.output), ("--resume", args.resume), ("--gpus", args.gpus)):
-        if value is not None:
-            out += [flag, value]
-    out += ["--executor", "ray", "--ray-retries", str(args.ray_retries)]
-    if args.no_prune:
-        out.append("--no-prune")
-    if args.quiet:
-        out.append("-q")
-    return out
 
 
 def _report(args: argparse.Namespace) -> int:

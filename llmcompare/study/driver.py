@@ -17,15 +17,14 @@ the driver takes its cells down with it (PR_SET_PDEATHSIG), and the next run res
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from llmcompare.errors import UserError
 from llmcompare.study import analysis
@@ -33,7 +32,14 @@ from llmcompare.study.cellrun import CellProcess, Outcome, read_outcome
 from llmcompare.study.hardware import HostDevices, detect
 from llmcompare.study.manifest import FORMAT, DirLock, Manifest
 from llmcompare.study.prune import Assessment, assess
-from llmcompare.study.spec import Cell, Study, cell_id, load_study, load_study_text, with_level
+from llmcompare.study.spec import (
+    Cell,
+    Study,
+    cell_id,
+    load_study,
+    load_study_text,
+    with_level,
+)
 
 DEFAULT_ROOT = Path("llmcompare-results")
 
@@ -162,6 +168,10 @@ def run_study(study_path: str | None, opts: RunOptions, events: Events | None = 
         from llmcompare.study import rayexec
 
         rayexec.check_installed()
+        if opts.address is None and not rayexec.in_private_network():
+            # a local Ray instance listens on every interface: run the whole study in a network namespace
+            # whose only interface is the loopback (see rayexec)
+            return rayexec.rerun_in_private_network(_rerun_args(study_path, opts, directory))
     host = detect(opts.gpus)
     with DirLock(directory):
         executor = _executor(opts, study, host, directory, events)
@@ -194,6 +204,21 @@ def run_study(study_path: str | None, opts: RunOptions, events: Events | None = 
             return 130
     failed = [c for c in manifest.cells if c["status"] == "failed"]
     return 1 if failed else 0
+
+
+def _rerun_args(study_path: str | None, opts: RunOptions, directory: Path) -> list[str]:
+    out = ["-m", "llmcompare.study", "run"]
+    if study_path:
+        out.append(str(study_path))
+    out += ["--resume", str(directory)] if opts.resume else ["-O", str(directory)]
+    if opts.gpus is not None:
+        out += ["--gpus", opts.gpus]
+    out += ["--executor", "ray", "--ray-retries", str(opts.ray_retries)]
+    if opts.no_prune:
+        out.append("--no-prune")
+    if opts.quiet:
+        out.append("-q")
+    return out
 
 
 def _open_manifest(directory: Path, study: Study, study_path: str | None, planned: list[Planned], opts: RunOptions,
@@ -441,7 +466,7 @@ class LocalExecutor:
         def body() -> None:
             try:
                 out = proc.run()
-            except BaseException as exc:  # noqa: BLE001 - reported as the cell's failure
+            except BaseException as exc:  # reported as the cell's failure
                 out = Outcome("failed", f"the driver could not run the cell: {exc}")
             done_q.put((job.entry["id"], out))
 
@@ -476,10 +501,10 @@ def _quiet_stop(proc: CellProcess) -> None:
         if proc.proc is not None:
             try:  # Ctrl-C reached the cell too: give it a moment to stop on its own
                 proc.proc.wait(timeout=5)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
             proc.stop(grace_s=100.0)
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
 
 

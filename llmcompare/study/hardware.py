@@ -99,7 +99,7 @@ def gpu_matches(reported: str, accelerator: str | None, memory_mib: int | None =
     try:
         acc = get_accelerator(reported)
         return acc.key == get_accelerator(accelerator).key
-    except Exception:  # noqa: BLE001 - a name the table does not know: match by family below
+    except Exception:  # a name the table does not know: match by family below
         pass
     want = get_accelerator(accelerator)
     words = set(re.split(r"[^a-z0-9]+", reported.lower()))

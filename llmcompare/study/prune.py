@@ -77,7 +77,7 @@ def model_config(study: Study, model: str | None):
         return ModelConfig.from_hf_config(study.models[model], name=model, source="the study file's models:"), None
     try:
         return load_model_config(model), None
-    except Exception as exc:  # noqa: BLE001 - a model the planner cannot read: no pruning, said so
+    except Exception as exc:  # a model the planner cannot read: no pruning, and the plan says so
         return None, f"the model's shape is unknown to the planner ({str(exc).splitlines()[0]}); add it under models:"
 
 
@@ -134,7 +134,7 @@ def assess(study: Study, cell: Cell, host: HostDevices, cache: dict | None = Non
     else:
         try:
             p = plan(cfg, acc, context, dtype=cell.weights, price_per_hour=hw.price_per_hour, n_gpus=n_shard)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             a.notes.append(f"plan failed: {exc}")
     if p is not None:
         a.weights_gb_per_gpu = p.weight_bytes_per_gpu / GB

@@ -32,9 +32,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from llmcompare.errors import UserError
 from llmcompare.study.cellrun import CellProcess, Outcome, read_outcome
@@ -181,7 +181,7 @@ def run_cell_task(payload: dict[str, Any], partial: bytes | None) -> dict[str, A
             import ray
 
             out.node = ray.util.get_node_ip_address()
-        except Exception:  # noqa: BLE001
+        except Exception:
             out.node = socket.gethostname()
         data = _tar_dir(cell_dir, {"cell.log": base / "cell.log"}) if cell_dir.exists() else b""
         if len(data) > payload["max_bytes"]:
@@ -226,6 +226,9 @@ class RayExecutor:
         self.token = hashlib.sha256(str(self.directory.resolve()).encode()).hexdigest()[:10]
         self.local = address is None
         self.refs: dict[Any, Any] = {}
+        if address is None and not in_private_network():
+            raise UserError("a local Ray instance listens on every interface: start it through llmcompare study run"
+                            " --executor ray (which runs it in a loopback-only network namespace), or pass --address")
         if address is None:
             resources = {}
             for name, hw in study.hardware.items():
@@ -286,7 +289,7 @@ class RayExecutor:
             for ref in pending:
                 try:
                     ray.cancel(ref, force=True)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
             for job in pending.values():
                 finished(job, Outcome("interrupted", "interrupted; resumed by the next study run"))
@@ -296,7 +299,7 @@ class RayExecutor:
         ray = self.ray
         try:
             res = ray.get(ref)
-        except Exception as exc:  # noqa: BLE001 - a task that failed after its retries: a failed row
+        except Exception as exc:  # a task that failed after its retries: a failed row
             line = str(exc).strip().splitlines()
             return Outcome("failed", f"Ray task failed after {self.retries} retries: {type(exc).__name__}:"
                                      f" {line[-1] if line else ''}"[:500])

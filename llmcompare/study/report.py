@@ -50,6 +50,8 @@ def write_all(directory: str | Path, console: bool = True) -> list[Path]:
 # Formatting
 # ---------------------------------------------------------------------------------------------
 def fnum(v: float | None, digits: int = 1) -> str:
+    if v == math.inf:
+        return "∞"
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
     return f"{v:,.{digits}f}"

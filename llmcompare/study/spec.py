@@ -779,7 +779,8 @@ def tensor_parallel(options: Sequence[str]) -> tuple[int, int]:
 # The real parser
 # ---------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    from llmcompare.cli import build_parser  # the CLI's own parser: a flag it does not take is refused here
+    # the CLI's own parser: a flag it does not take is refused here
+    from llmcompare.cli import build_parser
 
     return build_parser()
 
