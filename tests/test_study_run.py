@@ -341,3 +341,35 @@ def test_gpu_cells_run_side_by_side_on_disjoint_device_sets(tmp_path, probe_plug
                 overlapped += 1
                 assert not set(sa["cuda"].split(",")) & set(sb["cuda"].split(",")), (sa, sb)
     assert overlapped >= 2  # 4 GPUs: they did run side by side
+
+
+def test_sigterm_of_the_driver_stops_the_running_cell_keeps_its_requests_and_resume_finishes(tmp_path):
+    f = write(tmp_path, SLOW.replace("ttft_ms=15", "ttft_ms=50"))  # 0.5 s a request: time to stop mid-cell
+    out = tmp_path / "study"
+    driver = subprocess.Popen([PY, "-m", "llmcompare.study", "run", str(f), "-O", str(out), "-q"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    second = None
+    deadline = time.time() + 240
+    while time.time() < deadline and second is None:
+        time.sleep(0.3)
+        if (out / "study.json").exists():
+            cells = manifest(out)["cells"]
+            req = out / "cells" / cells[1]["id"] / "requests.jsonl"
+            if cells[1]["status"] == "running" and req.exists() and req.read_text().count('"request"') >= 5:
+                second = cells[1]["id"]
+    assert second
+    cli = _children_of(driver.pid)
+    driver.send_signal(signal.SIGTERM)
+    err = driver.communicate(timeout=180)[1]
+    assert driver.returncode == 130, err
+    assert "continue with llmcompare study run --resume" in err
+    assert not psutil.wait_procs(cli, timeout=30)[1]
+    cells = manifest(out)["cells"]
+    assert [c["status"] for c in cells] == ["done", "pending", "pending"]
+    assert "interrupted" in cells[1]["error"]
+    assert (out / "study.md").exists()  # the report of what finished
+    assert run_study(None, RunOptions(resume=str(out), quiet=True)) == 0
+    log = (out / "logs" / f"{second}.log").read_text()
+    assert "resume: llmcompare run --resume" in log
+    rows = [r for r in csv.DictReader(open(out / "cells" / second / "requests.csv")) if r["warmup"] == "False"]
+    assert len(rows) == len({r["request_id"] for r in rows}) == 20

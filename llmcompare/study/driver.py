@@ -367,11 +367,18 @@ class _Interrupt(Exception):
     pass
 
 
+#: How the driver was interrupted: "SIGTERM" (only the driver got it) or "SIGINT" (Ctrl-C at a terminal,
+#: which its cells got too).
+_INTERRUPT = {"by": "SIGINT"}
+
+
 def _sigterm_interrupts():
     if threading.current_thread() is not threading.main_thread():
         return None
+    _INTERRUPT["by"] = "SIGINT"
 
     def handler(signum, frame):
+        _INTERRUPT["by"] = "SIGTERM"
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGTERM, handler)
