@@ -1,0 +1,324 @@
+"""The Ray executor: each cell a Ray task; the driver stays the single truth of the study directory.
+
+A task asks for its cell's resources (``num_gpus`` for GPU cells, and one unit of the custom resource
+``llmcompare-hw-<hardware name>``, which a node declares to offer that hardware), runs the cell with the
+normal CLI in a subprocess on its node, into a fresh temporary directory, and returns the finished run
+directory as the bytes of a gzipped tar (bounded: ``max_bytes``). The driver unpacks it into
+``cells/<id>/``. A worker or node lost mid-cell makes Ray run the task again (``max_retries``), in a new
+temporary directory: the lost attempt's records are never mixed with the rerun's, because only a
+completed attempt is sent back. A partial cell left by an interrupted local run is sent along as a tar
+and resumed with the CLI's ``--resume``.
+
+Without ``--address`` a local Ray instance is started. Ray's servers listen on every interface (their
+bind address is not configurable), so ``llmcompare study run --executor ray`` first re-executes itself in
+a private network namespace whose only interface is the loopback (``unshare(CLONE_NEWNET)``, or with a
+user namespace when not root); nothing it starts can be reached from outside. Cells there reach only
+127.0.0.1 (models must be local files or cached). ``--address`` joins a cluster you run: its network
+is yours to secure, and every node needs llmcompare (and the engines) installed.
+
+Ray is optional: it is imported only here, inside functions.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import hashlib
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from llmcompare.errors import UserError
+from llmcompare.study.cellrun import CellProcess, Outcome, read_outcome
+
+INSTALL = "pip install 'llmcompare[ray]'"
+NETNS_ENV = "LLMCOMPARE_STUDY_NETNS"
+#: Variables a Ray worker sets for its tasks that would change how an engine runs (OMP_NUM_THREADS=1 for
+#: a task of one CPU): a cell gets the driver's value, or none.
+RAY_INJECTED = ("OMP_NUM_THREADS", "PYTHONBREAKPOINT")
+RESOURCE_PREFIX = "llmcompare-hw-"
+CPU_SLOT = "llmcompare-cpu-slot"
+
+NETNS_LAUNCHER = r"""
+import ctypes, fcntl, os, signal, socket, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+if os.getppid() != int(sys.argv[1]):
+    os._exit(3)
+uid, gid = os.getuid(), os.getgid()
+if libc.unshare(0x40000000) != 0:                      # CLONE_NEWNET
+    if libc.unshare(0x10000000 | 0x40000000) != 0:     # CLONE_NEWUSER | CLONE_NEWNET
+        err = ctypes.get_errno()
+        print("llmcompare: error: cannot give the local Ray instance a private network namespace (%s); Ray's"
+              " servers would listen on every interface: run as root or allow unprivileged user namespaces, or"
+              " start Ray yourself and pass --address" % os.strerror(err), file=sys.stderr)
+        os._exit(2)
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write("0 %d 1" % uid)
+    with open("/proc/self/gid_map", "w") as f:
+        f.write("0 %d 1" % gid)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH22x", b"lo", 0))[:18])[1]   # SIOCGIFFLAGS
+fcntl.ioctl(s, 0x8914, struct.pack("16sH22x", b"lo", flags | 1))                                 # SIOCSIFFLAGS IFF_UP
+os.environ["LLMCOMPARE_STUDY_NETNS"] = "1"
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def check_installed() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise UserError(f"--executor ray needs Ray, which is not installed; install it with: {INSTALL}")
+
+
+def in_private_network() -> bool:
+    return os.environ.get(NETNS_ENV) == "1"
+
+
+def rerun_in_private_network(python_args: list[str]) -> int:
+    """Run ``python PYTHON_ARGS`` in a new network namespace with only the loopback; return its status.
+    The child dies with this process; SIGTERM is passed on, Ctrl-C reaches it through the terminal."""
+    proc = subprocess.Popen([sys.executable, "-c", NETNS_LAUNCHER, str(os.getpid()), *python_args])
+
+    def forward(signum, frame):
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    prev = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                continue  # the child got the same Ctrl-C and is stopping its cells
+    finally:
+        signal.signal(signal.SIGTERM, prev)
+
+
+def _tar_dir(path: Path, extra: dict[str, Path] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        tf.add(str(path), arcname="run")
+        for name, p in (extra or {}).items():
+            if p.exists():
+                tf.add(str(p), arcname=name)
+    return buf.getvalue()
+
+
+def _untar(data: bytes, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tf:
+        tf.extractall(dest, filter="data")
+
+
+def _count_attempt(token: str, cell_id: str) -> int:
+    """Attempts of this cell seen on this node (a counter file under the temp dir, under a lock)."""
+    d = Path(tempfile.gettempdir()) / "llmcompare-study-attempts"
+    d.mkdir(exist_ok=True)
+    with open(d / f"{token}-{cell_id}", "a+", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        n = int(fh.read().strip() or 0) + 1
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(n))
+    return n
+
+
+def _clean_stale(cell_id: str) -> None:
+    """Temporary directories of this cell's earlier attempts whose process is gone (a lost worker)."""
+    for d in glob.glob(os.path.join(tempfile.gettempdir(), f"llmcompare-cell-{cell_id}-*")):
+        try:
+            pid = int(Path(d, ".owner").read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def run_cell_task(payload: dict[str, Any], partial: bytes | None) -> dict[str, Any]:
+    """The body of a cell's Ray task (also callable without Ray): run the cell in a fresh temporary
+    directory and return the finished run directory as tar bytes."""
+    import socket
+
+    cid = payload["id"]
+    attempt = _count_attempt(payload["token"], cid)
+    notes = []
+    want = payload.get("nice")
+    if want is not None and os.getpriority(os.PRIO_PROCESS, 0) != want:
+        # Ray runs its workers at niceness 15: on a shared CPU the cell would get less of it than under
+        # the local executor. The cell runs at the driver's niceness instead (lowering needs root).
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, want)
+        except OSError:
+            notes.append(f"the cell ran at niceness {os.getpriority(os.PRIO_PROCESS, 0)} (Ray's workers'), not"
+                         f" {want}: start the nodes with RAY_worker_niceness={want}")
+    _clean_stale(cid)
+    base = Path(tempfile.mkdtemp(prefix=f"llmcompare-cell-{cid}-"))
+    try:
+        (base / ".owner").write_text(str(os.getpid()))
+        cell_dir = base / "run"
+        if partial:
+            _untar(partial, base)
+        (base / "cell.log").write_text("".join(f"note: {n}\n" for n in notes), encoding="utf-8")
+        proc = CellProcess(cid, payload["argv"], cell_dir, base / "cell.log", dict(payload.get("env") or {}),
+                           payload.get("timeout_s"))
+        out = proc.run()
+        out.attempts = attempt
+        try:
+            import ray
+
+            out.node = ray.util.get_node_ip_address()
+        except Exception:
+            out.node = socket.gethostname()
+        data = _tar_dir(cell_dir, {"cell.log": base / "cell.log"}) if cell_dir.exists() else b""
+        if len(data) > payload["max_bytes"]:
+            return {"outcome": Outcome("failed", f"the run directory is {len(data) / 2**20:,.1f} MiB compressed, over"
+                                                 f" the {payload['max_bytes'] / 2**20:,.0f} MiB a task may send back",
+                                       out.exit_code, out.wall_s, out.cli_wall_s, attempt, out.node).to_dict(),
+                    "tar": b"", "pid": os.getpid()}
+        return {"outcome": out.to_dict(), "tar": data, "pid": os.getpid(), "mode": proc.mode}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class ClusterDevices:
+    """Which hardware a Ray cluster offers: its nodes' ``llmcompare-hw-<name>`` resources."""
+
+    def __init__(self, resources: dict[str, float]):
+        self.resources = resources
+        self.gpus: list = []
+
+    def present(self, hw, need: int | None = None) -> bool:
+        if self.resources.get(RESOURCE_PREFIX + hw.name, 0) <= 0:
+            return False
+        return not hw.is_gpu or self.resources.get("GPU", 0) >= (need or hw.count)
+
+    def matching(self, hw) -> list:
+        return []
+
+
+class RayExecutor:
+    def __init__(self, study, host, directory: Path, events, address: str | None = None, retries: int = 3,
+                 max_bytes: int = 512 * 2**20):
+        check_installed()
+        import logging
+
+        import ray
+
+        self.ray = ray
+        self.directory = Path(directory)
+        self.events = events
+        self.retries = retries
+        self.max_bytes = max_bytes
+        self.token = hashlib.sha256(str(self.directory.resolve()).encode()).hexdigest()[:10]
+        self.local = address is None
+        self.refs: dict[Any, Any] = {}
+        if address is None and not in_private_network():
+            raise UserError("a local Ray instance listens on every interface: start it through llmcompare study run"
+                            " --executor ray (which runs it in a loopback-only network namespace), or pass --address")
+        if address is None:
+            resources = {}
+            for name, hw in study.hardware.items():
+                if hw.is_gpu:
+                    n = len(host.matching(hw))
+                    if n:
+                        resources[RESOURCE_PREFIX + name] = float(n)
+                elif hw.device == "cpu":
+                    resources[RESOURCE_PREFIX + name] = 1.0
+            resources[CPU_SLOT] = 1.0  # CPU cells one at a time on this host, as the local executor runs them
+            self._tmp = tempfile.mkdtemp(prefix="llmc-ray-")
+            os.environ.setdefault("RAY_worker_niceness", str(os.getpriority(os.PRIO_PROCESS, 0)))
+            ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=max(4, os.cpu_count() or 1),
+                     num_gpus=len(host.gpus), resources=resources, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING, _temp_dir=self._tmp)
+        else:
+            self._tmp = None
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        self.remote = ray.remote(run_cell_task)
+
+    def devices(self) -> ClusterDevices:
+        return ClusterDevices(self.ray.cluster_resources())
+
+    def close(self) -> None:
+        try:
+            self.ray.shutdown()
+        finally:
+            if self._tmp:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def run(self, jobs: list, started: Callable, finished: Callable) -> None:
+        ray = self.ray
+        pending: dict[Any, Any] = {}
+        for job in jobs:
+            e = job.entry
+            partial = None
+            if (job.cell_dir / "requests.jsonl").exists():
+                partial = _tar_dir(job.cell_dir)
+            payload = {"id": e["id"], "argv": e["argv"], "timeout_s": job.timeout_s, "max_bytes": self.max_bytes,
+                       "token": self.token, "nice": os.getpriority(os.PRIO_PROCESS, 0),
+                       "env": {k: os.environ.get(k) for k in RAY_INJECTED}}
+            opts: dict[str, Any] = {"max_retries": self.retries, "num_cpus": 1,
+                                    "resources": {RESOURCE_PREFIX + e["hardware"]: 1}}
+            if e.get("gpus"):
+                opts["num_gpus"] = int(e["gpus"])
+            elif self.local:
+                opts["resources"][CPU_SLOT] = 1
+            ref = self.remote.options(**opts).remote(payload, partial)
+            pending[ref] = job
+            started(job, {"executor": "ray", "devices": None})
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    job = pending.pop(ref)
+                    finished(job, self._collect(ref, job))
+        except KeyboardInterrupt:
+            for ref in pending:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:
+                    pass
+            for job in pending.values():
+                finished(job, Outcome("interrupted", "interrupted; resumed by the next study run"))
+            raise
+
+    def _collect(self, ref, job) -> Outcome:
+        ray = self.ray
+        try:
+            res = ray.get(ref)
+        except Exception as exc:  # a task that failed after its retries: a failed row
+            line = str(exc).strip().splitlines()
+            return Outcome("failed", f"Ray task failed after {self.retries} retries: {type(exc).__name__}:"
+                                     f" {line[-1] if line else ''}"[:500])
+        out = Outcome(**res["outcome"])
+        if res.get("tar"):
+            incoming = self.directory / "cells" / f".incoming-{job.entry['id']}"
+            shutil.rmtree(incoming, ignore_errors=True)
+            _untar(res["tar"], incoming)
+            if job.cell_dir.exists():
+                shutil.rmtree(job.cell_dir)
+            os.replace(incoming / "run", job.cell_dir)
+            log = incoming / "cell.log"
+            if log.exists():
+                job.log_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(job.log_path, "a", encoding="utf-8") as fh:
+                    fh.write(f"== attempt {out.attempts} on {out.node}\n" + log.read_text(encoding="utf-8",
+                                                                                      errors="replace"))
+            shutil.rmtree(incoming, ignore_errors=True)
+            read = read_outcome(job.cell_dir)
+            if out.status == "done" and read != ("done", None):
+                out.status, out.error = "failed", "the run directory came back without a results.json that is ok"
+        return out
