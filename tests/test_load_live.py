@@ -34,31 +34,44 @@ def test_every_request_has_exactly_the_forced_count_from_the_server(sweep):
         assert r.finish_reason == "length"
 
 
-def test_the_naive_server_keeps_throughput_flat_while_ttft_rises(sweep):
-    result, _ = sweep
+def streams_at_once(records, backend: str, stage: str) -> int:
+    """The most requests a backend was streaming at the same moment in one level: each measured
+    request's window runs from its first token to its last (Unix times, from its record). A server that
+    answers one request at a time never streams two; a batching one streams its whole batch together.
+    Unlike throughput compared across levels, this holds however busy the machine was while each level
+    ran (other work slows both kinds of server, but cannot make one overlap or the other take turns)."""
+    events = []
+    for r in records:
+        if r.backend.startswith(backend) and r.stage == stage and not r.warmup and r.error is None:
+            events += [(r.sent_at + r.ttft_s, 1), (r.sent_at + r.e2e_s, -1)]
+    most = now = 0
+    for _, step in sorted(events):  # at equal times an end (-1) comes before a start
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_the_naive_server_takes_requests_one_at_a_time_while_ttft_rises(sweep):
+    result, out = sweep
+    records = read_records(out / "requests.jsonl").requests
+    for c in (1, 2, 4):
+        assert streams_at_once(records, "llamacpp-server", f"load:c={c}") == 1, c
     lv = {x.stage: x for x in result.levels if x.backend == "llamacpp-server"}
     one, two, four = lv["load:c=1"], lv["load:c=2"], lv["load:c=4"]
-    assert four.output_tok_s < 1.5 * one.output_tok_s, (one.output_tok_s, four.output_tok_s)
-    assert one.ttft_ms["p50"] < two.ttft_ms["p50"] < four.ttft_ms["p50"]
+    assert one.ttft_ms["p50"] < two.ttft_ms["p50"] < four.ttft_ms["p50"]  # the queue, from the scheduled send
     assert four.ttft_ms["p50"] > 2.0 * one.ttft_ms["p50"]
 
 
-def _scaling(result, prefix):
-    lv = {x.stage: x for x in result.levels if x.backend.startswith(prefix)}
-    return lv["load:c=4"].output_tok_s / lv["load:c=1"].output_tok_s
-
-
-def test_the_batching_server_scales_with_concurrency_where_the_naive_one_does_not(sweep):
-    """A shape, measured against a reference taken in the same run: the naive server's own scaling.
-
-    Margins hold on a loaded machine: with other work on CI's two cores the batching server gave
-    1.84x and 1.88x from c=1 to c=4 (an earlier 2.0x threshold failed there), the naive one about 1.0x.
-    Absolute throughput belongs in benchmarks/, not here.
-    """
-    result, _ = sweep
-    batching, naive = _scaling(result, "transformers-serve"), _scaling(result, "llamacpp-server")
-    assert batching > 1.3, (batching, naive)
-    assert batching > 1.25 * naive, (batching, naive)
+def test_the_batching_server_streams_its_requests_together_where_the_naive_one_does_not(sweep):
+    """The shape behind "more throughput at 4": transformers serve decodes the level's requests in one
+    batch. Throughput itself is measured on a quiet machine (README, docs/loadgen.md): compared across
+    levels that ran at different moments of a shared machine, it failed CI at 1.88x against an asserted
+    2.0x, and a naive server once measured 4.6x between levels when other work left the machine."""
+    _, out = sweep
+    records = read_records(out / "requests.jsonl").requests
+    assert streams_at_once(records, "transformers-serve", "load:c=1") == 1
+    assert streams_at_once(records, "transformers-serve", "load:c=4") >= 3
+    assert streams_at_once(records, "llamacpp-server", "load:c=4") == 1
 
 
 def test_in_process_continuous_batching_takes_part_through_the_async_path(tmp_path):
@@ -68,4 +81,5 @@ def test_in_process_continuous_batching_takes_part_through_the_async_path(tmp_pa
     for x in lv.values():
         assert x.errors == 0 and x.length_mismatch == 0 and x.concurrent_backend is True
     assert lv["load:c=4"].max_in_flight == 4
-    assert lv["load:c=4"].output_tok_s > 1.5 * lv["load:c=1"].output_tok_s
+    records = read_records(tmp_path / "r" / "requests.jsonl").requests
+    assert streams_at_once(records, "transformers-cb", "load:c=4") >= 3  # decoded as one batch
