@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -342,3 +343,31 @@ def test_a_backend_without_its_own_environment_uses_its_engines(cache, monkeypat
     assert envs.managed_python("llamacpp-server") == sys.executable
     assert envs.managed_python("llamacpp") == sys.executable
     assert envs.managed_python("ctranslate2") is None
+
+
+@pytest.mark.engine
+def test_offline_host_script_joins_parts_builds_and_runs_a_study(packed, tmp_path):
+    """benchmarks/gpu/offline-host.sh as a GPU host would run it: the pack arrives as parts of a tar,
+    the script joins them, bootstraps llmcompare from the pack, builds the environment offline and runs
+    a study with it (an echo cell here)."""
+    out, _ = packed
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    tar = subprocess.run(["tar", "-cf", "-", "-C", str(out.parent), out.name], capture_output=True, check=True).stdout
+    size = len(tar) // 3 + 1
+    for i in range(3):  # as `split -b SIZE -d` names them
+        (inbox / f"{out.name}.tar.part-{i:02d}").write_bytes(tar[i * size:(i + 1) * size])
+    study = tmp_path / "s.yaml"
+    study.write_text("name: offline\nmodel: synthetic:smollm2-135m\nscenario: run\n"
+                     "workload: {max_new_tokens: 4, repeats: 1, warmup: 0}\nmatrix: {backend: [echo]}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(PYTHON=sys.executable, LLMCOMPARE_CACHE_DIR=str(tmp_path / "cache"), MAIN_PACK="fakeengine",
+               PATH=os.environ["PATH"])
+    run = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu" / "offline-host.sh"), str(inbox), str(study),
+                          str(tmp_path / "study")], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "joining 3 parts of fakeengine" in run.stdout
+    m = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert [c["status"] for c in m["cells"]] == ["done"]
+    python = tmp_path / "cache" / "envs" / "fakeengine" / "bin" / "python"
+    assert python.exists()

@@ -42,10 +42,13 @@ backend_of() { "$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["b
 
 # 2. llmcompare itself, once, to build the environments (a venv that sees the host's packages)
 boot=$LLMCOMPARE_CACHE_DIR/boot
-if [ ! -x "$boot/bin/llmcompare" ]; then
+if [ ! -e "$boot/.installed" ]; then
   say "installing llmcompare from ${packs[0]} into $boot"
   "$py" -m venv --system-site-packages "$boot"
+  "$boot/bin/python" -m pip install -q --no-index --find-links "${packs[0]}" --ignore-installed --no-deps \
+    "${packs[0]}"/llmcompare-*.whl
   "$boot/bin/python" -m pip install -q --no-index --find-links "${packs[0]}" llmcompare
+  touch "$boot/.installed"
 fi
 
 # 3. each pack's environment (sha256 of every file checked first; nothing to do when already built)
@@ -53,7 +56,7 @@ main=
 for dir in "${packs[@]}"; do
   name=$(backend_of "$dir")
   say "environment $name from $dir"
-  "$boot/bin/llmcompare" env create "$name" --from "$dir" -q
+  "$boot/bin/python" -m llmcompare env create "$name" --from "$dir" -q
   if [ "$name" = "${MAIN_PACK:-transformers}" ] || [ -z "$main" ]; then
     main=$LLMCOMPARE_CACHE_DIR/envs/$name/bin/python
   fi
