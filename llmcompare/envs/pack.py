@@ -57,10 +57,10 @@ from typing import Any
 from llmcompare import __version__
 from llmcompare.backend import EnvRecipe
 from llmcompare.envs import (
+    _LIST_PACKAGES,
     BUILD_LOG,
     MANIFEST,
     EnvBuildError,
-    _LIST_PACKAGES,
     _tree_size,
     env_dir,
     env_python,
