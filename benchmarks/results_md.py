@@ -8,6 +8,8 @@ Every measured run on a GPU is one JSON file, ``benchmarks/results/<date>-<gpu>[
 its ``figures``. The page is ``benchmarks/results_md.template.md`` with three kinds of place-holder filled in:
 
 - ``{{overview}}``: the table of every 7B variant at batch 1 (``OVERVIEW`` below names each row's run);
+- ``{{overview FOLDER}}``: the same table from one folder of result files alone, one row per batch-1 backend of
+  its runs: the folder ``benchmarks/study_results.py`` writes from a study's cells (``studies/gpu-7b-batch1.yaml``);
 - ``{{runs}}``: one section per result file, newest first, with its date, GPU, commit, command and figures;
 - ``{{RUN PATH [FORMAT]}}``: one figure of one file, formatted with Python's format spec (default: as is).
   ``RUN`` is the file's path under benchmarks/results without ``.json``. ``PATH`` is dotted; its parts can be
@@ -67,11 +69,11 @@ class FigureError(Exception):
     pass
 
 
-def load_runs() -> dict[str, dict]:
+def load_runs(root: Path = RESULTS) -> dict[str, dict]:
     runs = {}
-    for path in sorted(RESULTS.glob("*/*.json")):
+    for path in sorted(root.glob("*/*.json")):
         doc = json.loads(path.read_text(encoding="utf-8"))
-        runs[path.relative_to(RESULTS).with_suffix("").as_posix()] = doc
+        runs[path.relative_to(root).with_suffix("").as_posix()] = doc
     return runs
 
 
@@ -213,9 +215,23 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 # ---------------------------------------------------------------------------------------------- sections
 
-def overview(runs: dict) -> str:
+def folder_overview(runs: dict, folder: str) -> list[tuple[str, str, str]]:
+    """(what, run, label) for every batch-1 backend of the runs in ``folder`` (a study's cells)."""
     rows = []
-    for what, run, label in OVERVIEW:
+    for run, doc in sorted(runs.items()):
+        if run.split("/")[0] != folder or doc["figures"].get("levels"):
+            continue
+        for b in doc["figures"].get("backends", []):
+            if b.get("status") == "ok" and b.get("tpot_ms"):
+                rows.append((f"`{b['backend']}`", run, b["backend"]))
+    if not rows:
+        raise FigureError(f"no batch-1 result in benchmarks/results/{folder}/")
+    return rows
+
+
+def overview(runs: dict, folder: str | None = None) -> str:
+    rows = []
+    for what, run, label in (folder_overview(runs, folder) if folder else OVERVIEW):
         doc = runs[run]
         b = backend(doc, label)
         if b["status"] != "ok" or not b.get("tpot_ms"):
@@ -511,11 +527,15 @@ def reflow(text: str) -> str:
 
 
 def fill(template: str, runs: dict) -> str:
-    generated = {"overview": lambda: overview(runs), "runs": lambda: runs_sections(runs)}
-    pieces = re.split(r"^\{\{(overview|runs)\}\}$", template, flags=re.M)
+    pieces = re.split(r"^\{\{((?:overview(?: [^}\s]+)?)|runs)\}\}$", template, flags=re.M)
     out = []
     for i, piece in enumerate(pieces):
-        out.append(generated[piece]() if i % 2 else reflow(fill_figures(piece, runs)))
+        if i % 2 == 0:
+            out.append(reflow(fill_figures(piece, runs)))
+        elif piece == "runs":
+            out.append(runs_sections(runs))
+        else:
+            out.append(overview(runs, piece.partition(" ")[2] or None))
     return "".join(out)
 
 

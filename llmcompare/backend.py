@@ -157,6 +157,21 @@ class EnvRecipe:
     remove: tuple[str, ...] = ()
     """Distributions uninstalled after every install: dependencies that break the engine there."""
     note: str = ""
+    requirements: tuple[str, ...] = ()
+    """Requirements installed beside the extra (e.g. ``bitsandbytes==0.50.2``), under the same constraints."""
+    source_packages: tuple[str, ...] = ()
+    """Distributions that have no usable wheel and are built from source where the environment is made
+    (``llama-cpp-python`` with CUDA): ``llmcompare env pack`` ships their source package."""
+    build_env: tuple[tuple[str, str], ...] = ()
+    """Environment variables for the install and the import check, as (name, value) pairs: the source
+    build's ``CMAKE_ARGS``, ``TORCH_CUDA_ARCH_LIST`` for extensions built just in time. A value already
+    set in the environment wins."""
+    build_needs: tuple[str, ...] = ()
+    """What a source build needs from the host beyond the packages (``nvcc``, ``cmake``, ``ninja``,
+    ``scikit-build-core``): programs on PATH or importable modules, checked before the build."""
+    build_note: str = ""
+    """How the engine is built where it is installed (a source build, an extension built just in time on
+    first import, and how long it takes); shown by ``env pack`` and kept in the pack's manifest."""
 
 
 @dataclass(frozen=True)

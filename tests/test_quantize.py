@@ -294,3 +294,17 @@ def test_the_command_line_prints_the_checkpoint(source, fakes, cache, monkeypatc
     monkeypatch.setattr(quantize, "cuda_available", lambda: False)
     assert quantize.main(["exl2", "-m", str(source)]) == 2
     assert "runs on a CUDA GPU" in capsys.readouterr().err
+
+
+def test_cached_answers_from_the_cache_without_converting(source, fakes, cache, monkeypatch, capsys):
+    """``--cached``: what a study step asks before it runs a conversion."""
+    monkeypatch.setattr(quantize, "cuda_available", lambda: True)
+    args = ["exl3", "-m", str(source), "--cal-rows", "8"]
+    assert quantize.main([*args, "--cached"]) == 1
+    assert "not cached" in capsys.readouterr().out and calls(fakes) == []
+    assert quantize.main(args) == 0
+    made = capsys.readouterr().out.strip()
+    assert quantize.main([*args, "--cached"]) == 0
+    assert capsys.readouterr().out.strip() == made and len(calls(fakes)) == 1
+    assert quantize.main(["exl3", "-m", str(source), "--cal-rows", "9", "--cached"]) == 1  # another recipe
+    assert quantize.cached_checkpoint(resolve_model("synthetic:llama-2-7b"), EXL3Recipe()) is None  # no source yet

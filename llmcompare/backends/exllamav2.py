@@ -65,6 +65,7 @@ from llmcompare.backend import (
     BackendSpec,
     Capabilities,
     Chunk,
+    EnvRecipe,
     Generation,
     OptionSpec,
     clock,
@@ -494,6 +495,13 @@ OPTIONS = {
 }
 
 
+#: How the ExLlamas' CUDA extensions are built where they run (the recipes' build_note).
+JIT_NOTE = ("{engine}'s wheel is pure Python: its CUDA extension is built just in time by torch's cpp_extension on"
+            " the first import ({seconds} s with 16 jobs on an H200 host), which the environment's import check"
+            " does. TORCH_CUDA_ARCH_LIST (9.0 in the recipe: H100, H200) must be the same when the engine runs,"
+            " or the extension builds again inside the first run's load; set it for another GPU")
+
+
 @hookimpl
 def register_backends(register):
     register(
@@ -512,6 +520,12 @@ def register_backends(register):
                                       model_formats=("hf", "synthetic"), prefix_cache="reset", natural_stop=True),
             description="ExLlamaV2 dynamic generator (fp16, GPTQ, EXL2); page table reset whenever it drains.",
             distributions=("exllamav2", "flash-attn"),
+            environments={"cuda": EnvRecipe(
+                extra="exllamav2", check_module="exllamav2", engine_distribution="exllamav2",
+                requirements=("exllamav2==0.3.2",), build_env=(("TORCH_CUDA_ARCH_LIST", "9.0"), ("MAX_JOBS", "16")),
+                build_needs=("nvcc", "ninja"),
+                note="ExLlamaV2 on CUDA (fp16, GPTQ, EXL2)",
+                build_note=JIT_NOTE.format(engine="ExLlamaV2", seconds="about 90"))},
         )
     )
 

@@ -36,8 +36,8 @@ from __future__ import annotations
 from typing import Any
 
 from llmcompare import hookimpl
-from llmcompare.backend import BackendConfig, BackendSpec, Capabilities
-from llmcompare.backends.exllamav2 import OPTIONS, DynamicGeneratorBackend, JobDriver, eos_ids
+from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, EnvRecipe
+from llmcompare.backends.exllamav2 import JIT_NOTE, OPTIONS, DynamicGeneratorBackend, JobDriver, eos_ids
 from llmcompare.models.quantize import EXL3Recipe
 
 VARIANTS = {
@@ -120,5 +120,11 @@ def register_backends(register):
                                       model_formats=("hf", "synthetic"), prefix_cache="reset", natural_stop=True),
             description="ExLlamaV3 generator (EXL3, fp16); page table reset whenever it drains, CPU/disk tiers off.",
             distributions=("exllamav3",),
+            environments={"cuda": EnvRecipe(
+                extra="exllamav3", check_module="exllamav3", engine_distribution="exllamav3",
+                requirements=("exllamav3==1.6.5",), build_env=(("TORCH_CUDA_ARCH_LIST", "9.0"), ("MAX_JOBS", "16")),
+                build_needs=("nvcc", "ninja"),
+                note="ExLlamaV3 on CUDA (EXL3, fp16)",
+                build_note=JIT_NOTE.format(engine="ExLlamaV3", seconds="a few hundred"))},
         )
     )

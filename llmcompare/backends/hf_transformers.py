@@ -20,6 +20,7 @@ from llmcompare.backend import (
     BackendConfig,
     BackendSpec,
     Capabilities,
+    EnvRecipe,
     Generation,
     OptionSpec,
     ReferenceVariant,
@@ -38,14 +39,18 @@ BNB_VARIANTS = ("int8", "nf4")
 QUANTIZED_VARIANTS = (*BNB_VARIANTS, "gptq")
 
 
-def bnb_config(variant: str):
-    """The bitsandbytes quantization a variant loads with (stated in full, not left to defaults)."""
+def bnb_config(variant: str, int8_threshold: float | None = None, nf4_compute: str | None = None):
+    """The bitsandbytes quantization a variant loads with (stated in full, not left to defaults): int8
+    with LLM.int8()'s outlier threshold 6.0 (``int8_threshold``; 0.0 turns the mixed-precision
+    decomposition off, as bitsandbytes' own benchmark's ``int8`` configuration does), nf4 computing in
+    fp16 (``nf4_compute=bf16``: bitsandbytes' benchmark on Ampere and later)."""
     import torch
     from transformers import BitsAndBytesConfig
 
     if variant == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=6.0)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float16,
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=6.0 if int8_threshold is None else int8_threshold)
+    compute = torch.bfloat16 if nf4_compute == "bf16" else torch.float16
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
                               bnb_4bit_use_double_quant=False)
 
 
@@ -94,7 +99,8 @@ def load_model(config: BackendConfig, **from_pretrained_kwargs):
     else:
         if config.variant in BNB_VARIANTS:
             path = _bnb_checkpoint(config)
-            from_pretrained_kwargs = {**from_pretrained_kwargs, "quantization_config": bnb_config(config.variant)}
+            bnb = bnb_config(config.variant, opts.get("int8_threshold"), opts.get("nf4_compute"))
+            from_pretrained_kwargs = {**from_pretrained_kwargs, "quantization_config": bnb}
         elif config.variant == "gptq":
             path = _gptq_checkpoint(config)
             if opts.get("gptq_backend"):
@@ -177,7 +183,8 @@ class TransformersBackend:
         self.model = None
         self.tokenizer = None
         self.extra = {k: v for k, v in config.options.items()
-                      if k not in ("compile", "cache_implementation", "threads", "gptq_backend")}
+                      if k not in ("compile", "cache_implementation", "threads", "gptq_backend", "int8_threshold",
+                                   "nf4_compute")}
 
     def load(self) -> None:
         import torch
@@ -299,11 +306,22 @@ def register_backends(register):
                                            ("auto", "gptq_marlin", "gptq_triton", "gptq_torch", "gptq_exllama_v2",
                                             "gptq_machete", "gptq_bitblas")),
                 "attn_implementation": OptionSpec(str, None, "eager, sdpa, flash_attention_2 ..."),
+                "int8_threshold": OptionSpec(float, None, "int8 variant: LLM.int8()'s outlier threshold (default 6.0;"
+                                                          " 0 = no mixed-precision decomposition)"),
+                "nf4_compute": OptionSpec(str, None, "nf4 variant: the compute dtype (default fp16)", ("fp16", "bf16")),
             },
             passthrough=True,
             capabilities=Capabilities(devices=("cpu", "cuda"), model_formats=("hf", "synthetic"), prefix_cache="none",
                                       natural_stop=True, scores=True),
             description="HF Transformers generate() with a per-token streamer; CPU and CUDA.",
             distributions=("transformers", "torch", "accelerate", "bitsandbytes", "gptqmodel", "optimum"),
+            environments={
+                # For hosts whose image already has torch and transformers (llmcompare env pack
+                # --target-has ...): bitsandbytes' wheel carries its CUDA library (cu130 included).
+                "cuda": EnvRecipe(extra="transformers", check_module="transformers, bitsandbytes",
+                                  engine_distribution="bitsandbytes", requirements=("bitsandbytes==0.50.2",),
+                                  note="transformers with bitsandbytes (the int8 and nf4 variants) on CUDA",
+                                  build_note="wheels only: bitsandbytes' wheel ships its CUDA libraries"),
+            },
         )
     )

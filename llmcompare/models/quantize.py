@@ -305,8 +305,7 @@ def fp16_source(model: ResolvedModel) -> Path:
 
         assert model.shape is not None
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        key = {"synthetic": model.shape, "seed": synthetic.SEED, "dtype": "float16", "built_on": device,
-               "v": FP16_VERSION}
+        key = _fp16_key(model)
 
         def build(out: Path) -> None:
             synthetic.build_model(model.shape, dtype=torch.float16, device=device).save_pretrained(out)
@@ -325,6 +324,39 @@ def fp16_source(model: ResolvedModel) -> Path:
         raise UserError(f"model {model.ref!r} is already a {held} checkpoint; it cannot be the fp16 source of another"
                         f" conversion (run it as the {held} variant)")
     return path
+
+
+def _fp16_key(model: ResolvedModel) -> dict[str, Any]:
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"synthetic": model.shape, "seed": synthetic.SEED, "dtype": "float16", "built_on": device, "v": FP16_VERSION}
+
+
+def cached_checkpoint(model: ResolvedModel, recipe: Recipe) -> Path | None:
+    """The checkpoint ``recipe`` makes of ``model`` when it is in the cache already, else None; nothing
+    is built (not even the fp16 source). What ``python -m llmcompare.models.quantize ... --cached``
+    answers, so that a study step can be skipped."""
+    if model.kind not in ("synthetic", "hf"):
+        return None  # a GGUF model's fp16 source is itself a conversion: not looked up here
+    if model.kind == "synthetic":
+        entry = cache_entry("synthetic-fp16", _fp16_key(model))
+        if not (entry / ".complete").exists():
+            return None
+        source = entry
+    else:
+        try:
+            source = fp16_source(model)
+        except UserError:
+            return None
+    try:
+        key = recipe_key(source.resolve(), recipe)
+    except UserError:  # the tool is not installed here: it cannot have made anything
+        return None
+    entry = cache_entry(recipe.method, key)
+    if not (entry / ".complete").exists():
+        return None
+    return entry / "model" / recipe.output_file if recipe.output_file else entry / "model"
 
 
 # ---------------------------------------------------------------- calibration
@@ -481,6 +513,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--log-dir", default=None)
         p.add_argument("--json", action="store_true",
                        help='print {"checkpoint": ..., "source": ...} (the fp16 source it came from) instead')
+        p.add_argument("--cached", action="store_true",
+                       help="convert nothing: print the checkpoint and exit 0 when it is in the cache, else exit 1")
         for f in fields(cls):
             p.add_argument(f"--{f.name.replace('_', '-')}", type=_arg_type(f.default), default=f.default)
     run = sub.add_parser("gptq-run", help="internal: the GPTQ child process")
@@ -509,6 +543,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cls = RECIPES[args.method]
     try:
         recipe = cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+        if args.cached:
+            held = cached_checkpoint(resolve_model(args.model), recipe)
+            print(held if held else f"not cached: {args.method} of {args.model or 'the default model'}")
+            return 0 if held else 1
         source = fp16_source(resolve_model(args.model))
         made = quantize(source, recipe, log_dir=args.log_dir)
         print(json.dumps({"checkpoint": str(made), "source": str(source)}) if args.json else made)

@@ -111,6 +111,9 @@ def _plan(args: argparse.Namespace) -> int:
             if p.status == "pending":
                 here += a.estimate_s
     console.print(t)
+    for step in study.steps:  # run before the cells, skipped when their output is cached (steps.py)
+        who = f" (for {', '.join(step.needed_by)})" if step.needed_by else ""
+        console.print(escape(f"step {step.name}{who}: {' '.join(step.argv)}"), soft_wrap=True)
     for p in planned:
         for why in p.assessment.reasons:
             console.print(escape(f"{'pruned' if p.status == 'pruned' else 'level dropped'}: {p.cell.name}: {why}"),

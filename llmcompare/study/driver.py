@@ -182,13 +182,16 @@ def run_study(study_path: str | None, opts: RunOptions, events: Events | None = 
             planned = plan_cells(study, where, opts.no_prune)
             manifest = _open_manifest(directory, study, study_path, planned, opts, events)
             try:
-                _run_phase(manifest, directory, study, executor, events, resume_failed=bool(opts.resume))
+                blocked = _run_steps(manifest, directory, study, events, resume_failed=bool(opts.resume))
+                _run_phase(manifest, directory, study, executor, events, resume_failed=bool(opts.resume),
+                           blocked=blocked)
                 if study.confirm["enabled"]:
                     for _ in range(study.confirm["rounds"]):
                         new = _confirm_cells(manifest, directory, study)
                         if not new:
                             break
-                        _run_phase(manifest, directory, study, executor, events, resume_failed=bool(opts.resume))
+                        _run_phase(manifest, directory, study, executor, events, resume_failed=bool(opts.resume),
+                                   blocked=blocked)
             except KeyboardInterrupt:
                 interrupted = True
         finally:
@@ -203,7 +206,8 @@ def run_study(study_path: str | None, opts: RunOptions, events: Events | None = 
                   f" --resume {directory}", file=sys.stderr)
             return 130
     failed = [c for c in manifest.cells if c["status"] == "failed"]
-    return 1 if failed else 0
+    steps_failed = [k for k, v in (manifest.data.get("steps") or {}).items() if v.get("status") == "failed"]
+    return 1 if failed or steps_failed else 0
 
 
 def _rerun_args(study_path: str | None, opts: RunOptions, directory: Path) -> list[str]:
@@ -284,9 +288,35 @@ def _runnable(manifest: Manifest, directory: Path, resume_failed: bool) -> list[
     return todo
 
 
-def _run_phase(manifest: Manifest, directory: Path, study: Study, executor, events: Events,
-               resume_failed: bool) -> None:
+def _run_steps(manifest: Manifest, directory: Path, study: Study, events: Events, resume_failed: bool):
+    """The study's steps (steps.py) that a runnable cell needs; returns a function naming the failed
+    step a cell waits for (None: it may run)."""
+    from llmcompare.study import steps
+
+    if not study.steps:
+        return lambda cell: None
     todo = _runnable(manifest, directory, resume_failed)
+
+    def record(name: str, outcome: dict[str, Any]) -> None:
+        data = dict(manifest.data.get("steps") or {})
+        data[name] = outcome
+        manifest.data["steps"] = data
+        manifest.save()
+
+    failed = steps.run_steps(study.steps, todo, directory / "logs", events.say, record)
+    return lambda cell: steps.blocked_by(study.steps, failed, cell["backend"])
+
+
+def _run_phase(manifest: Manifest, directory: Path, study: Study, executor, events: Events,
+               resume_failed: bool, blocked=None) -> None:
+    todo = _runnable(manifest, directory, resume_failed)
+    if blocked is not None:
+        waiting = [(c, blocked(c)) for c in todo]
+        for c, step in waiting:
+            if step:
+                manifest.update(c["id"], error=f"waiting for step {step!r}, which did not finish; run the study again")
+                events.say(f"waiting  {c['id']}  {c['name']}: step {step!r} did not finish")
+        todo = [c for c, step in waiting if not step]
     if not todo:
         return
     jobs = [Job(c, directory / "cells" / c["id"], directory / "logs" / f"{c['id']}.log", study.timeout_s,

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from llmcompare.study.hardware import Hardware
+from llmcompare.study.steps import Step, parse_steps
 from llmcompare.study.yamlfile import Located, StudyFileError, dotted, load, load_file
 
 TOP_KEYS = ("name", "description", "model", "models", "scenario", "workload", "slo", "hardware", "matrix",
-            "include", "exclude", "repeats", "options", "option", "timeout", "confirm", "prune", "fidelity")
+            "include", "exclude", "repeats", "options", "option", "timeout", "confirm", "prune", "fidelity", "steps")
 #: Matrix keys that are not scenario flags.
 AXES = ("backend", "option", "options", "model", "hardware", "weights")
 #: Flags the study sets itself; a workload or matrix key may not set them.
@@ -104,6 +105,7 @@ class Study:
     prune: bool
     cells: list[Cell]
     resolved: dict[str, Any]         # the study file's content with defaults filled in (for study.json)
+    steps: list[Step] = field(default_factory=list)  # run before the cells (steps.py)
 
     def cell(self, cell_id: str) -> Cell:
         for c in self.cells:
@@ -170,6 +172,7 @@ def build_study(doc: Located, *, validate_backends: bool = True) -> Study:
         raise doc.error(("options",), "give options: or option:, not both")
     global_opts = _option_list(doc, ("options" if "options" in d else "option",), d.get("options", d.get("option")))
 
+    steps = parse_steps(doc, validate_backends)
     combos = _expand(doc)
     for values, paths in combos:
         for key in values:
@@ -200,10 +203,12 @@ def build_study(doc: Located, *, validate_backends: bool = True) -> Study:
         "include": d.get("include", []), "exclude": d.get("exclude", []), "repeats": repeats,
         "options": global_opts, "timeout": timeout, "confirm": confirm, "prune": prune, "fidelity": fidelity,
     }
+    if steps:  # only when given, so that the manifests of studies without steps are unchanged
+        resolved["steps"] = [s.to_dict() for s in steps]
     return Study(name=name, source=doc.source, description=str(d.get("description", "") or ""), scenario=scenario,
                  model=model, models=models, workload=dict(workload), slo=slo, hardware=hardware, repeats=repeats,
                  timeout_s=float(timeout) if timeout else None, confirm=confirm, prune=prune, cells=cells,
-                 resolved=resolved)
+                 resolved=resolved, steps=steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -780,7 +785,7 @@ def tensor_parallel(options: Sequence[str]) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     # the CLI's own parser: a flag it does not take is refused here
-    from llmcompare.cli import build_parser
+    from llmcompare.cli.main import build_parser
 
     return build_parser()
 
