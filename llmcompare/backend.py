@@ -167,8 +167,11 @@ class EnvRecipe:
     build's ``CMAKE_ARGS``, ``TORCH_CUDA_ARCH_LIST`` for extensions built just in time. A value already
     set in the environment wins."""
     build_needs: tuple[str, ...] = ()
-    """What a source build needs from the host beyond the packages (``nvcc``, ``cmake``, ``ninja``,
-    ``scikit-build-core``): programs on PATH or importable modules, checked before the build."""
+    """What a source build needs from the host beyond the packages (``nvcc``, ``cmake``, ``ninja``):
+    programs on PATH or importable modules, checked before the build."""
+    build_wheels: tuple[str, ...] = ()
+    """Python packages a source build imports (``scikit-build-core``): ``env pack`` ships them as wheels,
+    and ``env create --from`` installs them into the new environment before it builds the source."""
     build_note: str = ""
     """How the engine is built where it is installed (a source build, an extension built just in time on
     first import, and how long it takes); shown by ``env pack`` and kept in the pack's manifest."""

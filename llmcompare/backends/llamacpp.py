@@ -206,10 +206,10 @@ CUDA_RECIPE = EnvRecipe(
     extra="llamacpp-server", check_module="llama_cpp, llama_cpp.server", engine_distribution="llama_cpp_python",
     requirements=("llama-cpp-python==0.3.36",), source_packages=("llama-cpp-python",),
     build_env=(("CMAKE_ARGS", CUDA_CMAKE_ARGS), ("CMAKE_BUILD_PARALLEL_LEVEL", "16")),
-    build_needs=("nvcc", "cmake", "ninja", "scikit_build_core"),
+    build_needs=("nvcc", "cmake", "ninja"), build_wheels=("scikit-build-core>=0.9.2",),
     note="llama-cpp-python with CUDA, and its OpenAI server (the llamacpp-server backend uses this environment too)",
     build_note="llama-cpp-python's source package is built there by pip with CMAKE_ARGS (CUDA on; 257-442 s with"
-               " 16 jobs on an H200 host), without build isolation: the host's cmake, ninja and scikit-build-core")
+               " 16 jobs on an H200 host), without build isolation: the host's nvcc, cmake and ninja, and the pack's scikit-build-core")
 
 
 @hookimpl

@@ -327,7 +327,18 @@ def pack(
                 shutil.copy2(sdist, out / sdist.name)
                 sdists.append(sdist.name)
 
-            # 3. everything else, by pip's resolver, for the target
+            # 3. what the source build imports (scikit-build-core), as wheels for the target
+            build_wheels = []
+            if sdists and recipe.build_wheels:
+                say(f"downloading the build's own packages: {', '.join(recipe.build_wheels)}")
+                dest = tmp / "build"
+                _run([sys.executable, "-m", "pip", "download", "--progress-bar", "off", "-d", str(dest), *target_flags,
+                      *sources, *recipe.build_wheels], log, quiet)
+                for f in sorted(dest.iterdir()):
+                    shutil.copy2(f, out / f.name)
+                    build_wheels.append(f.name)
+
+            # 4. everything else, by pip's resolver, for the target
             cfile = tmp / "constraints.txt"
             cfile.write_text("\n".join(constraints) + "\n", encoding="utf-8")
             extra = f"[{recipe.extra}]" if recipe.extra else ""
@@ -357,6 +368,7 @@ def pack(
         for f in files:
             f["role"] = ("llmcompare" if f["file"] == wheel.name
                          else "source (built on the target)" if f["file"] in sdists
+                         else "the build's own" if f["file"] in build_wheels
                          else "engine" if f["name"] == canonical(recipe.engine_distribution) else "dependency")
         manifest = {
             "format": PACK_FORMAT,
@@ -383,6 +395,7 @@ def pack(
                 "no_build_isolation": bool(sdists),
                 "env": dict(recipe.build_env),
                 "needs": list(recipe.build_needs),
+                "wheels": build_wheels,
                 "note": recipe.build_note,
             },
             "pip": _pip_version(),
@@ -608,6 +621,8 @@ def create_from(
                    f"{manifest['requirements'][0]}=={manifest['llmcompare']['version']}", *manifest["requirements"][1:]]
         try:
             run([*offline, "--no-deps", "--ignore-installed", str(directory / manifest["llmcompare"]["wheel"])], log)
+            if build.get("wheels"):  # what the source build imports, in place before it runs
+                run([*offline, "--no-deps", *(str(directory / w) for w in build["wheels"])], log)
             run(install, log)
         except EnvBuildError:
             raise EnvBuildError(_pip_failure(log, f"installing from {directory} failed")) from None
