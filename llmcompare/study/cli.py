@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llmcompare.study.spec import parse_only
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="study_command", metavar="plan|run|report")
@@ -18,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                    " what cannot fit or cannot meet the SLO, and estimate the time.")
     p.add_argument("study", metavar="STUDY.yaml")
     p.add_argument("--no-prune", action="store_true", help="keep the cells that planning would prune")
+    p.add_argument("--only", action="append", default=[], metavar="AXIS=VALUE[,VALUE]",
+                   help="only the cells whose axis takes these values, e.g. backend=llamacpp:f16 (repeatable: all must match)")
     p.add_argument("--gpus", default=None, metavar="[NAME=]ID,...",
                    help="the GPUs this host offers (default: LLMCOMPARE_STUDY_GPUS, else nvidia-smi)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -38,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--address", default=None, metavar="ADDR",
                    help="join this Ray cluster (default: start a local instance on the loopback only)")
     r.add_argument("--no-prune", action="store_true", help="run the cells that planning would prune")
+    r.add_argument("--only", action="append", default=[], metavar="AXIS=VALUE[,VALUE]",
+                   help="run only the cells whose axis takes these values, and the steps they need (repeatable)")
     r.add_argument("--gpus", default=None, metavar="[NAME=]ID,...",
                    help="the GPUs this host offers (default: LLMCOMPARE_STUDY_GPUS, else nvidia-smi)")
     r.add_argument("--ray-retries", type=int, default=3, metavar="N",
@@ -64,7 +70,8 @@ def _run(args: argparse.Namespace) -> int:
     from llmcompare.study.driver import RunOptions, run_study
 
     opts = RunOptions(output=args.output, resume=args.resume, executor=args.executor, address=args.address,
-                      no_prune=args.no_prune, gpus=args.gpus, ray_retries=args.ray_retries, quiet=args.quiet)
+                      no_prune=args.no_prune, gpus=args.gpus, ray_retries=args.ray_retries, quiet=args.quiet,
+                      only=parse_only(args.only))
     return run_study(args.study, opts)
 
 
@@ -87,7 +94,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     from llmcompare.study.driver import plan_study
 
-    study, planned = plan_study(args.study, args.gpus, args.no_prune)
+    study, planned = plan_study(args.study, args.gpus, args.no_prune, parse_only(args.only))
     if args.json:
         print(json.dumps([{"id": p.cell.id, "name": p.cell.name, "status": p.status, "argv": p.cell.argv,
                            "hardware": p.cell.hardware, "gpus": p.cell.gpus, "reasons": p.assessment.reasons,

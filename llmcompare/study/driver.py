@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +32,7 @@ from llmcompare.study.cellrun import CellProcess, Outcome, read_outcome
 from llmcompare.study.hardware import HostDevices, detect
 from llmcompare.study.manifest import FORMAT, DirLock, Manifest
 from llmcompare.study.prune import Assessment, assess
-from llmcompare.study.spec import (
-    Cell,
-    Study,
-    cell_id,
-    load_study,
-    load_study_text,
-    with_level,
-)
+from llmcompare.study.spec import (Cell, Study, cell_id, load_study, load_study_text, select, with_level)
 
 DEFAULT_ROOT = Path("llmcompare-results")
 
@@ -120,6 +113,8 @@ class RunOptions:
     ray_retries: int = 3
     ray_max_bytes: int = 512 * 2**20
     quiet: bool = False
+    only: dict[str, set[str]] = field(default_factory=dict)
+    """Run only the cells whose axes take these values (``--only AXIS=V1,V2``), and the steps they need."""
 
 
 class Events:
@@ -164,6 +159,7 @@ def run_study(study_path: str | None, opts: RunOptions, events: Events | None = 
         raise UserError("--address joins a Ray cluster; pass --executor ray with it")
     study = load_study(study_path) if study_path else load_for_resume(Path(opts.resume))  # type: ignore[arg-type]
     directory = study_dir_for(study, opts)
+    study = select(study, opts.only)
     if opts.executor == "ray":
         from llmcompare.study import rayexec
 
@@ -548,6 +544,7 @@ def _quiet_stop(proc: CellProcess) -> None:
 # ---------------------------------------------------------------------------------------------
 # study plan
 # ---------------------------------------------------------------------------------------------
-def plan_study(study_path: str, gpus: str | None = None, no_prune: bool = False) -> tuple[Study, list[Planned]]:
-    study = load_study(study_path)
+def plan_study(study_path: str, gpus: str | None = None, no_prune: bool = False,
+               only: dict[str, set[str]] | None = None) -> tuple[Study, list[Planned]]:
+    study = select(load_study(study_path), only or {})
     return study, plan_cells(study, detect(gpus), no_prune)

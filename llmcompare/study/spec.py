@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -27,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmcompare.errors import UserError, did_you_mean
 from llmcompare.study.hardware import Hardware
 from llmcompare.study.steps import Step, parse_steps
 from llmcompare.study.yamlfile import Located, StudyFileError, dotted, load, load_file
@@ -117,6 +119,42 @@ class Study:
 # ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
+def parse_only(items: Sequence[str]) -> dict[str, set[str]]:
+    """``--only KEY=V1,V2`` (repeatable) -> ``{KEY: {V1, V2}}``; KEY is a matrix axis (``backend``,
+    ``hardware``, ``model``, ``option``, a scenario flag)."""
+    out: dict[str, set[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise UserError(f"--only {item!r} must look like AXIS=VALUE[,VALUE...], e.g. backend=llamacpp:f16")
+        out.setdefault(key.strip(), set()).update(v.strip() for v in values.split(",") if v.strip())
+    return out
+
+
+def select(study: Study, only: dict[str, set[str]]) -> Study:
+    """The study restricted to the cells whose axes take the given values (every key must match), and to
+    the steps those cells need. A key no cell has, or a selection that keeps no cell, is an error."""
+    if not only:
+        return study
+
+    def value(cell: Cell, key: str) -> str | None:
+        if key in cell.values:
+            v = cell.values[key]
+            return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+        return {"backend": cell.backend, "hardware": cell.hardware, "model": cell.model}.get(key)
+
+    for key in only:
+        if all(value(c, key) is None for c in study.cells):
+            axes = sorted({k for c in study.cells for k in c.values} | {"backend", "hardware", "model"})
+            raise UserError(f"--only {key}=...: the study has no axis {key!r}{did_you_mean(key, axes)} (axes: {', '.join(axes)})")
+    cells = [c for c in study.cells if all(value(c, k) in vs for k, vs in only.items())]
+    if not cells:
+        raise UserError(f"--only keeps no cell of {study.name}; run llmcompare study plan {study.source} to see the cells")
+    backends = {c.backend for c in cells}
+    steps = [s for s in study.steps if not s.needed_by or backends & set(s.needed_by)]
+    return dataclasses.replace(study, cells=cells, steps=steps)
+
+
 def load_study(path: str | Path, *, validate_backends: bool = True) -> Study:
     doc = load_file(path)
     return build_study(doc, validate_backends=validate_backends)
