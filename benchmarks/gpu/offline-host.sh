@@ -2,8 +2,9 @@
 # On a GPU host with no network: reassemble the packs that arrived in parts, build each backend's
 # environment from its pack, and run a study. Each step is an llmcompare command (docs/offline.md).
 #
-#   benchmarks/gpu/offline-host.sh INBOX STUDY.yaml [STUDY_DIR]
+#   benchmarks/gpu/offline-host.sh INBOX STUDY.yaml [STUDY_DIR [STUDY RUN FLAGS...]]
 #
+# Flags after STUDY_DIR go to `llmcompare study run`, e.g. --only hardware=h100 --only backend=llamacpp:f16.
 # INBOX holds what was carried in: packs split into parts (NAME.tar.part-00, NAME.tar.part-01, ...: a
 # pack folder made by `llmcompare env pack NAME -O NAME`, tarred and cut with `split -b 55M -d`), or
 # pack folders themselves (INBOX/NAME/pack.json). The parts of a pack are joined once all of them are
@@ -18,6 +19,7 @@
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n '2,10p' "$0"; exit 2; }
 inbox=$(realpath "$1") study=$(realpath "$2") out=${3:-runs/$(basename "$2" .yaml)}
+shift $(( $# < 3 ? $# : 3 ))
 py=${PYTHON:-python3}
 export LLMCOMPARE_CACHE_DIR=${LLMCOMPARE_CACHE_DIR:-/tmp/llmcompare-cache}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PIP_NO_INDEX=1
@@ -64,7 +66,7 @@ done
 
 # 4. the study, with the main environment's llmcompare
 say "study $study in $out (python: $main)"
-run=("$main" -m llmcompare.study run "$study" -O "$out")
+run=("$main" -m llmcompare.study run "$study" -O "$out" "$@")
 if [ -n "${STUDY_TIME_LIMIT:-}" ]; then
   timeout --signal=TERM --kill-after=150 "$STUDY_TIME_LIMIT" "${run[@]}" || { rc=$?; say "study stopped (status $rc): run this again to go on"; exit "$rc"; }
 else
