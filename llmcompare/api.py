@@ -102,9 +102,15 @@ def load(
     requests: int | None = None,
     warmup: int | None = None,
     max_new_tokens: int = 64,
-    output_tokens_dist: str = "fixed",
+    output_tokens_dist: str = "auto",
     input_tokens: int | None = None,
     input_tokens_dist: str = "fixed",
+    dataset: str | None = None,
+    num_prompts: int | None = None,
+    multi_turn: bool = False,
+    shared_prefix_tokens: int | None = None,
+    prefix_groups: int = 1,
+    metrics_interval_s: float = 1.0,
     sweep: bool = False,
     sweep_levels: int = 5,
     slo: str | dict[str, float] | None = None,
@@ -123,13 +129,17 @@ def load(
     progress: ProgressCallbacks | None = None,
 ) -> RunResult:
     """Drive ``backends`` under load: closed-loop ``concurrency`` levels or open-loop ``rates``
-    (requests/s, ``arrivals`` constant or poisson), each level for ``duration_s`` or ``requests``."""
+    (requests/s, ``arrivals`` constant or poisson), each level for ``duration_s`` or ``requests``.
+    ``dataset`` (``"sharegpt"`` or a conversation file), ``multi_turn`` and ``shared_prefix_tokens``
+    with ``prefix_groups`` choose the workload (docs/workloads.md); ``output_tokens_dist="auto"`` is the
+    dataset's reply lengths with a dataset, else ``max_new_tokens``."""
     config = LoadConfig(
         concurrency=tuple(int(c) for c in concurrency), rates=tuple(float(r) for r in rates), arrivals=arrivals,
         seed=seed, duration_s=duration_s, requests=requests, warmup_requests=warmup, max_new_tokens=max_new_tokens,
         output_tokens_dist=output_tokens_dist, input_tokens=input_tokens, input_tokens_dist=input_tokens_dist,
         sweep=sweep, sweep_levels=sweep_levels, slo=slo if isinstance(slo, dict) else parse_slo(slo), clients=clients,
-        request_timeout_s=request_timeout_s,
+        request_timeout_s=request_timeout_s, dataset=dataset, num_prompts=num_prompts, multi_turn=multi_turn,
+        shared_prefix_tokens=shared_prefix_tokens, prefix_groups=prefix_groups, metrics_interval_s=metrics_interval_s,
     )
     return run(backends, [config], model=model, prompts=prompts, options=options, device=device, timeout_s=timeout_s,
                chat_template=chat_template, trust_remote_code=trust_remote_code, python=python,

@@ -62,6 +62,10 @@ class Capabilities:
     scores: bool = False
     """The backend has ``score(token_ids, start, top_k)``: the engine's own log-probabilities of given
     tokens (teacher forcing), for the fidelity reference and the perplexity of a shipped text."""
+    prefix_cache_on_demand: bool = False
+    """The backend turns its prefix cache **on** when the run's workload needs it
+    (:attr:`BackendConfig.prefix_cache`: shared prefixes, multi-turn history) and keeps it as
+    ``prefix_cache`` says otherwise (the managed vLLM, SGLang and TGI servers do)."""
     variant_formats: tuple[tuple[str, bool], ...] = ()
     """Model formats for which a variant is required (True) or refused (False), checked before anything
     runs; formats not named take either. llama.cpp: ``(("gguf", False), ("hf", True), ("synthetic",
@@ -223,6 +227,12 @@ class BackendSpec:
     """Variants this backend offers as the default fidelity reference, highest precision first. The
     default reference is the first installed backend, in registration order, that declares some, loads
     the model's format and has one whose weights fit the device."""
+    metrics_dialect: str | None = None
+    """The dialect of the server's Prometheus ``/metrics`` (a key of
+    ``llmcompare.telemetry.prometheus.DIALECTS``: ``vllm``, ``sglang``, ``tgi``, ``llamacpp``, or
+    ``auto``), for a backend whose instance can say where that endpoint is (``metrics_urls()``): the
+    load scenario scrapes it during every level. None: the server has no ``/metrics`` (or there is no
+    server)."""
     source: str = "built-in"
     """Filled in by the plugin manager: ``built-in`` or the distribution that registered it."""
 
@@ -297,6 +307,10 @@ class BackendConfig:
     """A directory the backend may write logs to (a managed server's output): the run's ``logs/``."""
     label: str | None = None
     """The run's name for this backend (``transformers:fp16@static``), e.g. to name its log files."""
+    prefix_cache: bool = False
+    """The run's workload needs the engine's prefix cache **on** (shared prefixes, multi-turn history:
+    the load scenario plans ``workload["prefix_cache"]``). A backend that declares
+    ``Capabilities.prefix_cache_on_demand`` then starts with its cache on; every other run keeps it off."""
 
 
 COUNT_SOURCES = ("ids", "usage", "logprobs", "length", "retokenized")

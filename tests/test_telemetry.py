@@ -336,8 +336,9 @@ LIVE_HIT_TOLERANCE = 0.02
 
 
 def _vllm_server(tmp_path):
-    """The vllm-serve recipe's server (backends/served.py), started from vLLM's own environment with
-    prefix caching turned on instead of off; skipped where that environment or the model is missing."""
+    """The vllm-serve recipe's server (backends/served.py) for a workload that declares it needs the prefix
+    cache (``BackendConfig.prefix_cache``), started from vLLM's own environment; skipped where that
+    environment or the model is missing."""
     from conftest import has_default_model
 
     from llmcompare import envs
@@ -353,13 +354,12 @@ def _vllm_server(tmp_path):
         pytest.skip("default model (llmcompare[default-model]) not installed")
     model = resolve_model(None)
     spec = next(s for s in served.SPECS if s.name == "vllm-serve")
-    config = BackendConfig(model=model, variant="fp32", logs_dir=str(tmp_path),
+    config = BackendConfig(model=model, variant="fp32", logs_dir=str(tmp_path), prefix_cache=True,
                            options=spec.validate_options({"max_model_len": 1024, "enforce_eager": True,
                                                           "kv_cache_gib": 1}))
-    plan = served.VLLMServe(config).plan()
+    plan = served.VLLMServe(config).plan()  # the recipe, for a workload that needs the prefix cache
     argv = [python, *plan.argv[1:]]
-    assert "--no-enable-prefix-caching" in argv
-    argv[argv.index("--no-enable-prefix-caching")] = "--enable-prefix-caching"
+    assert "--enable-prefix-caching" in argv and "--no-enable-prefix-caching" not in argv
     server = ManagedServer("vllm-prefix", argv, plan.ready, log_dir=str(tmp_path), env=plan.env,
                            startup_timeout_s=600)
     return server, model, plan.client_options["model"]

@@ -5,6 +5,17 @@ records); ``docs/load.md`` states every rule.
 Latencies under load are counted from the request's **scheduled** send (coordinated omission):
 ``TTFT = queue + ttft``, ``e2e = queue + e2e`` where ``queue = sent_at − scheduled_at`` is the client's
 own lateness, reported on its own. TPOT and ITL are between tokens, so the schedule does not enter.
+
+Beside the client's figures, each level carries (docs/telemetry.md):
+
+* ``steady``: the slope test of :mod:`llmcompare.analysis.steady` (does TTFT, or the number of
+  requests in flight, keep rising?), and the **steady window** it defines: from the first scheduled
+  send plus 10% of the level's span (or the warm-up's end, when later) to the last scheduled send.
+  The steady-state figures (``steady_output_tok_s``, energy) count that window only;
+* ``server``: the server's own metrics over the level, the generation-token cross-check and, for a
+  workload that plans one, the prefix-cache hit rate against the plan (:mod:`.telemetry`);
+* ``energy``: the GPUs' joules over the steady window, joules per output token and output tokens per
+  joule (CUDA runs, or an injected NVML).
 """
 
 from __future__ import annotations
@@ -12,9 +23,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from llmcompare.analysis import metrics, statistics
+from llmcompare.analysis import metrics, statistics, steady
+from llmcompare.analysis import telemetry as tele
 from llmcompare.config.spec import RunSpec
 from llmcompare.records import RequestRecord, RunRecords, StageRecord
+from llmcompare.workloads import multiturn
+from llmcompare.workloads.shared_prefix import planned_hit_rate
 
 #: The knee rule: moving to the next level must raise output throughput by at least this share, and
 #: by at least as large a share as it raises TPOT p50 (marginal gain ≥ marginal cost).
@@ -59,10 +73,47 @@ class Level:
     hours_to_1m_tokens: float | None = None
     concurrent_backend: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    steady: bool | None = None
+    """False: TTFT or the requests in flight kept rising through the level (not steady); None: too few
+    requests to tell (:func:`llmcompare.analysis.steady.check_level`)."""
+    steady_reason: str | None = None
+    steady_window: list[float] | None = None
+    """``[start, end]`` (Unix): the level's steady window, over which the steady-state figures count."""
+    steady_output_tok_s: float | None = None
+    """Verified output tokens that arrived in the steady window / its length."""
+    server: dict[str, Any] | None = None
+    """The server's own metrics over the level (:func:`llmcompare.analysis.telemetry.server_level`),
+    with ``token_check`` and, where planned, ``hit_rate_check``; None when nothing was scraped."""
+    energy: dict[str, Any] | None = None
+    """The GPUs' energy over the steady window, ``joules_per_token``, ``tokens_per_joule``
+    (:func:`llmcompare.analysis.telemetry.energy`); None when no GPU was sampled."""
+    sweep_stop: bool = False
+    """A sweep stopped adding load after this level (it was not steady)."""
     ci: dict[str, dict[str, Any]] = field(default_factory=dict)
     """95% bootstrap intervals of the level's TTFT, TPOT and e2e p50 (keys as the level columns'),
     resampling the level's requests by prompt (:func:`llmcompare.analysis.statistics.bootstrap_ci`). The output
     tok/s of a level is one measurement of the whole level and has no interval: repeat the level for one."""
+
+    @property
+    def token_check(self) -> dict[str, Any] | None:
+        return (self.server or {}).get("token_check")
+
+    @property
+    def token_mismatch(self) -> bool:
+        """The server's generation-token counter disagrees with llmcompare's count for the level."""
+        return (self.token_check or {}).get("verdict") == "mismatch"
+
+    @property
+    def hit_rate_check(self) -> dict[str, Any] | None:
+        return (self.server or {}).get("hit_rate_check")
+
+    @property
+    def joules_per_token(self) -> float | None:
+        return (self.energy or {}).get("joules_per_token")
+
+    @property
+    def tokens_per_joule(self) -> float | None:
+        return (self.energy or {}).get("tokens_per_joule")
 
     @property
     def load(self) -> float:
@@ -93,10 +144,14 @@ def _intervals(ok: list[RequestRecord]) -> dict[str, dict[str, Any]]:
     return {k: ci for k, v in figures.items() if (ci := statistics.bootstrap_ci(v, "median", clusters=prompts))}
 
 
-def level_of(spec: RunSpec, stage: StageRecord, requests: list[RequestRecord]) -> Level:
-    """One level's figures from its stage record and the measured requests of the same session."""
-    mine = [r for r in requests if r.backend == stage.backend and r.stage == stage.stage
-            and r.session == stage.session and not r.warmup]
+def level_of(spec: RunSpec, stage: StageRecord, requests: list[RequestRecord], records: RunRecords | None = None,
+             workload: dict[str, Any] | None = None) -> Level:
+    """One level's figures from its stage record and the requests of the same session; with the run's
+    ``records``, its telemetry (server metrics, GPU energy); ``workload`` (the run header's) gives the
+    planned prefix-cache hit rate of the workloads that plan one."""
+    every = [r for r in requests if r.backend == stage.backend and r.stage == stage.stage
+             and r.session == stage.session]
+    mine = [r for r in every if not r.warmup]
     ok = [r for r in mine if r.error is None]
     errors: dict[str, int] = {}
     for r in mine:
@@ -136,16 +191,58 @@ def level_of(spec: RunSpec, stage: StageRecord, requests: list[RequestRecord]) -
     if price is not None and tok_s:
         lv.cost_per_1m_tokens = metrics.cost_per_million(price, tok_s)
         lv.hours_to_1m_tokens = 1e6 / tok_s / 3600.0
+    lv.sweep_stop = bool(stage.achieved.get("sweep_stop"))
+    check = steady.check_level(every)
+    if check is not None:
+        lv.steady, lv.steady_reason, lv.steady_window = check.steady, check.reason, list(check.window)
+        start, end = check.window
+        if end > start:
+            lv.steady_output_tok_s = tele.verified_tokens_in_window(ok, start, end) / (end - start)
+    if records is not None:
+        lv.server = tele.server_level(records.metrics, stage.backend, stage.session, stage.stage,
+                                      client_tokens=tele.client_tokens(every),
+                                      planned_hit_rate=_planned(workload or {}, mine))
+        samples = tele.gpu_samples(records.gpu, stage.backend, stage.session)
+        if samples and lv.steady_window:
+            start, end = lv.steady_window
+            lv.energy = tele.energy(samples, start, end, tele.verified_tokens_in_window(ok, start, end))
+            if lv.energy is not None:
+                lv.energy["window"] = [start, end]
     return lv
 
 
-def build_levels(spec: RunSpec, records: RunRecords) -> list[Level]:
+def _planned(workload: dict[str, Any], measured: list[RequestRecord]) -> Any:
+    """The planned prefix-cache hit rate of the level's measured phase, as a function of the server's
+    block size (None for a workload that plans none): shared prefixes ``floor(P/B)*B/(P+S)``; multi-turn
+    the sum over the turns sent of their history in whole blocks (never the last prompt token) over
+    their prompt tokens (:func:`llmcompare.workloads.multiturn.planned_hit_rate`)."""
+    kind = workload.get("kind")
+    if kind == "shared-prefix":
+        sp = workload.get("shared_prefix") or {}
+        return lambda block: planned_hit_rate(int(sp["prefix_tokens"]), int(sp["suffix_tokens"]), block)
+    if kind == "multi-turn":
+        nonce = int(workload.get("nonce_tokens", 0))
+        turns = {(str(c["id"]), int(t["index"])): int(t.get("cacheable_tokens", 0))
+                 for c in workload.get("conversations") or [] for t in c["turns"]}
+        sent = []
+        for r in measured:
+            conv, _, k = r.prompt_id.rpartition("/t")
+            if not k.isdigit():
+                continue
+            cacheable = turns.get((conv, int(k)), 0) + (nonce if int(k) > 1 else 0)
+            sent.append(multiturn.Turn(int(k), tuple(range(r.input_tokens)), 0, cacheable))
+        return lambda block: multiturn.planned_hit_rate([multiturn.Conversation("sent", tuple(sent))], block)
+    return None
+
+
+
+def build_levels(spec: RunSpec, records: RunRecords, workload: dict[str, Any] | None = None) -> list[Level]:
     """Every backend's levels in run order; a level redone on resume counts its last finished run."""
     last: dict[tuple[str, str], StageRecord] = {}
     for s in records.stages:
         if s.stage.startswith("load"):
             last[(s.backend, s.stage)] = s
-    out = [level_of(spec, s, records.requests) for s in last.values()]
+    out = [level_of(spec, s, records.requests, records, workload) for s in last.values()]
     order = {label: i for i, label in enumerate(spec.labels)}
     return sorted(out, key=lambda lv: (order.get(lv.backend, 99), lv.concurrency is None, lv.load))
 
@@ -206,3 +303,39 @@ def analyse(spec: RunSpec, levels: list[Level]) -> dict[str, Any]:
                          " least the share they raise TPOT p50",
             "slo_rule": f">= {SLO_ATTAINMENT:.0%} of a level's measured requests meet every limit (latencies from"
                         " the scheduled send)"}
+
+
+#: Workload facts copied into the result (the requests and conversations themselves stay in the header).
+WORKLOAD_FACTS = ("kind", "summary", "prefix_cache", "prefix_cache_note", "dataset", "sample", "multi_turn")
+
+
+def workload_facts(spec: RunSpec, workload: dict[str, Any], records: RunRecords) -> dict[str, Any]:
+    """What the reports say about the workload and the telemetry: the workload in words, whether it
+    ran with the prefix cache on and how each backend honoured that, and what each backend's worker
+    sampled (the server's metrics: dialect and URLs; GPUs: which, or why none)."""
+    out: dict[str, Any] = {k: workload[k] for k in WORKLOAD_FACTS if k in workload}
+    if "shared_prefix" in workload:
+        out["shared_prefix"] = {k: v for k, v in workload["shared_prefix"].items() if k not in ("pool", "pool_text")}
+    if "multi_turn" in workload:
+        out["multi_turn"] = workload["multi_turn"]
+    backends: dict[str, Any] = {}
+    for b in records.backends:
+        caps = b.capabilities or {}
+        entry = backends.setdefault(b.backend, {})
+        if workload.get("prefix_cache"):
+            entry["prefix_cache"] = (
+                "turned on for this workload" if caps.get("prefix_cache_on_demand")
+                else {"on": "on (it is always on)", "server": "the server's own setting (see its metrics)",
+                      "none": "none: the engine has no prefix cache, so nothing can hit",
+                      "reset": "reset before every request: nothing can hit",
+                      "disabled": "disabled: this backend cannot turn it on, so nothing can hit"}.get(
+                    caps.get("prefix_cache"), "unknown"))
+    for t in records.telemetry:
+        entry = backends.setdefault(str(t.get("backend")), {})
+        if t.get("kind") == "metrics":
+            entry["server_metrics"] = {"dialect": t.get("dialect"), "urls": t.get("urls"), "interval_s": t.get("interval_s")}
+        elif t.get("kind") == "gpu":
+            entry["gpu"] = ({"error": t["error"]} if t.get("error")
+                            else {"gpus": t.get("gpus"), "source": t.get("source"), "interval_s": t.get("interval_s")})
+    out["backends"] = {label: backends[label] for label in spec.labels if label in backends}
+    return out

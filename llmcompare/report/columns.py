@@ -104,6 +104,11 @@ def _floor_pct(s: Summary) -> float | None:
 
 FLOOR_PCT = Column("floor_pct", "% of floor", _floor_pct, lambda x: "–" if x is None else f"{x:.1f}%")
 """Batch-1 decode floor / TPOT p50, where the run measured the GPU's bandwidth (:mod:`llmcompare.hardware.roofline`)."""
+JOULES_PER_TOKEN = Column("joules_per_token", "J / output token",
+                          lambda s: (s.info.get("energy") or {}).get("joules_per_token"), lambda x: _joules(x))
+"""GPU energy over the stage's measured requests / their verified output tokens (CUDA runs; docs/metrics.md)."""
+TOKENS_PER_JOULE = Column("tokens_per_joule", "output tokens / J",
+                          lambda s: (s.info.get("energy") or {}).get("tokens_per_joule"), lambda x: _joules(x))
 LENGTH_OK = Column("length_ok", "length ok", _length_ok, str, bad=lambda s: s.n_length_ok != s.n_requests)
 AGREEMENT = Column("agreement", "agreement", _agreement, str)
 
@@ -123,6 +128,8 @@ def latency_columns(summaries: list[Summary], where: str = "markdown") -> list[C
     cols += [E2E_P50, OUTPUT_TOK_S, REQUEST_TOK_S, LOAD_S, PEAK_RSS]
     if any(s.gpu_peak_bytes for s in summaries):
         cols.append(GPU_PEAK)
+    if any(s.info.get("energy") for s in summaries):
+        cols += [JOULES_PER_TOKEN, TOKENS_PER_JOULE]
     cols += [LENGTH_OK, AGREEMENT]
     if where == "console":
         cols = [c for c in cols if c.key not in CONSOLE_ONLY_DROPS]
@@ -167,8 +174,85 @@ LEVEL_COLUMNS = [
     Column("queue_p99_ms", "queue p99 ms", lambda lv: lv.queue_ms.get("p99")),
     Column("goodput_req_s", "goodput req/s", lambda lv: lv.goodput_req_s, lambda x: fmt(x, 2)),
     Column("cost_per_1m_tokens", "$ / 1M tokens", lambda lv: lv.cost_per_1m_tokens, _money),
+    Column("steady", "steady", lambda lv: getattr(lv, "steady", None), lambda v: _steady(v), numeric=False,
+           bad=lambda lv: getattr(lv, "steady", None) is False),
 ]
 """One row per backend × load level (latencies from the scheduled send; queue = client lateness)."""
+
+
+def _steady(v: bool | None) -> str:
+    return "–" if v is None else "yes" if v else "NOT STEADY"
+
+
+def _mean_max(d: dict[str, Any] | None, digits: int = 1, scale: float = 1.0) -> str:
+    if not d:
+        return "–"
+    return f"{d['mean'] * scale:,.{digits}f} · {d['max'] * scale:,.{digits}f}"
+
+
+def _server(lv: Any) -> dict[str, Any]:
+    return getattr(lv, "server", None) or {}
+
+
+def _energy(lv: Any) -> dict[str, Any]:
+    return getattr(lv, "energy", None) or {}
+
+
+def _tokens(lv: Any) -> str:
+    check = _server(lv).get("token_check")
+    if not check:
+        return "–"
+    server = "–" if check.get("server_tokens") is None else f"{check['server_tokens']:,.0f}"
+    return f"{server} / {check['client_tokens']:,} {'ok' if check['verdict'] == 'agree' else check['verdict'].upper()}"
+
+
+def _hit_rate(lv: Any) -> str:
+    srv = _server(lv)
+    check = srv.get("hit_rate_check")
+    rate = srv.get("prefix_cache_hit_rate")
+    if check:
+        observed = "–" if check.get("observed") is None else f"{check['observed']:.1%}"
+        return f"{observed} (plan {check['planned']:.1%})"
+    return pct(rate) if rate is None else f"{rate:.1%}"
+
+
+def _joules(x: float | None) -> str:
+    return "–" if x is None else f"{x:,.3g}"
+
+
+SERVER_COLUMNS = [
+    Column("server_running", "server running mean · max", lambda lv: _server(lv).get("running"), _mean_max),
+    Column("server_waiting", "waiting mean · max", lambda lv: _server(lv).get("waiting"), _mean_max),
+    Column("kv_cache_usage", "KV cache % mean · max", lambda lv: _server(lv).get("kv_cache_usage"),
+           lambda d: _mean_max(d, 1, 100.0)),
+    Column("preemptions", "preemptions", lambda lv: _server(lv).get("preemptions"), lambda x: fmt(x, 0)),
+    Column("prefix_cache_hit_rate", "prefix-cache hit rate", lambda lv: lv, _hit_rate,
+           bad=lambda lv: (_server(lv).get("hit_rate_check") or {}).get("agree") is False),
+    Column("generation_tokens", "generated tokens server / llmcompare", lambda lv: lv, _tokens,
+           bad=lambda lv: (_server(lv).get("token_check") or {}).get("verdict") == "mismatch"),
+]
+"""The server's own figures per level, where its /metrics was scraped (docs/telemetry.md)."""
+
+ENERGY_COLUMNS = [
+    Column("steady_output_tok_s", "steady output tok/s", lambda lv: getattr(lv, "steady_output_tok_s", None)),
+    Column("gpu_power_w", "GPU W (steady)", lambda lv: _energy(lv).get("mean_power_w")),
+    Column("gpu_sm_util", "GPU SM util %", lambda lv: _energy(lv).get("sm_util_mean_pct"), lambda x: fmt(x, 0)),
+    Column("joules_per_token", "J / output token", lambda lv: _energy(lv).get("joules_per_token"), _joules),
+    Column("tokens_per_joule", "output tokens / J", lambda lv: _energy(lv).get("tokens_per_joule"), _joules),
+    Column("cost_per_1m_tokens", "$ / 1M tokens", lambda lv: lv.cost_per_1m_tokens, _money),
+]
+"""GPU power and energy per level over its steady window, beside cost (docs/metrics.md, "Energy")."""
+
+
+def telemetry_columns(levels: list[Any]) -> list[Column]:
+    """The columns of the per-level telemetry table: the server's figures where any level has them, the
+    energy figures where any level has them (the backend and level first); empty when neither."""
+    cols: list[Column] = []
+    if any(getattr(lv, "server", None) for lv in levels):
+        cols += SERVER_COLUMNS
+    if any(getattr(lv, "energy", None) for lv in levels):
+        cols += ENERGY_COLUMNS
+    return LEVEL_COLUMNS[:2] + cols if cols else []
 
 
 def _tp_share(roof: dict) -> str:
@@ -177,14 +261,16 @@ def _tp_share(roof: dict) -> str:
     return f" {n} GPUs /" if n > 1 else ""
 
 
-def summary_notes(summaries: list[Summary], max_new_tokens: int) -> list[tuple[str, str]]:
-    """The flags every report prints under its table, as ``("warning" | "note", text)``."""
+def summary_notes(summaries: list[Summary], max_new_tokens: int | None) -> list[tuple[str, str]]:
+    """The flags every report prints under its table, as ``("warning" | "note", text)``
+    (``max_new_tokens`` None: lengths forced per request)."""
     out: list[tuple[str, str]] = []
+    forced = f"{max_new_tokens} tokens" if max_new_tokens is not None else "their forced length"
     for s in summaries:
         who = f"{s.backend} ({s.stage})"
         if s.n_length_mismatch or s.n_prompt_mismatch:
-            out.append(("warning", f"{who}: {s.n_length_mismatch} request(s) did not produce exactly {max_new_tokens}"
-                                   f" tokens, {s.n_prompt_mismatch} prompt count mismatch(es) (flagged in the results,"
+            out.append(("warning", f"{who}: {s.n_length_mismatch} request(s) did not produce exactly {forced},"
+                                   f" {s.n_prompt_mismatch} prompt count mismatch(es) (flagged in the results,"
                                    " not averaged away)"))
         if s.n_duplicates:
             out.append(("warning", f"{who}: {s.n_duplicates} request(s) recorded twice (two processes wrote this run);"

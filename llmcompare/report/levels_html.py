@@ -10,6 +10,11 @@ The plots (matplotlib on its Agg canvas; pyplot's global state is never touched)
   disturb each other least, so the curve shows prefill cost rather than queueing.
 - ``errors``: failed requests per level as a share of the level's measured requests, stacked by kind;
   drawn only when a request failed.
+- ``server_metrics``: the server's own gauges over time, from its scrapes (requests running and
+  waiting, KV-cache usage) and its generated tokens per second (the counter's increase between
+  scrapes); each level's span shaded. Drawn when a server's /metrics was scraped.
+- ``gpu_power``: each GPU's power and SM utilisation over time from the NVML readings, each level's
+  steady window shaded (the window energy is counted over). Drawn when GPUs were sampled.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING
 
-from llmcompare.report.columns import LEVEL_COLUMNS, fmt
+from llmcompare.report.columns import LEVEL_COLUMNS, fmt, telemetry_columns
 from llmcompare.report.html import FIGSIZE, Plot, cells, table_html
 from llmcompare.report.html import figure as _figure
 from llmcompare.report.html import png as _png
-from llmcompare.report.levels_files import recommendation_lines
+from llmcompare.report.levels_files import level_warnings, recommendation_lines
+from llmcompare.telemetry.nvml import samples_from_records
+from llmcompare.telemetry.prometheus import points_from_records
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -50,6 +57,13 @@ def make_plots(result: RunResult) -> list[Plot]:
           " rate), TTFT from the scheduled send.")),
         ("errors", "Failed requests per level", _error_rates,
          "Failed requests as a share of the level's measured requests, stacked by kind."),
+        ("server_metrics", "The server's own metrics over the run", _server_metrics,
+         ("From the server's /metrics, scraped during each level: requests running (solid) and waiting (dashed),"
+          " KV-cache usage, and generated tokens per second (its counter's increase between scrapes). Shaded: each"
+          " level's span, labelled.")),
+        ("gpu_power", "GPU power and utilisation over the run", _gpu_power,
+         ("NVML readings of each GPU: power (W) and SM utilisation (%). Shaded: each level's steady window, the"
+          " window its energy and joules per token are counted over.")),
     )
     out = []
     for name, title, draw, caption in makers:
@@ -194,6 +208,125 @@ def _error_rates(result: RunResult, colors: dict[str, str], title: str) -> Figur
 
 
 
+def _sessions(result: RunResult, label: str) -> set[str]:
+    """The worker sessions whose levels the result shows for ``label`` (a level redone on resume: its last)."""
+    last = {}
+    for s in (result.records.stages if result.records else []):
+        if s.backend == label:
+            last[s.stage] = s.session
+    return set(last.values())
+
+
+def _spans(result: RunResult, label: str) -> list[tuple[str, float, float, list[float] | None]]:
+    """(level name, start, end, steady window) of each of ``label``'s levels, Unix seconds."""
+    out = []
+    stages = {s.stage: s for s in (result.records.stages if result.records else []) if s.backend == label}
+    for lv in result.levels:
+        s = stages.get(lv.stage)
+        if lv.backend == label and s is not None:
+            out.append((LEVEL.cell(lv), s.started_at, s.started_at + s.wall_s, getattr(lv, "steady_window", None)))
+    return out
+
+
+def _shade(ax, spans, t0: float, steady: bool, labels: bool = True) -> None:
+    """Shade each level's span (or, ``steady``, its steady window) from ``t0``; label them when asked."""
+    for i, (name, start, end, window) in enumerate(spans):
+        a, b = (window if steady and window else (start, end))
+        ax.axvspan(a - t0, b - t0, color="0.85" if i % 2 == 0 else "0.92", zorder=0)
+        if labels:
+            ax.annotate(name, (a - t0, 1.0), xycoords=("data", "axes fraction"), fontsize=7, color="0.35",
+                        xytext=(2, -10), textcoords="offset points")
+
+
+def _server_metrics(result: RunResult, colors: dict[str, str], title: str) -> Figure | None:
+    if not result.records or not result.records.metrics:
+        return None
+    series = {}
+    for label in _labels(result):
+        sessions = _sessions(result, label)
+        recs = [r for r in result.records.metrics if r.get("backend") == label and r.get("session") in sessions]
+        by_replica: dict[int, list] = {}
+        for r in recs:
+            by_replica.setdefault(int(r.get("replica") or 0), []).append(r)
+        for replica, rr in sorted(by_replica.items()):
+            points = sorted((p for p in points_from_records(rr) if p.error is None), key=lambda p: p.t)
+            if points:
+                name = label if len(by_replica) == 1 else f"{label} server {replica}"
+                series[name] = (label, points)
+    if not series:
+        return None
+    fig = _figure(FIGSIZE[0] * 1.4, FIGSIZE[1] * 1.6)
+    axes = fig.subplots(3, 1, sharex=True)
+    for name, (label, points) in series.items():
+        t0 = points[0].t
+        c = colors.get(label, "C0")
+        ts = [p.t - t0 for p in points]
+        for key, style, ax in (("running", "-", axes[0]), ("waiting", "--", axes[0])):
+            pts = [(t, p.figures[key]) for t, p in zip(ts, points) if key in p.figures]
+            if pts:
+                ax.plot(*zip(*pts), style, color=c, label=f"{name} {key}")
+        kv = [(t, 100.0 * p.figures["kv_cache_usage"]) for t, p in zip(ts, points) if "kv_cache_usage" in p.figures]
+        if kv:
+            axes[1].plot(*zip(*kv), "-", color=c, label=name)
+        gen = [(t, p.figures["generation_tokens"]) for t, p in zip(ts, points) if "generation_tokens" in p.figures]
+        rate = [((a[0] + b[0]) / 2, max(0.0, b[1] - a[1]) / (b[0] - a[0])) for a, b in zip(gen, gen[1:]) if b[0] > a[0]]
+        if rate:
+            axes[2].plot(*zip(*rate), "-", color=c, label=name)
+        for ax in axes:
+            _shade(ax, _spans(result, label), t0, steady=False, labels=ax is axes[0])
+    axes[0].set_ylabel("requests")
+    axes[1].set_ylabel("KV cache used %")
+    axes[2].set_ylabel("generated tok/s (server)")
+    axes[2].set_xlabel("seconds since the first scrape")
+    for ax in axes:
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def _gpu_power(result: RunResult, colors: dict[str, str], title: str) -> Figure | None:
+    if not result.records or not result.records.gpu:
+        return None
+    per_backend = {}
+    for label in _labels(result):
+        sessions = _sessions(result, label)
+        samples = samples_from_records(r for r in result.records.gpu
+                                       if r.get("backend") == label and r.get("session") in sessions)
+        if samples:
+            per_backend[label] = sorted(samples, key=lambda s: (s.t, s.gpu))
+    if not per_backend:
+        return None
+    fig = _figure(FIGSIZE[0] * 1.4, FIGSIZE[1] * 1.3)
+    power_ax, util_ax = fig.subplots(2, 1, sharex=True)
+    styles = ("-", "--", ":", "-.")
+    for label, samples in per_backend.items():
+        t0 = samples[0].t
+        c = colors.get(label, "C0")
+        for k, gpu in enumerate(sorted({s.gpu for s in samples})):
+            mine = [s for s in samples if s.gpu == gpu]
+            pw = [(s.t - t0, s.power_w) for s in mine if s.power_w is not None]
+            ut = [(s.t - t0, s.sm_util_pct) for s in mine if s.sm_util_pct is not None]
+            style = styles[k % len(styles)]
+            if pw:
+                power_ax.plot(*zip(*pw), style, color=c, label=f"{label} GPU {gpu}")
+            if ut:
+                util_ax.plot(*zip(*ut), style, color=c, label=f"{label} GPU {gpu}")
+        for ax in (power_ax, util_ax):
+            _shade(ax, _spans(result, label), t0, steady=True, labels=ax is power_ax)
+    power_ax.set_ylabel("power W")
+    util_ax.set_ylabel("SM utilisation %")
+    util_ax.set_xlabel("seconds since the first reading")
+    for ax in (power_ax, util_ax):
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
 def recommendations_html(result: RunResult) -> list[str]:
     rule = (result.analysis.get("recommendations") or {}).get("rule")
     out = ["<h2>Recommendations</h2>", '<ul class="recs">']
@@ -259,6 +392,18 @@ def levels_html(result: RunResult) -> list[str]:
             out.append(f'<p class="warn"><strong>Warning:</strong> {escape(lv.backend)} {escape(lv.stage)}: the client'
                        f" fell behind the schedule (queue p99 {escape(fmt(lv.queue_ms.get('p99')))} ms); the level was"
                        " not driven at the asked rate.</p>")
+    cols = telemetry_columns(result.levels)
+    if cols:
+        head = [(c.header, "num" if c.numeric else "") for c in cols]
+        out += ["<h2>Server metrics and energy per level</h2>",
+                ('<p class="note">From the server\'s own /metrics (gauges: mean · max over the level\'s scrapes;'
+                 " counters: their increase over the level) and the GPUs' NVML readings (energy over each level's"
+                 " steady window). Generated tokens: the server's counter against every token llmcompare received in"
+                 " the level; a shaded cell is a mismatch.</p>"),
+                f'<div class="wide">{table_html("telemetry", head, [cells(cols, lv) for lv in result.levels])}</div>']
+    for kind, text in level_warnings(result):
+        out.append(f'<p class="{"warn" if kind == "warning" else "note"}"><strong>{escape(kind.capitalize())}:</strong>'
+                   f" {escape(text)}</p>")
     return out
 
 

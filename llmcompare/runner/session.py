@@ -193,7 +193,7 @@ class BackendSession:
     def __init__(self, request: BackendRequest, model: ResolvedModel, *, device: str = "cpu",
                  trust_remote_code: bool = False, logs_dir: str | None = None,
                  writer: RecordWriter | None = None, raise_errors: bool = False,
-                 spec: BackendSpec | None = None):
+                 spec: BackendSpec | None = None, prefix_cache: bool = False):
         self.backend_request = request
         self.model = model
         self.device = device
@@ -202,6 +202,8 @@ class BackendSession:
         self.writer = writer
         self.raise_errors = raise_errors
         self.spec = spec
+        self.prefix_cache = prefix_cache
+        """The run's workload needs the prefix cache on (:attr:`BackendConfig.prefix_cache`)."""
         self.id = uuid.uuid4().hex[:12]
         self._secrets = _Hidden(secret_values(dict(request.options)))
         """Secret values in the options (a URL's password, keys in ``extra_body``): never shown."""
@@ -242,7 +244,7 @@ class BackendSession:
         cls = spec.load_class()
         config = BackendConfig(model=self.model, variant=self.backend_request.variant, options=dict(self.backend_request.options),
                                device=self.device, trust_remote_code=self.trust_remote_code, logs_dir=self.logs_dir,
-                               label=self.backend_request.label)
+                               label=self.backend_request.label, prefix_cache=self.prefix_cache)
         backend = cls(config)
         self._backend = backend
         t = clock()

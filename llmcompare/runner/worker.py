@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     with RecordWriter(run_dir.requests) as writer:
         with BackendSession(request, header.model, device=header.spec.device,
                             trust_remote_code=header.spec.trust_remote_code, logs_dir=str(run_dir.logs),
-                            writer=writer) as session:
+                            writer=writer, prefix_cache=bool(header.workload.get("prefix_cache"))) as session:
             ctx = Context(job, header, request)
             for step, config in steps:
                 step(config, session, ctx, writer)

@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from llmcompare.backend import clock
@@ -40,15 +41,16 @@ class ClientFailed(RuntimeError):
 
 
 async def run_shared(session: BackendSession, ctx: Context, writer: RecordWriter, level: Level, index: int,
-                     clients: int) -> LevelRun:
+                     clients: int, on_measured: Callable[[], Awaitable[Any]] | None = None) -> LevelRun:
     """Drive ``level`` from this process and ``clients - 1`` others; return this process's run with
-    every client's measured records merged in (for the level's stage record)."""
+    every client's records merged in (for the level's stage record). ``on_measured`` is awaited once
+    every process finished its warm-up, before the common start."""
     target = getattr(session.backend, "client_config", lambda: None)()
     if target is None:
         raise ClientFailed(f"backend {ctx.backend.label!r} cannot be shared by several client processes"
                            " (it runs in this process, or balances its replicas here); run it with --clients 1")
     name, options = target
-    lr = LevelRun(session, ctx, level, index, writer.write, share=(0, clients))
+    lr = LevelRun(session, ctx, level, index, writer.write, share=(0, clients), on_measured=on_measured)
     env = dict(os.environ, **{PARENT_ENV: str(os.getpid())})
     procs = []
     for j in range(1, clients):
@@ -98,7 +100,9 @@ async def run_shared(session: BackendSession, ctx: Context, writer: RecordWriter
         results = await asyncio.gather(drive(lr), *(follow(p) for p in procs))
         for peak, lines in results[1:]:
             lr.max_in_flight += peak
-            lr.measured += [rec for rec in map(RequestRecord.from_dict, map(json.loads, lines)) if not rec.warmup]
+            recs = [RequestRecord.from_dict(json.loads(line)) for line in lines]
+            lr.records += recs
+            lr.measured += [rec for rec in recs if not rec.warmup]
         return lr
     finally:
         for proc in procs:

@@ -8,7 +8,8 @@ appended at once; a stage record closes each stage with its measured wall time.
 
 Its result: one summary per backend and stage (with 95% bootstrap intervals over prompts), each
 backend's speed against the baseline, paired by prompt (:mod:`llmcompare.analysis.baseline`), and, on
-CUDA, each backend's % of the bandwidth floor (:mod:`llmcompare.hardware.roofline`).
+CUDA, each backend's % of the bandwidth floor (:mod:`llmcompare.hardware.roofline`) and its GPU energy
+per output token over each stage's measured requests (NVML, :mod:`llmcompare.scenarios.telemetry`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from llmcompare.analysis import metrics
+from llmcompare.analysis import telemetry as tele
 from llmcompare.analysis.baseline import compare_summaries
 from llmcompare.backend import clock
 from llmcompare.errors import ConfigError, UserError
@@ -33,6 +35,7 @@ from llmcompare.report.columns import fmt, latency_columns, ratio, speedup, summ
 from llmcompare.report.html import cells, table_html
 from llmcompare.report.sections import Section, md_cell
 from llmcompare.scenarios.base import Analysis, Plan, Progress, Scenario
+from llmcompare.scenarios.telemetry import GpuTelemetry
 
 SYNTHETIC_AGREEMENT_NOTE = (
     "Random weights make near-ties between logits, so token agreement is not meaningful for a synthetic model."
@@ -134,6 +137,14 @@ class LatencyScenario(Scenario):
 
     # ---- run ----
     def run(self, config: LatencyConfig, session, ctx, writer) -> None:
+        gpu = GpuTelemetry.open(ctx, session, writer) if session.ok else None
+        try:
+            self._run(config, session, ctx, writer, gpu)
+        finally:
+            if gpu is not None:
+                gpu.close()
+
+    def _run(self, config: LatencyConfig, session, ctx, writer, gpu: GpuTelemetry | None) -> None:
         for plan in ctx.header.stages:
             if scenario_of_stage(plan.stage) != self.name:
                 continue
@@ -142,6 +153,8 @@ class LatencyScenario(Scenario):
                 writer.write(session.request(prompts[i % len(prompts)], config.max_new_tokens, stage=plan.stage,
                                              request_id=f"warmup/{i}", repeat=i, warmup=True))
             start = end = None
+            if gpu is not None:
+                gpu.begin(plan.stage)
             for rep in range(config.repeats):
                 for p in prompts:
                     request_id = f"{p.id}/r{rep}"
@@ -152,6 +165,8 @@ class LatencyScenario(Scenario):
                     writer.write(session.request(p, config.max_new_tokens, stage=plan.stage, request_id=request_id,
                                                  repeat=rep))
                     end = clock()
+            if gpu is not None:
+                gpu.end()
             if start is not None:
                 writer.write(StageRecord(
                     backend=ctx.backend.label, stage=plan.stage, session=session.id,
@@ -187,6 +202,7 @@ class LatencyScenario(Scenario):
             if c is not None:
                 s.agreement = c.get("agreement")
         roofline.annotate(summaries, spec, header.environment, records.requests, config.max_new_tokens)
+        _energy(summaries, records)
         first = next((s for s in header.stages if scenario_of_stage(s.stage) == self.name), None)
         return LatencyAnalysis(summaries, comparisons, len(first.prompt_ids) if first else len(header.prompts))
 
@@ -200,6 +216,25 @@ class LatencyScenario(Scenario):
     def sections(self, config: LatencyConfig, result) -> list[Section]:
         return [Intro(self, config, result), LatencySummary(self, config, result), SpeedUps(result),
                 LatencyNotes(config, result)]
+
+
+def _energy(summaries: list, records) -> None:
+    """Each summary's GPU energy (``info["energy"]``) over its stage's measured requests, first hand-over
+    to last token (the stage record's window), per verified output token; where GPUs were sampled."""
+    if not records.gpu:
+        return
+    last = {(s.backend, s.stage): s for s in records.stages}
+    for summary in summaries:
+        stage = last.get((summary.backend, summary.stage))
+        if stage is None:
+            continue
+        samples = tele.gpu_samples(records.gpu, stage.backend, stage.session)
+        measured = [r for r in records.requests if r.backend == stage.backend and r.stage == stage.stage
+                    and r.session == stage.session and not r.warmup]
+        tokens = sum(metrics.verified_tokens(r) for r in measured)
+        energy = tele.energy(samples, stage.started_at, stage.started_at + stage.wall_s, tokens)
+        if energy is not None:
+            summary.info["energy"] = energy
 
 
 class Intro(Section):
@@ -324,6 +359,9 @@ class LatencyNotes(Section):
 
     def __init__(self, config: LatencyConfig, result):
         self.notes = summary_notes(result.summaries, config.max_new_tokens)
+        for t in (result.records.telemetry if result.records else []):  # a GPU run whose energy could not be read
+            if t.get("kind") == "gpu" and t.get("error"):
+                self.notes.append(("note", f"{t.get('backend')}: GPU energy not measured: {t['error']}"))
         self.synthetic = bool(result.comparisons) and result.environment.get("model", {}).get("kind") == "synthetic"
 
     def console(self, console: Console) -> None:

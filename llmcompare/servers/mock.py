@@ -46,6 +46,16 @@ Faults, drawn per request from a seeded RNG (``--faults overload=0.1,stream_cut=
     ``include_usage`` (like servers that send neither); ``--api-key-env NAME`` requires
     ``Authorization: Bearer $NAME``.
 
+Telemetry
+    ``--metrics`` serves ``GET /metrics`` with vLLM's metric names (Prometheus text): requests
+    running, generated and prompt tokens, preemptions (0), KV-cache usage (0) and, with
+    ``--prefix-block B``, a prefix cache of ``B``-token blocks that never evicts, as vLLM counts it
+    (every prompt token queried; a request hits the whole blocks of its longest prefix seen before,
+    never its last token; its full blocks are then cached), with ``vllm:cache_config_info``.
+    ``--metrics-lie F`` multiplies the generated-token counter by ``F`` (a server that miscounts).
+    ``--log-requests FILE`` appends one JSON line per generation request: its arrival (Unix time),
+    prompt (ids, or text) and ``max_tokens``.
+
 Speed: event bytes are assembled from precomputed pieces (no ``json.dumps`` per token), chunks that
 are due together leave in one write, and access logging is off. Measured 2026-11-22 on the 2-core
 development machine (shared with other jobs, load average 2.5-4), the server in a subprocess of
@@ -65,6 +75,7 @@ import resource
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -103,6 +114,10 @@ class MockConfig:
     token_ids: bool = True
     usage: bool = True
     refuse_fields: tuple[str, ...] = ()
+    metrics: bool = False
+    metrics_lie: float = 1.0
+    prefix_block: int | None = None
+    log_requests: str | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(ALL_FAULTS)
@@ -138,6 +153,12 @@ class MockServer:
         self._lock: asyncio.Lock | None = None
         self._t0 = 0.0
         self._stall_start: float | None = None
+        self.running = 0
+        self.generated = 0
+        self.prompt_tokens = 0
+        self.cache_queries = 0
+        self.cache_hits = 0
+        self._blocks: set[tuple[int, ...]] = set()
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.on_startup.append(self._on_startup)
         self.app.add_routes([
@@ -149,6 +170,7 @@ class MockServer:
             web.post("/v1/chat/completions", self.chat),
             web.post("/generate_stream", self.tgi_stream),
             web.post("/generate", self.tgi_generate),
+            *([web.get("/metrics", self.metrics)] if config.metrics else []),
         ])
 
     async def _on_startup(self, app: web.Application) -> None:
@@ -169,6 +191,44 @@ class MockServer:
     async def info(self, request: web.Request) -> web.Response:
         return web.json_response({"model_id": self.config.model, "model_dtype": "none", "model_device_type": "cpu",
                                   "version": _version(), "router": "llmcompare-mock"})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """vLLM's names, as prometheus_client renders them (counters as ``_total``)."""
+        labels = f'{{engine="0",model_name="{self.config.model}"}}'
+        lines = []
+        for name, kind, value in (
+                ("vllm:num_requests_running", "gauge", self.running), ("vllm:num_requests_waiting", "gauge", 0),
+                ("vllm:kv_cache_usage_perc", "gauge", 0.0), ("vllm:num_preemptions", "counter", 0),
+                ("vllm:prompt_tokens", "counter", self.prompt_tokens),
+                ("vllm:generation_tokens", "counter", self.generated * self.config.metrics_lie),
+                *((("vllm:prefix_cache_queries", "counter", self.cache_queries),
+                   ("vllm:prefix_cache_hits", "counter", self.cache_hits)) if self.config.prefix_block else ())):
+            suffix = "_total" if kind == "counter" else ""
+            lines += [f"# HELP {name} {name}.", f"# TYPE {name} {kind}", f"{name}{suffix}{labels} {float(value)!r}"]
+        block = self.config.prefix_block
+        lines += ["# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig",
+                  "# TYPE vllm:cache_config_info gauge",
+                  f'vllm:cache_config_info{{block_size="{block or 16}",enable_prefix_caching="{bool(block)}",engine="0"}}'
+                  " 1.0"]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    def _account(self, ids: list[int], max_tokens: int, prompt: object) -> None:
+        """A generation request arrived: count its prompt (and its prefix-cache lookup), log it."""
+        self.prompt_tokens += len(ids)
+        block = self.config.prefix_block
+        if block:
+            self.cache_queries += len(ids)
+            full = [tuple(ids[: (k + 1) * block]) for k in range(len(ids) // block)]
+            hit = 0
+            for prefix in full:
+                if prefix not in self._blocks or len(prefix) >= len(ids):  # never the last prompt token
+                    break
+                hit = len(prefix)
+            self.cache_hits += hit
+            self._blocks.update(full)
+        if self.config.log_requests:
+            with open(self.config.log_requests, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"t": time.time(), "prompt": prompt, "max_tokens": max_tokens}) + "\n")
 
     # ---- OpenAI routes ----
     async def completions(self, request: web.Request) -> web.StreamResponse:
@@ -201,6 +261,7 @@ class MockServer:
         max_tokens = body.get("max_tokens", 16)
         if type(max_tokens) is not int or max_tokens < 1:
             return _openai_error(400, "max_tokens must be a positive integer")
+        self._account(ids, max_tokens, prompt)
         ignore_eos = bool(body.get("ignore_eos"))
         min_tokens = body.get("min_tokens") or 0
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -302,6 +363,7 @@ class MockServer:
         if type(max_new) is not int or max_new < 1:
             return web.json_response({"error": "Input validation error: `max_new_tokens` must be > 0",
                                       "error_type": "validation"}, status=422)
+        self._account(list(inputs.encode("utf-8")), max_new, inputs)
         plan = self._plan(list(inputs.encode("utf-8")), max_new, False, 0, want_ids=True, want_usage=False)
         if plan.finish == "stop":
             plan.finish = "eos_token"
@@ -426,12 +488,17 @@ class MockServer:
         t0 = loop.time()
         end = max(1, plan.n // 2) if plan.fault in ("stream_cut", "early_end") else plan.n
         sent = 0
-        while sent < end:
-            now = await self._wait_due(t0 + ttft + (sent // k) * itl)
-            chunks = int((now - t0 - ttft) / itl) + 1 - sent // k if itl > 0 else end
-            stop = min(end, sent + max(1, chunks) * k)
-            yield sent, stop
-            sent = stop
+        self.running += 1
+        try:
+            while sent < end:
+                now = await self._wait_due(t0 + ttft + (sent // k) * itl)
+                chunks = int((now - t0 - ttft) / itl) + 1 - sent // k if itl > 0 else end
+                stop = min(end, sent + max(1, chunks) * k)
+                self.generated += stop - sent
+                yield sent, stop
+                sent = stop
+        finally:
+            self.running -= 1
 
     async def _wait_due(self, due: float) -> float:
         """Sleep until ``due`` (or the end of the stall window it falls in); return the loop time then."""
@@ -619,6 +686,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-token-ids", action="store_true", help="ignore return_token_ids")
     p.add_argument("--no-usage", action="store_true", help="ignore stream_options.include_usage")
     p.add_argument("--refuse-fields", default="", help="answer 400 to bodies carrying any of these fields")
+    p.add_argument("--metrics", action="store_true", help="serve GET /metrics with vLLM's names")
+    p.add_argument("--metrics-lie", type=float, default=1.0, help="multiply the generated-token counter by this")
+    p.add_argument("--prefix-block", type=int, default=None, help="count a prefix cache of blocks of N tokens")
+    p.add_argument("--log-requests", default=None, help="append one JSON line per generation request to this file")
     return p
 
 
@@ -636,6 +707,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         die_after=args.die_after, faults=parse_faults(args.faults), seed=args.seed, api_key=api_key,
         token_ids=not args.no_token_ids, usage=not args.no_usage,
         refuse_fields=tuple(filter(None, (s.strip() for s in args.refuse_fields.split(",")))),
+        metrics=args.metrics, metrics_lie=args.metrics_lie, prefix_block=args.prefix_block,
+        log_requests=args.log_requests,
     )
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:  # thousands of concurrent streams need thousands of sockets

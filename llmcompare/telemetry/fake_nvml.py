@@ -4,11 +4,21 @@
 Each :class:`FakeGpu` follows a piecewise-linear power trace (watts against the fake's clock); its
 energy counter is that trace's exact integral (mJ, as the driver reports it), so a test knows the
 true energy of any window. A GPU built with ``energy_counter=False`` raises ``NVMLError_NotSupported``
-for the counter, as pre-Volta GPUs do. Inject it as ``NvmlSampler(nvml=FakeNVML([...]))``.
+for the counter, as pre-Volta GPUs do. Inject it as ``NvmlSampler(nvml=FakeNVML([...]))``, or into a
+whole run (its workers) with two environment variables::
+
+    LLMCOMPARE_NVML=llmcompare.telemetry.fake_nvml:from_env
+    LLMCOMPARE_FAKE_NVML='{"gpus": [{"watts": 250}, {"points": [[0, 100], [10, 300]], "energy_counter": false}]}'
+
+(:func:`from_env`): each GPU a constant ``watts`` or a trace of ``points`` (seconds, watts), the
+seconds counted from ``"t0"`` (Unix time; default: when the fake was made, i.e. when the worker
+opened NVML).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -159,3 +169,19 @@ class FakeNVML:
     def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:  # noqa: N802
         g = self.gpus[h]
         return SimpleNamespace(used=g.mem_used, total=g.mem_total, free=g.mem_total - g.mem_used)
+
+
+FAKE_ENV = "LLMCOMPARE_FAKE_NVML"
+
+
+def from_env() -> FakeNVML:
+    """A :class:`FakeNVML` on the real clock (Unix time) from the JSON in :data:`FAKE_ENV` (module
+    docstring); one GPU at a constant 100 W when it is unset."""
+    spec = json.loads(os.environ.get(FAKE_ENV) or '{"gpus": [{"watts": 100}]}')
+    t0 = float(spec.get("t0", time.time()))
+    gpus = []
+    for g in spec.get("gpus") or []:
+        points = [(t0 + float(t), float(w)) for t, w in g.get("points") or [(0.0, g.get("watts", 100.0))]]
+        gpus.append(FakeGpu(Trace(points), energy_counter=bool(g.get("energy_counter", True)),
+                            sm_util=int(g.get("sm_util", 90)), mem_util=int(g.get("mem_util", 40))))
+    return FakeNVML(gpus, clock=time.time)

@@ -26,7 +26,9 @@ fastest first unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, and NVML by PCI bus: an i
 
 from __future__ import annotations
 
+import importlib
 import math
+import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -59,6 +61,28 @@ class GpuSample:
     def to_record(self) -> dict[str, Any]:
         """``{"type": "gpu", ...}`` for requests.jsonl."""
         return {"type": "gpu", **asdict(self)}
+
+
+NVML_ENV = "LLMCOMPARE_NVML"
+"""``module`` or ``module:attribute``: the NVML to sample instead of ``pynvml`` (an object or module
+with pynvml's functions; a callable attribute is called with no argument to make it). Set, it also
+turns GPU sampling on for a run on any device: the CPU tests inject
+``llmcompare.telemetry.fake_nvml:from_env`` this way."""
+
+
+def injected_nvml() -> tuple[Any, str] | None:
+    """The NVML that :data:`NVML_ENV` names, and the name; None when the variable is unset. Raises
+    ``ImportError``/``AttributeError`` when it names nothing importable."""
+    target = os.environ.get(NVML_ENV, "").strip()
+    if not target:
+        return None
+    module_name, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    if attr:
+        obj = getattr(obj, attr)
+        if callable(obj) and not hasattr(obj, "nvmlInit"):
+            obj = obj()
+    return obj, target
 
 
 def nvml_available(nvml: Any = None) -> str | None:
@@ -452,6 +476,14 @@ def tokens_in_window(requests: Iterable[Any], start: float, end: float) -> int:
             continue
         n += sum(1 for dt in times if start <= sent + dt <= end)
     return n
+
+
+def samples_from_records(records: Iterable[dict[str, Any]]) -> list[GpuSample]:
+    """``{"type": "gpu", ...}`` records (as :meth:`GpuSample.to_record` wrote them, with any extra
+    keys) back as samples; other records are ignored."""
+    names = set(GpuSample.__dataclass_fields__)
+    return [GpuSample(**{k: v for k, v in r.items() if k in names}) for r in records
+            if r.get("type") == "gpu" and "t" in r and "gpu" in r]
 
 
 def summarize_samples(samples: Iterable[GpuSample], start: float, end: float) -> dict[int, dict[str, Any]]:

@@ -130,13 +130,9 @@ DIALECTS: dict[str, dict[str, tuple[Read, ...]]] = {
 }
 
 PREFIXES = {"vllm:": "vllm", "sglang:": "sglang", "tgi_": "tgi", "llamacpp:": "llamacpp"}
-"""Metric-name prefix -> dialect, for ``dialect="auto"``."""
+"""Metric-name prefix -> dialect, for ``dialect="auto"``. Which backend speaks which dialect is
+declared on its spec (``BackendSpec.metrics_dialect``), never here."""
 
-DIALECT_FOR_BACKEND = {"vllm-serve": "vllm", "sglang-serve": "sglang", "tgi-serve": "tgi", "tgi": "tgi",
-                       "openai": "auto"}
-"""The dialect of each llmcompare backend that talks to a server with /metrics (``openai``: whatever
-answers). ``llamacpp-server`` (llama-cpp-python) has none; ``sglang-serve`` needs
-``--enable-metrics`` in its server arguments."""
 
 INFO_SUFFIX = "_info"
 MAX_POINTS = 20_000

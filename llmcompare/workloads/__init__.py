@@ -23,6 +23,7 @@ from llmcompare.workloads.multiturn import SEND_RULE, Conversation, MultiTurnPla
 from llmcompare.workloads.shared_prefix import (
     HitRateCheck,
     PrefixRequest,
+    PrefixStream,
     SharedPrefixPlan,
     check_hit_rate,
     ordinary_ids,
@@ -62,7 +63,7 @@ def needs_prefix_cache(workload: str) -> bool:
 
 __all__ = [
     "PREFIX_CACHE_NOTE", "PREFIX_CACHE_WORKLOADS", "SEND_RULE", "Conversation", "ConversationText", "HitRateCheck",
-    "Message", "MultiTurnPlan", "PrefixRequest", "ReadReport", "SampleResult", "SampledRequest", "SharedPrefixPlan",
+    "Message", "MultiTurnPlan", "PrefixRequest", "PrefixStream", "ReadReport", "SampleResult", "SampledRequest", "SharedPrefixPlan",
     "Turn", "build_conversations", "check_hit_rate", "needs_prefix_cache", "ordinary_ids", "plan_shared_prefix",
     "planned_hit_rate", "prefix_cache_note", "read_conversations", "replay", "sample_requests", "sample_sharegpt",
 ]

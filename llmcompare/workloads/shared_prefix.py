@@ -143,6 +143,65 @@ def plan_shared_prefix(*, prefix_tokens: int, groups: int, requests: int, suffix
     return SharedPrefixPlan(prefix_tokens, groups, suffix_tokens, output_tokens, block_size, seed, prime, measured)
 
 
+class PrefixStream:
+    """The shared-prefix workload as a stream of requests, for a load level that sends as many as its
+    length allows (``--duration``): the same rules as :func:`plan_shared_prefix`, drawn request by
+    request from ``seed`` (the same seed and pool give the same ids in any process).
+
+    * G prefixes of P ids from ``pool``, whose first ids differ;
+    * :attr:`prime`: one request per group (the prime phase, finished before anything is measured);
+    * :meth:`measured(i) <measured>`: request ``i`` of the measured phase; each run of G requests
+      covers every group once, in a shuffled order, so the groups stay even however many are sent;
+      within a group the k-th suffix starts with the k-th id of a seeded permutation of ``pool``
+      (the prime's suffix is the 0th), so no two suffixes of a group share a first id until the pool
+      is used up (``len(pool) - 1`` measured requests per group; past that the first ids come round
+      again, which a cache of blocks of 2 tokens or more still never matches).
+    """
+
+    def __init__(self, *, prefix_tokens: int, groups: int, suffix_tokens: int, output_tokens: int,
+                 pool: Sequence[int], seed: int = 0):
+        if prefix_tokens < 1:
+            raise UserError(f"--shared-prefix-tokens must be at least 1, got {prefix_tokens}")
+        if groups < 1:
+            raise UserError(f"--prefix-groups must be at least 1, got {groups}")
+        if suffix_tokens < 1:
+            raise UserError(f"a shared-prefix request needs a suffix of at least 1 token, got {suffix_tokens}")
+        self.pool = sorted(set(int(v) for v in pool))
+        if len(self.pool) < max(groups, 2):
+            raise UserError(f"{len(self.pool)} token ids cannot give {groups} prefixes distinct first tokens")
+        self.prefix_tokens, self.groups, self.suffix_tokens = prefix_tokens, groups, suffix_tokens
+        self.output_tokens, self.seed = output_tokens, seed
+        rng = random.Random(f"shared-prefix:{seed}")
+        firsts = rng.sample(self.pool, groups)
+        self.prefixes = [[firsts[g]] + [rng.choice(self.pool) for _ in range(prefix_tokens - 1)] for g in range(groups)]
+        self._firsts = [random.Random(f"shared-prefix:{seed}:g{g}").sample(self.pool, len(self.pool))
+                        for g in range(groups)]
+        self.prime = tuple(self._request(g, 0, f"prime/g{g}", "prime") for g in range(groups))
+
+    def _request(self, g: int, k: int, rid: str, phase: str) -> PrefixRequest:
+        rng = random.Random(f"shared-prefix:{self.seed}:g{g}:s{k}")
+        suffix = [self._firsts[g][k % len(self.pool)]] + [rng.choice(self.pool) for _ in range(self.suffix_tokens - 1)]
+        return PrefixRequest(rid, g, phase, tuple(self.prefixes[g] + suffix), self.output_tokens,
+                             0 if phase == "prime" else self.prefix_tokens)
+
+    def measured(self, i: int) -> PrefixRequest:
+        """Measured request ``i`` (0-based); ``cacheable_tokens`` is P (whole blocks: :meth:`planned_hit_rate`)."""
+        block, j = divmod(i, self.groups)
+        order = list(range(self.groups))
+        random.Random(f"shared-prefix:{self.seed}:b{block}").shuffle(order)
+        g = order[j]
+        return self._request(g, block + 1, f"m{i}/g{g}", "measured")
+
+    def planned_hit_rate(self, block_size: int = 1) -> float:
+        """``floor(P / B) * B / (P + S)`` (:func:`planned_hit_rate`)."""
+        return planned_hit_rate(self.prefix_tokens, self.suffix_tokens, block_size)
+
+    def facts(self) -> dict[str, Any]:
+        return {"kind": "shared-prefix", "prefix_tokens": self.prefix_tokens, "groups": self.groups,
+                "suffix_tokens": self.suffix_tokens, "output_tokens": self.output_tokens, "seed": self.seed,
+                "prime_requests": self.groups, "cache_tokens_needed_per_block": self.groups * self.prefix_tokens}
+
+
 def ordinary_ids(tokenizer: Any, limit: int | None = None) -> list[int]:
     """Token ids of ``tokenizer`` that are not special or added tokens (``range(len(tokenizer))``
     less ``all_special_ids`` and the added vocabulary), the first ``limit`` of them when given."""

@@ -129,14 +129,16 @@ class SampleResult:
     rules: dict[str, Any] = field(default_factory=dict)
     source: ReadReport | None = None
 
-    def summary(self) -> str:
+    def summary(self, with_source: bool = True) -> str:
+        """In words: how many requests, from how many conversations, what was dropped (and, with
+        ``with_source``, what reading the source found)."""
         text = (f"{len(self.requests):,} requests (seed {self.seed}) from {self.considered:,} of {self.available:,}"
                 f" conversations checked")
         if self.dropped:
             text += "; dropped: " + ", ".join(f"{n:,} {why}" for why, n in sorted(self.dropped.items()))
         if self.oversampled:
             text += f"; {self.oversampled:,} drawn again to reach the count (too few passed)"
-        if self.source is not None:
+        if with_source and self.source is not None:
             text += f". {self.source.summary()}"
         return text
 

@@ -2,11 +2,14 @@
 
 ``crashy`` kills its own process (SIGKILL, as the OOM killer would) after ``crash_after`` requests,
 once per ``marker`` file; ``hangs`` never returns from its ``hang_after``-th request; ``slowserver``
-does the same with a managed server beside it that takes ``stop_s`` seconds to stop on SIGTERM.
+does the same with a managed server beside it that takes ``stop_s`` seconds to stop on SIGTERM;
+``tiredecho`` is echo that tires: after ``slow_after`` requests, each one's first token comes
+``slow_step_ms`` later than the one before (a server whose latency keeps rising: never steady).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -77,6 +80,20 @@ class SyncEcho(EchoBackend):
         raise AttributeError("astream")
 
 
+class TiredEcho(EchoBackend):
+    """echo whose requests, past the first ``slow_after``, each wait ``slow_step_ms`` more than the last."""
+
+    calls = 0
+
+    async def astream(self, prompt, max_new_tokens, *, stop_at_eos=False):
+        self.calls += 1
+        extra = max(0, self.calls - self.config.options["slow_after"]) * self.config.options["slow_step_ms"] / 1000.0
+        if extra:
+            await asyncio.sleep(extra)
+        async for chunk in super().astream(prompt, max_new_tokens, stop_at_eos=stop_at_eos):
+            yield chunk
+
+
 @hookimpl
 def register_backends(register):
     register(BackendSpec(
@@ -96,6 +113,12 @@ def register_backends(register):
         name="syncecho", target="llmcompare_testplugins:SyncEcho", install="(test plugin)",
         options={"per_token_ms": OptionSpec(float, 0.0), "ttft_ms": OptionSpec(float, 0.0)},
         capabilities=Capabilities(model_formats=("gguf", "hf", "synthetic")),
+    ))
+    register(BackendSpec(
+        name="tiredecho", target="llmcompare_testplugins:TiredEcho", install="(test plugin)",
+        options={"per_token_ms": OptionSpec(float, 0.0), "ttft_ms": OptionSpec(float, 0.0),
+                 "slow_after": OptionSpec(int, 0), "slow_step_ms": OptionSpec(float, 0.0)},
+        capabilities=Capabilities(model_formats=("gguf", "hf", "synthetic"), concurrent=True),
     ))
     register(BackendSpec(
         name="notinstalled", target="llmcompare_testplugins:CrashyBackend",
