@@ -19,8 +19,10 @@ LEVELS_CSV_FIELDS = [
     "queue_p50_ms", "queue_p99_ms", "achieved_rate", "achieved_concurrency", "max_in_flight", "fell_behind",
     "slo_attainment", "goodput_req_s", "meets_slo", "price_per_hour", "cost_per_1m_tokens", "hours_to_1m_tokens",
     "ttft_p50_ms_lo", "ttft_p50_ms_hi", "tpot_p50_ms_lo", "tpot_p50_ms_hi", "e2e_p50_ms_lo", "e2e_p50_ms_hi",
+    "warmup_requests", "warmup_errors", "count_disagreements", "failed",
 ]
-"""The ``_lo``/``_hi`` columns are the 95% bootstrap interval of the p50 before them (``Level.ci``)."""
+"""The ``_lo``/``_hi`` columns are the 95% bootstrap interval of the p50 before them (``Level.ci``);
+``failed`` says why a level is not a result (empty when it is one: ``Level.failed``)."""
 
 
 def level_row(lv) -> dict[str, Any]:
