@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from llmcompare.analysis.result import RunResult, load_result
-from llmcompare.config.spec import RunSpec, parse_backends, parse_prices, parse_slo
-from llmcompare.errors import UserError
+from llmcompare.config.spec import RunSpec, parse_backends, parse_prices, parse_slo, resume_secrets
+from llmcompare.errors import Interrupted, OutputError, UserError
 from llmcompare.hardware import environment
 from llmcompare.models import ResolvedModel, resolve_model
 from llmcompare.models.prompting import read_prompts
@@ -236,14 +237,17 @@ def _plan(spec: RunSpec, resolved: ResolvedModel) -> tuple[list, list, dict]:
 
 def start(spec: RunSpec, *, output: str | Path | None = None, progress: ProgressCallbacks | None = None) -> RunResult:
     """Validate everything, write the run header, run every backend in its worker, return the result."""
+    run_dir = RunDir(output or Path("llmcompare-results") / time.strftime("%Y%m%d-%H%M%S"))
+    run_dir.check_writable()
+    if run_dir.exists():
+        raise UserError(f"{run_dir} already holds a run; pass another --output, or --resume {run_dir}")
     resolved = resolve_model(spec.model)
     _check_formats(spec, resolved)
     pythons = {r.label: worker_python(spec, r.name) for r in spec.backends}
     _check_extra_backends(spec, resolved)
     _prepare_conversions(spec, resolved, pythons)
     prompts, stages, workload = _plan(spec, resolved)
-    run_dir = RunDir(output or Path("llmcompare-results") / time.strftime("%Y%m%d-%H%M%S"))
-    if run_dir.exists():
+    if run_dir.exists():  # again: another process may have started one there meanwhile
         raise UserError(f"{run_dir} already holds a run; pass another --output, or --resume {run_dir}")
     registry = get_registry()
     with run_dir:
@@ -251,15 +255,49 @@ def start(spec: RunSpec, *, output: str | Path | None = None, progress: Progress
         env = environment.capture(dists, model=resolved.identity(), device=spec.device)
         env["plugins"] = dict(registry.plugins)  # plugin -> "built-in" or "distribution==version"
         header = Header(spec, resolved, env, prompts, stages, workload)
-        run_dir.run_json.write_text(json.dumps(header.to_dict(), indent=2), encoding="utf-8")
+        _write_header(run_dir, header)
+        with _resumable(run_dir):
+            _execute(run_dir, header, pythons, progress)
+    with _resumable(run_dir):
+        return load_result(run_dir)
+
+
+def _write_header(run_dir: RunDir, header: Header) -> None:
+    """``run.json`` and the first record of ``requests.jsonl`` (options holding credentials redacted:
+    :class:`~llmcompare.config.spec.BackendRequest`). A write the system refuses is a one-line error."""
+    data = header.to_dict()
+    try:
+        run_dir.run_json.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    except OSError as exc:
+        error = OutputError.from_os(exc, run_dir.run_json)
+        if error is None:
+            raise
+        error.exit_code = 2  # nothing has run yet
+        raise error from None
+    try:
         with RecordWriter(run_dir.requests) as w:
-            w.write(header.to_dict())
-        _execute(run_dir, header, pythons, progress)
-    return load_result(run_dir)
+            w.write(data)
+    except OutputError as error:
+        error.exit_code = 2
+        raise
 
 
-def resume(run_dir: str | Path, progress: ProgressCallbacks | None = None) -> RunResult:
-    """Continue an interrupted run: finished requests are kept, only the missing ones are run."""
+@contextmanager
+def _resumable(run_dir: RunDir) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) from here on leaves a run that ``--resume`` continues: say which."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(str(run_dir)) from None
+
+
+def resume(run_dir: str | Path, progress: ProgressCallbacks | None = None, options: Sequence[str] = ()) -> RunResult:
+    """Continue an interrupted run: finished requests are kept, only the missing ones are run.
+
+    Options that held credentials were never written (``run.json`` has them redacted): ``options``
+    gives them again (``["url=http://user:KEY@host/v1"]``, as ``-o``), and only them."""
     rd = RunDir(run_dir)
     if not rd.run_json.exists():
         raise UserError(f"nothing to resume in {rd}: no {rd.run_json.name} there (pass the directory of an earlier run)")
@@ -268,9 +306,12 @@ def resume(run_dir: str | Path, progress: ProgressCallbacks | None = None) -> Ru
             header = Header.read(rd)
         except ValueError as exc:
             raise UserError(f"{rd.run_json}: not a valid run record ({exc}); cannot resume this run") from None
+        header.spec = header.spec.with_secrets(resume_secrets(get_registry(), header.spec, options, str(rd)))
         pythons = {r.label: worker_python(header.spec, r.name) for r in header.spec.backends}
-        _execute(rd, header, pythons, progress)
-    return load_result(rd)
+        with _resumable(rd):
+            _execute(rd, header, pythons, progress)
+    with _resumable(rd):
+        return load_result(rd)
 
 
 class _Runner(Runner):

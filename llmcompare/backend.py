@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
+import math
 import time
 import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -90,6 +92,9 @@ class OptionSpec:
     help: str = ""
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    format: str | None = None
+    """``"json-object"``: a string that must parse as a JSON object (``extra_body``), checked when the
+    option is given, not when the engine first reads it; the value stays the string."""
 
     def convert(self, backend: str, key: str, raw: Any) -> Any:
         value = raw
@@ -110,6 +115,10 @@ class OptionSpec:
             raise OptionError(
                 f"option {key}={raw!r} for backend {backend!r} is not a valid {self.type.__name__}"
             ) from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise OptionError(f"option {key}={raw!r} for backend {backend!r} must be a finite number")
+        if self.format == "json-object" and value is not None:
+            _json_object(backend, key, value)
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(map(str, self.choices))
             raise OptionError(f"option {key}={raw!r} for backend {backend!r} must be one of: {allowed}")
@@ -117,6 +126,21 @@ class OptionSpec:
             least = self.minimum if self.minimum is not None else 0
             raise OptionError(f"option {key}={raw!r} for backend {backend!r} must be at least {least:g}")
         return value
+
+
+def _json_object(backend: str, key: str, value: Any) -> None:
+    """Check that an option's value is a JSON object (or a string of one); the message never quotes
+    the value, which may hold a key."""
+    if isinstance(value, str):
+        if not value.strip():
+            return
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError) as exc:
+            where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+            raise OptionError(f"option {key} for backend {backend!r} is not valid JSON{where}") from None
+    if not isinstance(value, dict):
+        raise OptionError(f"option {key} for backend {backend!r} must be a JSON object, e.g. {{\"top_k\": 1}}")
 
 
 def parse_literal(raw: str) -> Any:

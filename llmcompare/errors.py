@@ -8,6 +8,7 @@ unless ``--debug``. Everything else is a bug or an engine failure and is reporte
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -68,6 +69,41 @@ class PromptFileError(UserError):
 
 class OptionError(UserError):
     pass
+
+
+class OutputError(UserError):
+    """A file llmcompare writes could not be written: the disk is full, or the place is read-only or
+    not ours. One line naming the file and what to do; exit status 1, since a run (or a report) had
+    started, and everything written before stays (``--resume`` or ``llmcompare report`` go on)."""
+
+    exit_code = 1
+
+    SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+    ACCESS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+    @classmethod
+    def from_os(cls, exc: OSError, path: object, then: str = "") -> OutputError | None:
+        """The user error for ``exc`` raised writing ``path`` (no space, read-only, no permission, a
+        directory where a file goes...), or None for an OSError that carries no error number."""
+        if exc.errno is None:
+            return None
+        why = exc.strerror or str(exc)
+        if exc.errno in cls.SPACE:
+            todo = "free some space"
+        elif exc.errno in cls.ACCESS:
+            todo = "make it writable or pass another --output"
+        else:
+            todo = "check that path"
+        return cls(f"cannot write {path}: {why}; {todo}{', then ' + then if then else ''}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM once a run directory holds a run record: ``run_dir`` is what ``--resume``
+    continues. A plain :class:`KeyboardInterrupt` means nothing was written to resume."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        super().__init__(run_dir)
 
 
 class RequestFailed(Exception):

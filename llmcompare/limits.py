@@ -104,6 +104,61 @@ MAX_REDIRECTS = 5
 """Redirects followed with ``follow_redirects=true`` (off by default: a 3xx is a ``redirect`` failure)."""
 
 
+# ---- careless input: what a user asks for, bounded ------------------------------------------------
+# The same rule for the user's own input: a flag, a file or a level that would take llmcompare's
+# memory, time or file descriptors beyond reason is refused up front with a one-line error naming it
+# (docs/load.md, "Careless input"), never found out as a MemoryError or a hang half-way through a run.
+
+MAX_FAILED_SHARE = 0.5
+"""A load level (or its warm-up wave) whose failed requests are more than this share of its requests
+is marked failed, says why in every report, and makes the command exit 1: figures of a level that
+mostly failed describe the failures, not the server (``-c 100000`` once reported 0 errors and exit 0
+after every warm-up request hit "Too many open files"). Half: a level that loses more requests than
+it serves is not a measurement of serving, whatever its few successes show."""
+
+MAX_LEVEL_REQUESTS = 200_000
+"""Requests one load level may schedule (``--rate × --duration``, ``--requests``, ``--warmup``).
+An open-loop level creates a task per scheduled request as fast as the schedule says, and every
+measured request's record stays in the worker's memory until the level ends (about 5 KB at 64
+tokens): ``--rate 1e9 --duration 1`` once filled memory and filed the MemoryErrors as ``connect``
+failures. 200,000 is about 1 GB at most, and an hour at 55 requests per second."""
+
+OPEN_FILES_RESERVE = 256
+"""File descriptors a worker needs beside one socket per request in flight (the interpreter, the
+engine's libraries, the run's files, a managed server's pipes)."""
+
+MAX_PROMPT_FILE_BYTES = 64 * 1024 * 1024
+"""The largest prompt file read (``--prompts``): 64 MiB is hundreds of thousands of prompts; the file
+is read whole and tokenized, so ``-p /dev/zero`` once ended in a MemoryError. Non-regular files
+(a FIFO, a device, a directory) are refused outright: reading a FIFO waits for a writer forever."""
+
+
+def open_files_needed(in_flight: int) -> int:
+    """File descriptors a process keeping ``in_flight`` requests open over HTTP needs."""
+    return max(0, int(in_flight)) + OPEN_FILES_RESERVE
+
+
+def ensure_open_files(needed: int) -> tuple[bool, int, int]:
+    """Raise this process's soft ``RLIMIT_NOFILE`` towards its hard limit when ``needed`` is above it
+    (children inherit it). Returns whether ``needed`` now fits, and the soft and hard limits. Never
+    raises: a platform without ``resource`` reports that it fits."""
+    try:
+        import resource
+    except ImportError:
+        return True, needed, needed
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = hard if hard != resource.RLIM_INFINITY else max(needed, soft)
+    if soft != resource.RLIM_INFINITY and needed > soft and soft < cap:
+        target = cap if needed > cap else max(needed, soft)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    fits = soft == resource.RLIM_INFINITY or needed <= soft
+    return fits, soft, hard
+
+
 # ---- checks --------------------------------------------------------------------------------------
 
 def count_value(value: Any, what: str, upper: int = MAX_COUNT) -> int | None:

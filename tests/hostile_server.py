@@ -33,6 +33,10 @@ Modes (what a generation request gets):
 ``echo``          HTTP ``status`` (default 400) whose body echoes the request's ``Authorization`` header,
                   URL and body (a server that quotes secrets back)
 
+In any mode, ``fail_posts=(a, b)`` answers the generation requests numbered ``a`` to ``b - 1`` (the
+first is 1) with HTTP 500 and the plain-text body ``error_text`` (to fail a warm-up wave, or most of
+a level); ``owned_by`` is what ``GET /v1/models`` names as the server.
+
 TGI's ``/generate_stream`` follows the same modes where they apply (``ok``, ``ids_usage`` with
 ``generated_tokens`` as ``usage_raw``, ``extra``, ``endless``, ``surrogate``, the bombs, ``redirect``,
 ``echo``); ``/info`` answers for it.
@@ -89,7 +93,8 @@ class HostileServer:
 
     def __init__(self, mode: str = "ok", *, healthy_first: int = 0, usage_raw: str = "8", events: int | None = None,
                  ids: int = 8, status: int | None = None, target: str = "", interval_s: float = 0.5,
-                 error_too: bool = False, owned_by: str = "hostile"):
+                 error_too: bool = False, owned_by: str = "hostile", fail_posts: tuple[int, int] = (0, 0),
+                 error_text: str = "injected failure"):
         self.mode = mode
         self.healthy_first = healthy_first
         self.usage_raw = usage_raw
@@ -100,6 +105,8 @@ class HostileServer:
         self.interval_s = interval_s
         self.error_too = error_too
         self.owned_by = owned_by
+        self.fail_posts = tuple(fail_posts)
+        self.error_text = error_text
         self.requests: list[dict[str, Any]] = []
         self.posts = 0
         self.url = ""
@@ -207,6 +214,8 @@ class HostileServer:
         self.posts += 1
         if (r := self._redirect(request, post=True)) is not None:
             return r
+        if self.fail_posts[0] <= self.posts < self.fail_posts[1]:
+            return web.Response(status=500, text=self.error_text)  # as it is: control characters raw
         tgi = request.path == "/generate_stream"
         n = int((body.get("parameters") or {}).get("max_new_tokens", 8) if tgi else body.get("max_tokens", 8))
         mode = "ok" if self.posts <= self.healthy_first else self.mode

@@ -25,8 +25,9 @@ def test_each_makers_command_is_named(command):
 @pytest.mark.parametrize("doc, code, where", [
     ("enable_prefix_caching=False", '"enable_prefix_caching": False', "vllm.py"),
     ("min_tokens=N, ignore_eos=True", "min_tokens=0 if stop_at_eos else max_new_tokens", "vllm.py"),
-    ("--no-enable-prefix-caching --generation-config vllm", '"--no-enable-prefix-caching", "--generation-config", "vllm"',
+    ("--no-enable-prefix-caching", '"--enable-prefix-caching" if self.config.prefix_cache else "--no-enable-prefix-caching"',
      "served.py"),
+    ("--generation-config vllm", '"--generation-config", "vllm"', "served.py"),
     ("--interrupt_requests False --cache False", '"--interrupt_requests", "False", "--cache", "False"', "served.py"),
     ("n_ctx=2048", 'n_ctx=opts.pop("n_ctx", 2048)', "llamacpp.py"),
     ("repeat_penalty=1.0, reset=True", "repeat_penalty=1.0, reset=True", "llamacpp.py"),
@@ -34,8 +35,8 @@ def test_each_makers_command_is_named(command):
     ("bnb_4bit_use_double_quant=False", "bnb_4bit_use_double_quant=False", "hf_transformers.py"),
     ("sampling_topk=1", "sampling_topk=1", "ctranslate2.py"),
     ("ExLlamaV2Sampler.Settings.greedy()", "gen_settings=ExLlamaV2Sampler.Settings.greedy()", "exllamav2.py"),
-    ("--disable-radix-cache", '"--disable-radix-cache"', "served.py"),
-    ("PREFIX_CACHING=0", '"PREFIX_CACHING": "0"', "served.py"),
+    ("--disable-radix-cache", '[] if self.config.prefix_cache else ["--disable-radix-cache"]', "served.py"),
+    ("PREFIX_CACHING=0", '"PREFIX_CACHING": "1" if self.config.prefix_cache else "0"', "served.py"),
 ])
 def test_the_settings_the_page_states_are_the_adapters(doc, code, where):
     assert doc in DOC, doc

@@ -524,15 +524,13 @@ def test_cli_against_a_gzip_bomb_error(tmp_path, healthy_cli_peak):
 
 
 CORE_FILES = {
-    "run.json": "the run header keeps the spec's options as given: Header.to_dict (llmcompare/scenarios/__init__.py:63)"
-                " written by api.start (llmcompare/api.py:352)",
-    "requests.jsonl:run": "the same header is the first record of requests.jsonl (llmcompare/api.py:354)",
-    "results.json": "RunResult.to_dict carries spec.to_dict() (llmcompare/analysis/result.py:65), written by"
-                    " llmcompare/report/files.py:40",
+    "run.json": "the run header: the spec's options, credentials redacted (BackendRequest.to_dict)",
+    "requests.jsonl:run": "the same header, the first record of requests.jsonl",
+    "results.json": "RunResult.to_dict carries spec.to_dict()",
 }
-"""Where a secret of the options still shows, written by the core (not the request path): the core
-redacts these with ``llmcompare.redact.redact_mapping``; the worker reads its options from the run
-header, so the credentials need another way there (an environment variable, or a mode-0600 file)."""
+"""The files the core writes from the spec (not the request path). Options holding credentials are
+written redacted and listed as ``withheld``; the worker gets their values through an environment
+variable its parent sets for it alone (``llmcompare.runner.job.SECRETS_ENV``)."""
 
 
 def _scan(run_dir: Path) -> dict[str, list[str]]:
@@ -584,11 +582,45 @@ def test_cli_files_written_by_the_request_path_show_no_secret(secret_run):
 
 
 @pytest.mark.parametrize("name", sorted(CORE_FILES))
-def test_cli_files_written_by_the_core_show_no_secret(secret_run, name, request):
-    request.applymarker(pytest.mark.xfail(strict=True, reason=f"{name}: {CORE_FILES[name]}; the core's to redact"
-                                                              " with llmcompare.redact.redact_mapping"))
-    _, _, leaks, _ = secret_run
+def test_cli_files_written_by_the_core_show_no_secret(secret_run, name):
+    _, _, leaks, run_dir = secret_run
     assert name not in leaks, leaks
+    assert name.split(":")[0] in {p.name for p in run_dir.iterdir()}  # written, and clean
+
+
+def test_cli_resume_takes_the_credentials_again_and_writes_none(tmp_path):
+    """The worker of a resumed run gets the credentials given again with ``--resume -o``, never from disk."""
+    _needs_model()
+    run_dir = tmp_path / "run"
+    body = json.dumps({"api_key": EXTRA_KEY})
+    server = HostileServer("ok")
+    with server as url:
+        authed = url.replace("http://", f"http://carol:{PASSWORD}@") + "/v1"
+        status, output, _ = cli(["-o", f"url={authed}", "-o", f"extra_body={body}"], run_dir)
+        assert status == 0, output
+        lines = (run_dir / "requests.jsonl").read_text().splitlines()
+        (run_dir / "requests.jsonl").write_text(lines[0] + "\n")  # back to the header: the backend runs again
+        before = len(server.requests)
+
+        def resume(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([PYTHON, "-m", "llmcompare", "--resume", str(run_dir), "-q", *args],
+                                  capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+        missing = resume()
+        extra = resume("-o", f"url={authed}", "-o", f"extra_body={body}", "-o", "model=other")
+        assert len(server.requests) == before  # neither started a worker
+        again = resume("-o", f"url={authed}", "-o", f"extra_body={body}")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    assert "held credentials, which are never written" in missing.stderr
+    assert f"--resume {run_dir} -o openai.extra_body=... -o openai.url=..." in missing.stderr
+    assert extra.returncode == 2 and "drop -o model" in extra.stderr, extra.stderr
+    assert again.returncode == 0, again.stderr
+    expected = "Basic " + base64.b64encode(f"carol:{PASSWORD}".encode()).decode()
+    resumed = server.requests[before:]
+    assert resumed and all(r["headers"].get("Authorization") == expected for r in resumed)
+    assert all(r["body"].get("api_key") == EXTRA_KEY for r in resumed)
+    assert _scan(run_dir) == {}
+    assert [_secrets_shown(p.stdout + p.stderr) for p in (missing, extra, again)] == [[], [], []]
 
 
 if __name__ == "__main__":

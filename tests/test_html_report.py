@@ -187,8 +187,12 @@ def test_failed_requests_are_plotted_and_flagged(tmp_path):
     errors_col = [c.key for c in LEVEL_COLUMNS].index("errors")
     for lv, row in zip(r.levels, page.tables["levels"]["rows"]):
         cell, cls = row[errors_col]
-        assert ("bad" in cls.split()) == (lv.errors > 0)
-        assert cell == (f"{lv.errors} (timeout_total {lv.errors})" if lv.errors else "0")
+        assert ("bad" in cls.split()) == bool(lv.errors or lv.warmup_errors or lv.failed)
+        expected = f"{lv.errors} (timeout_total {lv.errors})" if lv.errors else "0"
+        expected += f" + {lv.warmup_errors} in warm-up" if lv.warmup_errors else ""  # counted, shown, not measured
+        expected += " · level failed" if lv.failed else ""  # more than half its requests or its warm-up failed
+        assert cell == expected
+        assert (f"{lv.backend} {lv.stage} failed: {escape(lv.failed)}" in text) if lv.failed else True
     # An SLO was given: its limit and each backend's highest level meeting it are shown.
     assert "SLO limits per request: ttft_ms ≤ 50." in text
     knee_row = page.texts("knees")[0]

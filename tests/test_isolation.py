@@ -41,6 +41,26 @@ def test_a_crash_by_another_signal_carries_the_backends_crash_hint(use_plugins, 
 
 
 @pytest.mark.engine
+def test_a_crashed_workers_failed_row_and_every_file_hold_no_secret(use_plugins, run_dir):
+    use_plugins("llmcompare_testplugins")
+    secret = "sk-crash-secret-14142"
+    result = llmcompare.compare(["crashy"], options=["crashy.crash_after=1", f"crashy.api_key={secret}"],
+                                max_new_tokens=4, repeats=1, warmup=0, output=run_dir, fidelity=False)
+    error = result.summary("crashy").error
+    # the failed row is the parent's (runner/isolation.py); the worker was handed the key (its last line)
+    assert error.startswith("worker process died from SIGKILL") and "an api_key ending in 4142" in error
+    backend = [b for b in read_records(run_dir / "requests.jsonl").backends if b.backend == "crashy"]
+    assert [b.options["api_key"] for b in backend] == ["***"]
+    from llmcompare.report.base import write_all
+
+    write_all(result)  # and every report of it
+    written = {str(p.relative_to(run_dir)): p.read_text("utf-8", "replace") for p in run_dir.rglob("*") if p.is_file()}
+    assert {"run.json", "jobs/crashy.json", "logs/crashy.log", "results.json", "summary.md"} <= set(written)
+    assert [name for name, text in written.items() if secret in text] == []
+    assert json.loads(written["run.json"])["spec"]["backends"][0]["withheld"] == ["api_key"]
+
+
+@pytest.mark.engine
 def test_crash_does_not_stop_later_backends(use_plugins, run_dir):
     use_plugins("llmcompare_testplugins")
     result = llmcompare.compare(["crashy", "echo"], options=["crashy.crash_after=0"], max_new_tokens=4,

@@ -26,6 +26,7 @@ from typing import Any
 from llmcompare.analysis import metrics, statistics, steady
 from llmcompare.analysis import telemetry as tele
 from llmcompare.config.spec import RunSpec
+from llmcompare.limits import MAX_FAILED_SHARE, safe_text
 from llmcompare.records import RequestRecord, RunRecords, StageRecord
 from llmcompare.workloads import multiturn
 from llmcompare.workloads.shared_prefix import planned_hit_rate
@@ -93,6 +94,17 @@ class Level:
     """95% bootstrap intervals of the level's TTFT, TPOT and e2e p50 (keys as the level columns'),
     resampling the level's requests by prompt (:func:`llmcompare.analysis.statistics.bootstrap_ci`). The output
     tok/s of a level is one measurement of the whole level and has no interval: repeat the level for one."""
+    warmup_requests: int = 0
+    """The level's warm-up requests (same session; excluded from every figure but counted here)."""
+    warmup_errors: int = 0
+    warmup_errors_by_kind: dict[str, int] = field(default_factory=dict)
+    count_disagreements: int = 0
+    """Successful measured requests whose output count's sources disagree (``count_check``): each
+    credited its verified tokens only (:func:`llmcompare.analysis.metrics.verified_tokens`)."""
+    failed: str | None = None
+    """Why the level is not a result, or None: more than :data:`llmcompare.limits.MAX_FAILED_SHARE` of
+    its measured requests, or of its warm-up requests, failed (:func:`level_failure`). A failed level
+    is left out of the knee, the SLO answer and the recommendations, and the command exits 1."""
 
     @property
     def token_check(self) -> dict[str, Any] | None:
@@ -183,6 +195,13 @@ def level_of(spec: RunSpec, stage: StageRecord, requests: list[RequestRecord], r
         price_per_hour=price, concurrent_backend=stage.params.get("concurrent_backend"),
     )
     lv.ci = _intervals(ok)
+    warm = [r for r in requests if r.backend == stage.backend and r.stage == stage.stage
+            and r.session == stage.session and r.warmup]
+    lv.warmup_requests = len(warm)
+    lv.warmup_errors_by_kind = _by_kind(warm)
+    lv.warmup_errors = sum(lv.warmup_errors_by_kind.values())
+    lv.count_disagreements = metrics.count_disagreements(ok)
+    lv.failed = level_failure(lv, next((r.error for r in mine + warm if r.error), None))
     if slo and mine:
         good = sum(1 for r in mine if _meets(r, slo))
         lv.slo_attainment = good / len(mine)
@@ -235,6 +254,30 @@ def _planned(workload: dict[str, Any], measured: list[RequestRecord]) -> Any:
     return None
 
 
+def _by_kind(records: list[RequestRecord]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in records:
+        if r.error is not None:
+            out[r.error_kind or "engine"] = out.get(r.error_kind or "engine", 0) + 1
+    return out
+
+
+def level_failure(lv: Level, example: str | None = None) -> str | None:
+    """Why a level is not a result (None: it is one): its failed measured requests, or its failed
+    warm-up requests, are more than :data:`~llmcompare.limits.MAX_FAILED_SHARE` of them."""
+    parts = []
+    for what, n, errors, kinds in (("measured", lv.requests, lv.errors, lv.errors_by_kind),
+                                   ("warm-up", lv.warmup_requests, lv.warmup_errors, lv.warmup_errors_by_kind)):
+        if n and errors > MAX_FAILED_SHARE * n:
+            shown = ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items()))
+            parts.append(f"{errors:,} of its {n:,} {what} requests failed ({shown})")
+    if not parts:
+        return None
+    why = "; ".join(parts) + f", more than the {MAX_FAILED_SHARE:.0%} a level may lose"
+    if example:
+        why += f"; e.g. {safe_text(' '.join(str(example).split()), 160)}"
+    return why
+
 
 def build_levels(spec: RunSpec, records: RunRecords, workload: dict[str, Any] | None = None) -> list[Level]:
     """Every backend's levels in run order; a level redone on resume counts its last finished run."""
@@ -273,7 +316,7 @@ def analyse(spec: RunSpec, levels: list[Level]) -> dict[str, Any]:
     """Per backend: knee, the highest level that meets the SLO; overall: the three answers (best latency, best throughput, most cost-effective)."""
     per_backend: dict[str, Any] = {}
     for label in spec.labels:
-        mine = [lv for lv in levels if lv.backend == label]
+        mine = [lv for lv in levels if lv.backend == label and not lv.failed]  # a failed level is no result
         if not mine:
             continue
         k = knee(mine)
@@ -285,7 +328,7 @@ def analyse(spec: RunSpec, levels: list[Level]) -> dict[str, Any]:
             "max_level_meeting_slo": max(slo_ok, key=lambda lv: lv.load).stage if slo_ok else None,
         }
     slo = bool(spec.scenario.slo)
-    eligible = [lv for lv in levels if lv.output_tok_s and (lv.meets_slo if slo else True)]
+    eligible = [lv for lv in levels if lv.output_tok_s and not lv.failed and (lv.meets_slo if slo else True)]
     answers: dict[str, Any] = {"rule": "under the SLO" if slo else "no SLO given: every level with output"}
 
     def pick(key, reverse: bool, value) -> dict[str, Any] | None:

@@ -125,6 +125,9 @@ class Summary:
     without token ids."""
     n_duplicates: int = 0
     """Requests recorded twice (two writers on one run): kept out of the statistics, reported."""
+    n_count_disagreements: int = 0
+    """Successful requests whose output count's sources disagree (:func:`count_disagreements`): each
+    credited its verified tokens only, and every report says how many."""
     ci: dict[str, dict[str, Any]] = field(default_factory=dict)
     """95% bootstrap intervals of the headline figures, keyed like their report columns
     (:data:`CI_FIGURES` and ``output_tok_s``): each ``{"value", "lo", "hi", "confidence", "n",
@@ -194,6 +197,7 @@ def summarize(label: str, requests: list[RequestRecord], backends: list[BackendR
         n_approximate=sum(1 for r in ok if r.count_source == "retokenized"),
         n_without_ids=sum(1 for r in ok if r.count_source in ("usage", "logprobs", "length")),
         n_duplicates=duplicates,
+        n_count_disagreements=count_disagreements(ok),
         stage=stage or (mine[0].stage if mine else "latency"),
         input_tokens=lengths.pop() if len(lengths) == 1 else None,
         output_tokens=out_tokens,

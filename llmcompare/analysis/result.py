@@ -24,7 +24,7 @@ from llmcompare.records.rundir import RunDir
 
 #: Keys of ``results.json`` that belong to the run itself; a scenario's figures may not take them.
 _CORE_KEYS = ("llmcompare_version", "run_dir", "spec", "environment", "prompts", "summaries", "scenarios",
-              "duplicates")
+              "duplicates", "unreadable_lines")
 
 
 @dataclass
@@ -86,6 +86,7 @@ class RunResult:
                 out[key] = value
         out["duplicates"] = [{"backend": r.backend, "stage": r.stage, "request_id": r.request_id}
                              for r in self.duplicates]
+        out["unreadable_lines"] = [{"line": n, "why": why} for n, why in (self.records.skipped if self.records else [])]
         return out
 
 

@@ -411,7 +411,7 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
                            choices=("completions", "chat")),
         "prompt_format": OptionSpec(str, "auto", "ids, text, or auto (ids unless the server refuses them)",
                                     choices=("auto", "ids", "text")),
-        "extra_body": OptionSpec(str, None, "JSON object merged into every request body"),
+        "extra_body": OptionSpec(str, None, "JSON object merged into every request body", format="json-object"),
         "metrics_url": METRICS_URL_OPTION,
         **timeout_options(),
     }

@@ -244,7 +244,8 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             requires=("aiohttp",),
             options={
                 "url": OptionSpec(str, None, "root URL of the TGI server, e.g. http://127.0.0.1:8080 (required)"),
-                "extra_parameters": OptionSpec(str, None, "JSON object merged into the request's parameters"),
+                "extra_parameters": OptionSpec(str, None, "JSON object merged into the request's parameters",
+                                               format="json-object"),
                 "metrics_url": METRICS_URL_OPTION,
                 **timeout_options(),
             },

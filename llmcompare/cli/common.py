@@ -9,6 +9,7 @@ import sys
 from rich.console import Console
 
 from llmcompare.errors import ConfigError
+from llmcompare.report.console import SafeConsole
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -37,8 +38,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 
 
 def console() -> Console:
-    """A rich console; when output is not a terminal (CI logs, pipes) wide enough for the table."""
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    """A rich console that renders data safely (:class:`~llmcompare.report.console.SafeConsole`); when
+    output is not a terminal (CI logs, pipes) wide enough for the table."""
+    return SafeConsole() if sys.stdout.isatty() else SafeConsole(width=200)
 
 
 def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:

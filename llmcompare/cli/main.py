@@ -26,9 +26,10 @@ from typing import Any
 
 from llmcompare import __version__
 from llmcompare.cli.common import add_run_flags, error_message
-from llmcompare.errors import UserError
+from llmcompare.errors import Interrupted, UserError
 from llmcompare.plugins import Registry, get_registry
 from llmcompare.plugins.specs import load_target
+from llmcompare.sanitize import strip_controls
 
 DEFAULT_COMMAND = "run"
 SCENARIO_COMMAND = "llmcompare.cli.scenario:ScenarioCommand"
@@ -112,11 +113,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
-        print(f"llmcompare: error: {error_message(exc, parser)}", file=sys.stderr)
+        print(f"llmcompare: error: {one_line(error_message(exc, parser))}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("llmcompare: interrupted; finished requests are kept: continue with --resume RUN_DIR", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"llmcompare: {interrupted_message(exc, args)}", file=sys.stderr)
         return 130
+
+
+def one_line(text: str) -> str:
+    """An error for the terminal: one line, no control characters (it may quote a file or a server)."""
+    return strip_controls(str(text)).replace("\n", " ").replace("\t", " ")
+
+
+def interrupted_message(exc: KeyboardInterrupt, args: argparse.Namespace) -> str:
+    """What Ctrl-C or SIGTERM left: a run to ``--resume`` only where a run directory holds one."""
+    where = exc.run_dir if isinstance(exc, Interrupted) else getattr(args, "resume", None)
+    if where:
+        return f"interrupted; finished requests are kept: continue with --resume {where}"
+    if hasattr(args, "resume"):  # a command that runs backends, stopped before its run directory held a run
+        return "interrupted before the run started; nothing was written, so there is nothing to resume"
+    return "interrupted"
 
 
 def _sigterm_interrupts() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from llmcompare.analysis.result import load_result
 from llmcompare.cli.common import console
@@ -28,5 +29,7 @@ def run(args: argparse.Namespace) -> int:
     registry = get_registry()
     overrides = {name: registry.scenario(name).report_overrides(args) for name in registry.scenarios}
     result = load_result(rd, overrides={k: v for k, v in overrides.items() if v})
+    if result.records is not None and (skipped := result.records.skipped_summary()):
+        print(f"llmcompare: warning: {skipped}; the reports use the rest", file=sys.stderr)
     print_result(console(), result, write_all(result))
     return 0

@@ -41,7 +41,7 @@ class ScenarioCommand:
         progress = RichProgress(out) if not args.quiet else None
         with progress or _Null():
             if args.resume:
-                result = api.resume(args.resume, progress=progress)
+                result = api.resume(args.resume, progress=progress, options=args.option)
             else:
                 result = api.run(args.backend, self.configs(args), model=args.model, prompts=args.prompts,
                                  options=args.option, device=args.device, timeout_s=args.timeout_s,

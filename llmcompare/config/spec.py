@@ -16,26 +16,79 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 from llmcompare.errors import ConfigError, OptionError, UserError
 from llmcompare.plugins import Registry, get_registry
+from llmcompare.redact import redact_mapping, redact_text, redact_url, secret_values
+
+
+def is_secret_option(key: str, value: Any) -> bool:
+    """Whether an option's value holds a credential (:mod:`llmcompare.redact`): a URL with userinfo
+    or a secret-looking query parameter, a JSON object (``extra_body``) with a secret-looking key, or
+    any value under a secret-looking key. Options named ``*_env`` hold the *name* of an environment
+    variable (``api_key_env``), never its value: they are not secrets."""
+    if not isinstance(key, str) or key.endswith("_env"):
+        return False
+    if secret_values({key: value}):
+        return True
+    return isinstance(value, str) and "://" in value and redact_url(value.strip()) != value.strip()
+
+
+def public_option(key: str, value: Any) -> Any:
+    """An option's value as it may be written or shown: a secret option redacted (``http://***@host/v1``)."""
+    return redact_mapping({key: value})[key] if is_secret_option(key, value) else value
 
 
 @dataclass(frozen=True)
 class BackendRequest:
+    """One backend of a run: its label, name, variant and options.
+
+    Options holding credentials (:func:`is_secret_option`) are kept in memory only: :meth:`to_dict`
+    writes their redacted form and lists their keys under ``withheld``, so ``run.json``, the run
+    header in ``requests.jsonl``, ``jobs/*.json`` and ``results.json`` never hold a secret. A request
+    read back from a run record has those keys in :attr:`withheld`, their values redacted, until
+    :meth:`with_secrets` puts the real values back (the worker reads them from an environment
+    variable its parent sets, ``--resume`` from the ``-o`` options given again)."""
+
     label: str
     name: str
     variant: str | None
     options: Mapping[str, Any] = field(default_factory=dict)
+    withheld: tuple[str, ...] = ()
+    """Options whose values were not written (they held credentials): ``options`` has their redacted form."""
+
+    def secret_options(self) -> dict[str, Any]:
+        """The options whose values hold credentials and are known here (never written)."""
+        return {k: v for k, v in self.options.items() if k not in self.withheld and is_secret_option(k, v)}
+
+    def public_options(self) -> dict[str, Any]:
+        """The options as they may be written or shown: credentials redacted."""
+        return {k: (v if k in self.withheld else public_option(k, v)) for k, v in self.options.items()}
+
+    def with_secrets(self, secrets: Mapping[str, Any]) -> BackendRequest:
+        """This request with the values of withheld options put back."""
+        if not secrets:
+            return self
+        return BackendRequest(self.label, self.name, self.variant, {**self.options, **secrets},
+                              tuple(k for k in self.withheld if k not in secrets))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "name": self.name, "variant": self.variant, "options": dict(self.options)}
+        out = {"label": self.label, "name": self.name, "variant": self.variant, "options": self.public_options()}
+        withheld = sorted(set(self.withheld) | set(self.secret_options()))
+        if withheld:
+            out["withheld"] = withheld
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BackendRequest:
-        return cls(d["label"], d["name"], d.get("variant"), dict(d.get("options") or {}))
+        return cls(d["label"], d["name"], d.get("variant"), dict(d.get("options") or {}),
+                   tuple(str(k) for k in d.get("withheld") or ()))
+
+
+def _fields(config: Any) -> tuple:
+    return fields(config) if is_dataclass(config) and not isinstance(config, type) else ()
 
 
 def _check(cond: bool, message: str) -> None:
@@ -105,6 +158,25 @@ class RunSpec:
     def labels(self) -> list[str]:
         return [b.label for b in self.backends]
 
+    def requests(self) -> list[BackendRequest]:
+        """Every backend request of the run: its backends, then those its scenarios' configs hold
+        (the fidelity reference), found by type, so no scenario is named here."""
+        out = list(self.backends)
+        for config in self.scenarios:
+            out += [v for f in _fields(config) if isinstance(v := getattr(config, f.name), BackendRequest)]
+        return out
+
+    def with_secrets(self, secrets: Mapping[str, Mapping[str, Any]]) -> RunSpec:
+        """The spec with the withheld options of each request put back, by label (``{label: {key: value}}``)."""
+        def fill(r: BackendRequest) -> BackendRequest:
+            return r.with_secrets(secrets.get(r.label) or {})
+
+        configs = []
+        for config in self.scenarios:
+            changes = {f.name: fill(v) for f in _fields(config) if isinstance(v := getattr(config, f.name), BackendRequest)}
+            configs.append(replace(config, **changes) if changes else config)
+        return replace(self, backends=tuple(fill(b) for b in self.backends), scenarios=tuple(configs))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "backends": [b.to_dict() for b in self.backends],
@@ -151,8 +223,8 @@ def parse_options(pairs: Sequence[str]) -> list[tuple[str | None, str, str]]:
     out = []
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise OptionError(f"--option {pair!r} must look like KEY=VALUE (or BACKEND.KEY=VALUE)")
+        if not sep or not key.strip():  # redacted: what was meant as a value may be a credential
+            raise OptionError(f"--option {redact_text(pair)!r} must look like KEY=VALUE (or BACKEND.KEY=VALUE)")
         scope, dot, bare = key.strip().rpartition(".")
         out.append((scope if dot else None, bare, value))
     return out
@@ -184,6 +256,45 @@ def parse_backends(registry: Registry, backends: Sequence[str], options: Sequenc
     for s in sorted(scopes - known):
         raise OptionError(f"--option scope {s!r} names no backend in this run (backends: {', '.join(sorted(known))})")
     return tuple(requests)
+
+
+def resume_secrets(registry: Registry, spec: RunSpec, options: Sequence[str], where: str) -> dict[str, dict[str, Any]]:
+    """``--resume DIR -o ...``: the values of the options a run withheld (they held credentials), given
+    again, by label. Every withheld option must be given, and only those (the others come from the run
+    record); each value must be the one the run used, as far as its redacted form shows. Raises a
+    one-line :class:`OptionError` naming the options, never their values."""
+    requests = spec.requests()
+    needed = {r.label: r for r in requests if r.withheld}
+    parsed = parse_options(options)
+    if parsed and not needed:
+        raise OptionError(f"--resume {where} takes -o only to pass again the options that held credentials, and this"
+                          " run has none: drop the -o options (the run's options come from its run.json)")
+    out: dict[str, dict[str, Any]] = {}
+    for scope, key, raw in parsed:
+        mine = [r for r in needed.values() if scope in (None, r.name, r.label)]
+        takers = [r for r in mine if key in r.withheld]
+        if not takers:
+            raise OptionError(f"--resume {where} takes -o only for the options that held credentials ({_withheld(needed)});"
+                              f" {key} comes from the run's run.json: drop -o {(scope + '.') if scope else ''}{key}")
+        for r in takers:
+            value = registry.get(r.name).validate_options({key: raw})[key]
+            if public_option(key, value) != r.options.get(key):
+                raise OptionError(f"-o {key} is not the {key} this run used ({r.label}: {r.options.get(key)},"
+                                  " credentials hidden); pass the same value again")
+            out.setdefault(r.label, {})[key] = value
+    missing = {label: [k for k in r.withheld if k not in out.get(label, {})] for label, r in needed.items()}
+    missing = {label: keys for label, keys in missing.items() if keys}
+    if missing:
+        flags = " ".join(f"-o {label}.{k}=..." for label, keys in missing.items() for k in keys)
+        raise OptionError(f"this run's options {_withheld(needed, missing)} held credentials, which are never written to"
+                          f" {where}; pass them again: --resume {where} {flags}")
+    return out
+
+
+def _withheld(needed: Mapping[str, BackendRequest], only: Mapping[str, list[str]] | None = None) -> str:
+    parts = [f"{', '.join(only[label] if only else r.withheld)} of {label}" for label, r in needed.items()
+             if only is None or label in only]
+    return "; ".join(parts)
 
 
 def parse_prices(items: Sequence[str], labels: Sequence[str] = ()) -> dict[str, float]:

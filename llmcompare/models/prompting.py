@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llmcompare.errors import PromptFileError, UserError, did_you_mean
+from llmcompare.limits import MAX_PROMPT_FILE_BYTES
 
 BUILTIN_PACKAGE = "llmcompare.prompts"
 
@@ -56,12 +58,29 @@ def read_prompts(source: str | None) -> list[Prompt]:
                 " or pass a .jsonl, .yaml or .txt file)"
             )
         raise PromptFileError(source, None, "no such prompt file")
-    if path.is_dir():
-        raise PromptFileError(source, None, "is a directory; pass a .jsonl, .yaml or .txt file or a built-in set name")
     try:
-        text = path.read_text(encoding="utf-8")
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise PromptFileError(source, None, f"cannot read: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise PromptFileError(source, None, "is a directory; pass a .jsonl, .yaml or .txt file or a built-in set name")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise PromptFileError(source, None, f"is {kind}, not a regular file; pass a .jsonl, .yaml or .txt file")
+    if path.stat().st_size > MAX_PROMPT_FILE_BYTES:
+        raise PromptFileError(source, None, f"is {path.stat().st_size / 2**20:,.0f} MiB, more than the"
+                                            f" {MAX_PROMPT_FILE_BYTES / 2**20:,.0f} MiB a prompt file may be"
+                                            " (llmcompare/limits.py); pass a smaller set")
+    try:
+        with open(path, "rb") as fh:  # read at most the bound, whatever the file grew to since
+            data = fh.read(MAX_PROMPT_FILE_BYTES + 1)
+        if len(data) > MAX_PROMPT_FILE_BYTES:
+            raise PromptFileError(source, None, f"is more than the {MAX_PROMPT_FILE_BYTES / 2**20:,.0f} MiB a prompt"
+                                                " file may be (llmcompare/limits.py); pass a smaller set")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise PromptFileError(source, line, "not valid UTF-8 text") from None
     except OSError as exc:
         raise PromptFileError(source, None, f"cannot read: {exc.strerror}") from None

@@ -26,9 +26,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from llmcompare.errors import OutputError
+from llmcompare.sanitize import SURROGATE_ESCAPE, clean
 
 
 def _fields(cls: type, d: dict[str, Any]) -> dict[str, Any]:
@@ -296,6 +300,23 @@ class RunRecords:
     """GPU readings (``{"type": "gpu", ...}``), in file order."""
     telemetry: list[dict[str, Any]] = field(default_factory=list)
     """What each worker sampled, or why it could not (``{"type": "telemetry", ...}``)."""
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    """Lines left out as unreadable: ``(line number, why)`` (not UTF-8, not JSON, not an object, not
+    a valid record of its type; line -1 where the number is unknown). Reports say how many."""
+
+    def skipped_summary(self) -> str | None:
+        """One line on the lines left out, or None."""
+        if not self.skipped:
+            return None
+        whys: dict[str, list[int]] = {}
+        for number, why in self.skipped:
+            whys.setdefault(why, []).append(number)
+        parts = []
+        for why, numbers in whys.items():
+            shown = [str(n) for n in numbers if n > 0][:5]
+            where = f" (line {', '.join(shown)}{', …' if len(numbers) > len(shown) and shown else ''})" if shown else ""
+            parts.append(f"{len(numbers)} {why}{where}")
+        return f"{len(self.skipped)} line(s) of requests.jsonl left out as unreadable: {'; '.join(parts)}"
 
     def for_backend(self, label: str, stage: str | None = None) -> list[RequestRecord]:
         return [r for r in self.requests if r.backend == label and (stage is None or r.stage == stage)]
@@ -313,15 +334,32 @@ class RunRecords:
 
 
 class RecordWriter:
-    """Appends records and flushes each one at once, so a crash loses nothing that finished."""
+    """Appends records and flushes each one at once, so a crash loses nothing that finished.
+
+    Every line is valid UTF-8 JSON: a lone surrogate a server sent becomes U+FFFD
+    (:func:`llmcompare.sanitize.clean`). A write the system refuses (no space, read-only, no
+    permission) is an :class:`~llmcompare.errors.OutputError` naming the file: one line for the
+    user, and what was written before stays."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
-        if self._ends_mid_line():
-            self._fh.write("\n")  # a writer killed mid-line: start on a fresh line, lose nothing after
-            self._fh.flush()
+        self._fh = None
+        with self._failures():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")
+            if self._ends_mid_line():
+                self._fh.write("\n")  # a writer killed mid-line: start on a fresh line, lose nothing after
+                self._fh.flush()
+
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            error = OutputError.from_os(exc, self.path, f"--resume {self.path.parent}")
+            if error is None:
+                raise
+            raise error from None
 
     def _ends_mid_line(self) -> bool:
         if self.path.stat().st_size == 0:
@@ -332,20 +370,36 @@ class RecordWriter:
 
     def write(self, record: Record | dict[str, Any]) -> None:
         data = record if isinstance(record, dict) else record.to_dict()
-        self._fh.write(json.dumps(data, separators=(",", ":")) + "\n")
-        self._fh.flush()
+        line = json.dumps(data, separators=(",", ":"))
+        if SURROGATE_ESCAPE.search(line):  # only then can a lone surrogate be in it
+            line = json.dumps(clean(data), separators=(",", ":"))
+        with self._failures():
+            self._fh.write(line + "\n")
+            self._fh.flush()
 
     def write_line(self, line: str) -> None:
         """Append one record already serialised as a JSON line (records passed through from a client
         process); it must end with a newline."""
-        self._fh.write(line if line.endswith("\n") else line + "\n")
-        self._fh.flush()
+        if SURROGATE_ESCAPE.search(line):
+            try:
+                line = json.dumps(clean(json.loads(line)), separators=(",", ":"))
+            except ValueError:
+                pass
+        with self._failures():
+            self._fh.write(line if line.endswith("\n") else line + "\n")
+            self._fh.flush()
 
     def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
+        if self._fh is not None and not self._fh.closed:
+            try:
+                with self._failures():
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+            finally:
+                try:
+                    self._fh.close()
+                except OSError:
+                    pass
 
     def __enter__(self) -> RecordWriter:
         return self
@@ -354,19 +408,37 @@ class RecordWriter:
         self.close()
 
 
-def iter_raw(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+def iter_raw(path: str | os.PathLike, skipped: list[tuple[int, str]] | None = None) -> Iterator[dict[str, Any]]:
+    """Each line of ``path`` that is a JSON object, its strings valid UTF-8 text. A line that is not
+    (not UTF-8, not JSON: e.g. one cut short by a crash, JSON but not an object) is left out, and
+    listed in ``skipped`` as ``(line number, why)`` when a list is given."""
     p = Path(path)
     if not p.exists():
         return
-    with open(p, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
+    with open(p, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            raw = raw.strip()
+            if not raw:
                 continue
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                _skip(skipped, number, "not UTF-8")
+                continue
+            try:
+                d = json.loads(line)
+            except (ValueError, RecursionError):
+                _skip(skipped, number, "not JSON")
+                continue
+            if not isinstance(d, dict):
+                _skip(skipped, number, "JSON but not an object")
+                continue
+            yield clean(d) if SURROGATE_ESCAPE.search(line) else d
+
+
+def _skip(skipped: list[tuple[int, str]] | None, number: int, why: str) -> None:
+    if skipped is not None:
+        skipped.append((number, why))
 
 
 def parse(d: dict[str, Any]) -> Record | dict[str, Any] | None:
@@ -393,12 +465,16 @@ def read_records(path: str | os.PathLike) -> RunRecords:
     succeeded: set[tuple[str, str, str]] = set()
     latest: dict[tuple, FidelityRecord | ScoreRecord] = {}  # judgements and scores: the last written wins
     telemetry = {"metrics": out.metrics, "gpu": out.gpu, "telemetry": out.telemetry}
-    for d in iter_raw(path):
+    for d in iter_raw(path, out.skipped):
         kept = telemetry.get(d.get("type"))  # type: ignore[arg-type]
         if kept is not None:
             kept.append(d)
             continue
-        rec = parse(d)
+        try:
+            rec = parse(d)
+        except (TypeError, ValueError, KeyError, AttributeError):  # a record whose fields are not its type's
+            out.skipped.append((-1, f"not a valid {str(d.get('type'))[:40]} record"))
+            continue
         if isinstance(rec, RequestRecord):
             if rec.error is None and rec.key in succeeded:
                 out.duplicates.append(rec)

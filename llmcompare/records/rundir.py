@@ -97,10 +97,29 @@ class RunDir:
         return self.requests.exists()
 
     # ---- the lock ----
+    def check_writable(self) -> None:
+        """Before a run: refuse, in one line, an output path that cannot become a run directory (a
+        file, a path under a file, a place this user cannot write), before anything is planned."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"{self.path} is a file, not a directory; pass --output a new directory for the run")
+        parent = self.path
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UserError(f"cannot create the run directory {self.path}: {parent} is a file, not a directory;"
+                            " pass --output a directory you can write")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UserError(f"cannot create the run directory {self.path}: {parent} is not writable;"
+                            " pass --output a directory you can write")
+
     def lock(self) -> RunDir:
         """Take the run's lock or raise a one-line error naming the holder."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path / ".lock", "a+", encoding="utf-8")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path / ".lock", "a+", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot create the run directory {self.path}: {exc.strerror or exc};"
+                            " pass --output a directory you can write") from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

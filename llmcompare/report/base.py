@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmcompare.errors import OutputError
 from llmcompare.plugins import get_registry
 from llmcompare.report.columns import PREFIX_CACHE, fmt, mib
 
@@ -80,9 +81,14 @@ def backend_lines(result: RunResult) -> list[str]:
         if needs_cache and caps.get("prefix_cache_on_demand"):
             cache = "on for this workload, which shares prefixes on purpose"
         opts = ", ".join(f"{k}={v}" for k, v in (info.get("options") or {}).items()) or "defaults"
-        out.append(f"**{s.backend}**: {versions}; device {info.get('device')}; {where}; prefix cache: {cache};"
-                   f" options: {opts}; cold request TTFT {fmt(s.cold_ttft_ms)} ms.")
+        out.append(one_line(f"**{s.backend}**: {versions}; device {info.get('device')}; {where}; prefix cache:"
+                            f" {cache}; options: {opts}; cold request TTFT {fmt(s.cold_ttft_ms)} ms."))
     return out
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks flattened (data from a server must not start a line of its own)."""
+    return text.replace("\r", " ").replace("\n", " ")
 
 
 def write_all(result: RunResult, names: Sequence[str] | None = None) -> dict[str, Path]:
@@ -96,7 +102,15 @@ def write_all(result: RunResult, names: Sequence[str] | None = None) -> dict[str
         report = registry.report(name)
         if getattr(report, "console_only", False):
             continue
-        for i, path in enumerate(report.write(result, out, sections)):
+        try:
+            written = report.write(result, out, sections)
+        except OSError as exc:  # disk full, read-only: one line; requests.jsonl and the files before stay
+            error = OutputError.from_os(exc, exc.filename or result.run_dir.path,
+                                        f"rebuild the reports with: llmcompare report {result.run_dir}")
+            if error is None:
+                raise
+            raise error from None
+        for i, path in enumerate(written):
             out.paths[name if i == 0 else path.stem] = path
     out.paths["requests"] = result.run_dir.requests
     return out.paths

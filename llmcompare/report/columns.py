@@ -147,9 +147,17 @@ def ttft_by_input_length(summaries: list[Summary]) -> tuple[list[int], dict[str,
 
 
 def _errors(lv: Any) -> str:
-    if not lv.errors:
-        return "0"
-    return f"{lv.errors} (" + ", ".join(f"{k} {v}" for k, v in sorted(lv.errors_by_kind.items())) + ")"
+    text = "0" if not lv.errors else (
+        f"{lv.errors} (" + ", ".join(f"{k} {v}" for k, v in sorted(lv.errors_by_kind.items())) + ")")
+    if getattr(lv, "warmup_errors", 0):
+        text += f" + {lv.warmup_errors} in warm-up"
+    if getattr(lv, "failed", None):
+        text += " · level failed"
+    return text
+
+
+def _level_bad(lv: Any) -> bool:
+    return bool(lv.errors or getattr(lv, "warmup_errors", 0) or getattr(lv, "failed", None))
 
 
 def _money(x: float | None) -> str:
@@ -160,7 +168,7 @@ LEVEL_COLUMNS = [
     Column("backend", "backend", lambda lv: lv.backend, str, numeric=False),
     Column("level", "level", lambda lv: lv.stage.removeprefix("load:"), str, numeric=False),
     Column("requests", "requests", lambda lv: lv.requests, str),
-    Column("errors", "errors", _errors, str, bad=lambda lv: lv.errors > 0),
+    Column("errors", "errors", _errors, str, bad=_level_bad),
     Column("output_tok_s", "output tok/s", lambda lv: lv.output_tok_s),
     Column("req_s", "req/s", lambda lv: lv.req_s, lambda x: fmt(x, 2)),
     Column("achieved", "achieved rate · conc.", lambda lv: (lv.achieved_rate, lv.achieved_concurrency),
@@ -261,13 +269,21 @@ def _tp_share(roof: dict) -> str:
     return f" {n} GPUs /" if n > 1 else ""
 
 
-def summary_notes(summaries: list[Summary], max_new_tokens: int | None) -> list[tuple[str, str]]:
+COUNT_DISAGREEMENT = ("the sources of the output count disagree (token ids, usage, text events: count_check in"
+                      " requests.csv); each is credited only the tokens every source vouches for")
+
+
+def summary_notes(summaries: list[Summary], max_new_tokens: int | None,
+                  count_checks: bool = True) -> list[tuple[str, str]]:
     """The flags every report prints under its table, as ``("warning" | "note", text)``
-    (``max_new_tokens`` None: lengths forced per request)."""
+    (``max_new_tokens`` None: lengths forced per request). With ``count_checks`` False the count
+    disagreements are left to :func:`level_notes` (load runs: per level)."""
     out: list[tuple[str, str]] = []
     forced = f"{max_new_tokens} tokens" if max_new_tokens is not None else "their forced length"
     for s in summaries:
         who = f"{s.backend} ({s.stage})"
+        if count_checks and getattr(s, "n_count_disagreements", 0):
+            out.append(("warning", f"{who}: {s.n_count_disagreements} request(s) where {COUNT_DISAGREEMENT}"))
         if s.n_length_mismatch or s.n_prompt_mismatch:
             out.append(("warning", f"{who}: {s.n_length_mismatch} request(s) did not produce exactly {forced},"
                                    f" {s.n_prompt_mismatch} prompt count mismatch(es) (flagged in the results,"
@@ -291,6 +307,24 @@ def summary_notes(summaries: list[Summary], max_new_tokens: int | None) -> list[
             out.append(("note", f"{who}: {s.n_without_ids} request(s) counted by the server itself (its usage, its"
                                 " log-probabilities, or a 'length' finish at max_tokens), without token ids: no"
                                 " agreement check"))
+    return out
+
+
+def level_notes(levels: list[Any]) -> list[tuple[str, str]]:
+    """The flags of a load run's levels, for every report: failed levels and why, warm-up failures,
+    and count disagreements, as ``("warning" | "note", text)``."""
+    out: list[tuple[str, str]] = []
+    for lv in levels:
+        who = f"{lv.backend} {lv.stage}"
+        if getattr(lv, "failed", None):
+            out.append(("warning", f"{who} failed: {lv.failed}; its figures are not a result (left out of the knee,"
+                                   " the SLO and the recommendations)"))
+        elif getattr(lv, "warmup_errors", 0):
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(lv.warmup_errors_by_kind.items()))
+            out.append(("warning", f"{who}: {lv.warmup_errors} of its {lv.warmup_requests} warm-up requests failed"
+                                   f" ({kinds})"))
+        if getattr(lv, "count_disagreements", 0):
+            out.append(("warning", f"{who}: {lv.count_disagreements} request(s) where {COUNT_DISAGREEMENT}"))
     return out
 
 

@@ -8,7 +8,8 @@ The page is the run's title, then each scenario's sections (:mod:`llmcompare.rep
 run's recommendations, plots, knees and levels; a batch-1 run's summary, speed-ups and fidelity), then
 the backends and the environment. Every figure comes from the :class:`~llmcompare.analysis.result.RunResult`,
 so the page, the console, the CSV files and ``summary.md`` never disagree. Every string taken from the
-run is escaped with :func:`html.escape`. Without matplotlib the page is still written, with every table,
+run is escaped with :func:`html.escape`, and control characters (a server's terminal escapes) are
+shown as ``\\xNN``. Without matplotlib the page is still written, with every table,
 and says that the plots were left out.
 """
 
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmcompare.report.base import Output, headline, result_sections, title
 from llmcompare.report.columns import BACKEND, GPU_PEAK, LOAD_S, PEAK_RSS, PREFIX_CACHE, STATUS, Column
+from llmcompare.sanitize import REPLACE, escape_controls
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -105,7 +107,7 @@ def write_html(result: RunResult, sections: list[Section] | None = None) -> Path
         d.plots.mkdir(parents=True, exist_ok=True)
     for p in plots:
         (d.plots / f"{p.name}.png").write_bytes(p.png)
-    d.html.write_text(page(result, sections), encoding="utf-8")
+    d.html.write_text(page(result, sections), encoding="utf-8", errors=REPLACE)
     return d.html
 
 
@@ -117,7 +119,7 @@ def page(result: RunResult, sections: list[Section]) -> str:
     parts += backends_html(result)
     parts += environment_html(result)
     parts += ["</body>", "</html>", ""]
-    return "\n".join(parts)
+    return escape_controls("\n".join(parts))  # control characters are not HTML: shown as \xNN
 
 
 def opening(result: RunResult, name: str, line: str) -> list[str]:

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmcompare.sanitize import REPLACE, clean
+
 if TYPE_CHECKING:
     from llmcompare.analysis.result import RunResult
     from llmcompare.report.base import Output
@@ -16,5 +18,6 @@ if TYPE_CHECKING:
 class JsonReport:
     def write(self, result: RunResult, out: Output, sections: list[Section]) -> list[Path]:
         path = result.run_dir.results_json
-        path.write_text(json.dumps(result.to_dict(), indent=2, default=str), encoding="utf-8")
+        text = json.dumps(clean(result.to_dict()), indent=2, default=str)  # lone surrogates: U+FFFD
+        path.write_text(text, encoding="utf-8", errors=REPLACE)
         return [path]

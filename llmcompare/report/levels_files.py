@@ -19,6 +19,7 @@ LEVELS_CSV_FIELDS = [
     "queue_p50_ms", "queue_p99_ms", "achieved_rate", "achieved_concurrency", "max_in_flight", "fell_behind",
     "slo_attainment", "goodput_req_s", "meets_slo", "price_per_hour", "cost_per_1m_tokens", "hours_to_1m_tokens",
     "ttft_p50_ms_lo", "ttft_p50_ms_hi", "tpot_p50_ms_lo", "tpot_p50_ms_hi", "e2e_p50_ms_lo", "e2e_p50_ms_hi",
+    "warmup_requests", "warmup_errors", "count_disagreements", "failed",
     "steady", "steady_reason", "steady_window_start", "steady_window_end", "steady_output_tok_s", "sweep_stop",
     "server_dialect", "server_scrapes", "server_scrape_failures", "server_running_mean", "server_running_max",
     "server_waiting_mean", "server_waiting_max", "kv_cache_usage_mean", "kv_cache_usage_max", "preemptions",
@@ -27,11 +28,12 @@ LEVELS_CSV_FIELDS = [
     "gpu_energy_s", "gpu_energy_method", "gpu_power_mean_w", "gpu_sm_util_mean_pct", "energy_output_tokens",
     "joules_per_token", "tokens_per_joule",
 ]
-"""The ``_lo``/``_hi`` columns are the 95% bootstrap interval of the p50 before them (``Level.ci``). From
-``steady`` on: the steady-state test and window, the server's own metrics over the level (``server_*``,
-``kv_cache_*``, ``preemptions``, ``prefix_cache_*``; the hit rate of the whole level, and of its measured
-phase against the plan), the generation-token cross-check (``token_check``: agree, mismatch or
-unavailable) and the GPUs' energy over the steady window (docs/load.md, docs/telemetry.md)."""
+"""The ``_lo``/``_hi`` columns are the 95% bootstrap interval of the p50 before them (``Level.ci``);
+``failed`` says why a level is not a result (empty when it is one: ``Level.failed``). From ``steady`` on:
+the steady-state test and window, the server's own metrics over the level (``server_*``, ``kv_cache_*``,
+``preemptions``, ``prefix_cache_*``; the hit rate of the whole level, and of its measured phase against
+the plan), the generation-token cross-check (``token_check``: agree, mismatch or unavailable) and the
+GPUs' energy over the steady window (docs/load.md, docs/telemetry.md)."""
 
 
 def level_row(lv) -> dict[str, Any]:

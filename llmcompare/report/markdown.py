@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmcompare.report.base import backend_lines, machine_line, result_sections
+from llmcompare.sanitize import REPLACE, escape_controls
 
 if TYPE_CHECKING:
     from llmcompare.analysis.result import RunResult
@@ -23,11 +24,19 @@ def markdown(result: RunResult, sections: list[Section] | None = None) -> str:
         else:
             lines.append("")
     lines += ["## Backends", ""] + [f"- {x}" for x in backend_lines(result)]
-    return "\n".join(lines) + "\n"
+    return safe_markdown("\n".join(lines) + "\n")
+
+
+def safe_markdown(doc: str) -> str:
+    """The document with what a server or a file put in it made inert: control characters (terminal
+    escapes included) shown as ``\\xNN``, ``<`` and ``>`` as entities (no section writes HTML into
+    Markdown, so a ``<script>`` in a version or an error stays text); valid UTF-8."""
+    return escape_controls(doc, keep_newlines=True).replace("<", "&lt;").replace(">", "&gt;")
 
 
 class MarkdownReport:
     def write(self, result: RunResult, out: Output, sections: list[Section]) -> list[Path]:
         path = result.run_dir.markdown
-        path.write_text(markdown(result, sections), encoding="utf-8")
+        with open(path, "w", encoding="utf-8", errors=REPLACE) as fh:
+            fh.write(markdown(result, sections))
         return [path]

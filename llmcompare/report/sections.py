@@ -7,7 +7,10 @@ appears in every format with no code of its own; a built-in one may override a f
 keep its richer layout (colours, plots, intervals).
 
 Every string that reaches a format is made safe for it here or in the toolkit the writer uses
-(``rich.markup.escape`` on the console, ``|`` escaped in Markdown, :func:`html.escape` in HTML).
+(``rich.markup.escape`` on the console, whose :class:`~llmcompare.report.console.SafeConsole` also
+drops control characters; ``|`` escaped and line breaks flattened in Markdown cells, and the whole
+Markdown document's control characters and ``<``/``>`` escaped by :mod:`llmcompare.report.markdown`;
+:func:`html.escape` in HTML; control characters escaped in CSV). See :mod:`llmcompare.sanitize`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from llmcompare.report.base import one_line
 from llmcompare.report.html import Plot, table_html
 
 
@@ -127,7 +131,7 @@ class Lines(Section):
 
     def markdown(self) -> list[str]:
         out = [f"## {md_cell(self.title)}", ""] if self.title else []
-        out += [f"- {line}" for line in self.lines]
+        out += [f"- {one_line(str(line))}" for line in self.lines]
         if self.note:
             out += ["", self.note]
         return out

@@ -20,11 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmcompare.config.spec import BackendRequest
+from llmcompare.errors import OutputError
 from llmcompare.hardware import cuda_compat
 from llmcompare.plugins import get_registry
 from llmcompare.records import BackendRecord, RecordWriter, RequestRecord, StageRecord, parse
 from llmcompare.records.rundir import RunDir
-from llmcompare.runner.job import Job
+from llmcompare.limits import safe_text
+from llmcompare.redact import redact_mapping, redact_text, secret_values
+from llmcompare.runner.job import SECRETS_ENV, Job, secrets_env
 from llmcompare.runner.parent import PARENT_ENV
 from llmcompare.servers import PIDS_ENV, wait_for_guards
 
@@ -54,9 +57,11 @@ class _Follower:
         out = []
         for line in lines:
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
+                d = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(d, dict):
+                out.append(d)
         return out
 
 
@@ -72,9 +77,16 @@ def run_isolated(
 ) -> BackendRecord:
     """Run ``job`` in a worker process; return its backend record (a failed one if it wrote none)."""
     job_path = run_dir.job(job.label)
-    job.write(job_path)
-    run_dir.logs.mkdir(parents=True, exist_ok=True)
     log_path = run_dir.log(job.label)
+    try:
+        job.write(job_path)
+        run_dir.logs.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")
+    except OSError as exc:  # disk full, read-only: one line, and what was written stays
+        error = OutputError.from_os(exc, exc.filename or run_dir.path, f"--resume {run_dir}")
+        if error is None:
+            raise
+        raise error from None
     follower = _Follower(run_dir.requests)
     status: BackendRecord | None = None
 
@@ -92,8 +104,10 @@ def run_isolated(
     guards = job_path.with_suffix(".servers")  # the worker's managed servers' guard pids (llmcompare.servers)
     guards.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_ENV: str(os.getpid()), PIDS_ENV: str(guards)})
+    env.pop(SECRETS_ENV, None)
+    env.update(secrets_env(job.label, request))  # this worker's credentials: in its environment, never on disk
     env, alias = cuda_compat.worker_env(env)  # opt-in (LLMCOMPARE_CUBLAS12_ALIAS); read at process start
-    with open(log_path, "ab") as log:
+    with log:
         if alias is not None:
             log.write((cuda_compat.describe(alias) + "\n").encode())
             log.flush()
@@ -126,9 +140,10 @@ def run_isolated(
         why = f"worker process died from {sig}{hint}"
     else:
         why = f"worker process exited with status {proc.returncode}"
-    last = _last_line(log_path)
+    last = redact_text(safe_text(_last_line(log_path), 300), secret_values(dict(request.options)))
     failed = BackendRecord(backend=job.label, name=request.name, variant=request.variant, status="failed",
-                           error=f"{why}{': ' + last if last else ''}", options=dict(request.options), python=python, device=device)
+                           error=f"{why}{': ' + last if last else ''}", options=redact_mapping(request.public_options()),
+                           python=python, device=device)
     with RecordWriter(run_dir.requests) as writer:
         writer.write(failed)
     return failed

@@ -4,12 +4,41 @@ backend session (:class:`Context`)."""
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llmcompare.config.spec import BackendRequest, RunSpec
 from llmcompare.records.header import Header
+
+
+SECRETS_ENV = "LLMCOMPARE_SECRET_OPTIONS"
+"""The channel of a worker's secret options: JSON of ``{label: {key: value}}``, set by
+:mod:`llmcompare.runner.isolation` in that worker's environment only and removed by the worker as it
+starts (so nothing it starts inherits it). The run header and the job file hold these options
+redacted (:class:`~llmcompare.config.spec.BackendRequest`), so a credential is never written."""
+
+
+def secrets_env(label: str, request: BackendRequest) -> dict[str, str]:
+    """The environment entry that hands ``request``'s secret options to its worker (none: empty)."""
+    secrets = request.secret_options()
+    return {SECRETS_ENV: json.dumps({label: secrets})} if secrets else {}
+
+
+def take_secrets(label: str, environ: Mapping[str, str] | None = None) -> dict:
+    """In the worker: the secret options its parent handed to ``label``, removed from the environment."""
+    raw = (os.environ if environ is None else environ).get(SECRETS_ENV)
+    os.environ.pop(SECRETS_ENV, None)
+    if not raw:
+        return {}
+    try:
+        secrets = json.loads(raw)
+    except ValueError:
+        return {}
+    mine = secrets.get(label) if isinstance(secrets, dict) else None
+    return dict(mine) if isinstance(mine, dict) else {}
 
 
 @dataclass

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 from llmcompare.plugins import get_registry
-from llmcompare.records import RecordWriter
+from llmcompare.records import BackendRecord, RecordWriter
 from llmcompare.records.header import Header
 from llmcompare.records.rundir import RunDir
-from llmcompare.runner.job import Context, Job
+from llmcompare.runner.job import Context, Job, take_secrets
 from llmcompare.runner.parent import PARENT_ENV, die_with_parent
 from llmcompare.runner.session import BackendSession
 
@@ -36,7 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = RunDir(job.run_dir)
     header = Header.read(run_dir)
     registry = get_registry()
-    request = job.request or header.spec.backend(job.label)
+    request = (job.request or header.spec.backend(job.label)).with_secrets(take_secrets(job.label))
+    if request.withheld:  # the parent checks this before it starts a worker (api.resume): a bug if seen here
+        with RecordWriter(run_dir.requests) as writer:
+            writer.write(BackendRecord(backend=job.label, name=request.name, variant=request.variant, status="failed",
+                                       error=f"the options {', '.join(request.withheld)} held credentials, which are"
+                                             " never written, and none were handed to this worker; pass them again"
+                                             " with -o", options=request.public_options(), device=header.spec.device))
+        return 1
     if job.step == "run":
         steps = [(registry.scenario(c.kind).run, c) for c in header.spec.scenarios]
     else:

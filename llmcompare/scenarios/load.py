@@ -22,11 +22,12 @@ from rich.markup import escape
 from llmcompare.analysis import levels as levels_mod
 from llmcompare.analysis import metrics
 from llmcompare.config.spec import parse_slo
-from llmcompare.errors import UserError
+from llmcompare.errors import ConfigError, UserError
+from llmcompare.limits import OPEN_FILES_RESERVE, ensure_open_files, open_files_needed
 from llmcompare.records import StageRecord, read_records
 from llmcompare.records.rundir import RunDir
 from llmcompare.report import levels_html
-from llmcompare.report.columns import summary_notes
+from llmcompare.report.columns import level_notes, summary_notes
 from llmcompare.report.html import Plot
 from llmcompare.report.levels_console import print_levels
 from llmcompare.report.levels_files import LEVELS_CSV_FIELDS, level_row, markdown_levels
@@ -44,6 +45,7 @@ from llmcompare.scenarios.loadgen import (
     LoadConfig,
     closed,
     drive,
+    in_flight_per_process,
     open_rate,
     parse_dist,
     planned_levels,
@@ -155,6 +157,8 @@ class LoadScenario(Scenario):
                 if registry.get(r.name).capabilities.in_process:
                     raise UserError(f"--clients {config.clients} needs backends reached over HTTP; {r.label!r} runs in"
                                     " its worker process, which other processes cannot share (use --clients 1 for it)")
+        if any(not registry.get(r.name).capabilities.in_process for r in spec.backends):
+            check_open_files(config)
         return config
 
     # ---- plan ----
@@ -190,6 +194,8 @@ class LoadScenario(Scenario):
     # ---- run ----
     def run(self, config: LoadConfig, session: BackendSession, ctx: Context, writer) -> None:
         session.backend  # noqa: B018  (raises SessionFailed if the load failed)
+        if not session.spec.capabilities.in_process:
+            check_open_files(config)  # a resumed run did not prepare(): the limit is raised here too
         server = ServerMetrics(session, ctx, writer, config.metrics_interval_s)
         gpu = GpuTelemetry.open(ctx, session, writer)
         if server:
@@ -274,6 +280,8 @@ class LoadScenario(Scenario):
         a = record.achieved
         return (f"{record.stage}: {a.get('requests', 0)} requests in {record.wall_s:.1f} s,"
                 f" {a.get('output_tok_s', 0):,.1f} output tok/s, {a.get('errors', 0)} errors"
+                + (f", {a['warmup_errors']} of {a.get('warmup_requests')} warm-up requests failed"
+                   if a.get("warmup_errors") else "")
                 + (" [client fell behind the schedule]" if a.get("fell_behind") else "")
                 + (" [not steady]" if a.get("steady") is False else "")
                 + (" [the sweep stops here]" if a.get("sweep_stop") else ""))
@@ -289,6 +297,9 @@ class LoadScenario(Scenario):
             s = metrics.summarize(label, [r for r in records.requests if r.stage.startswith(self.name)],
                                   records.backends, None, None, dups, intervals=False)
             s.stage = self.name
+            failed = [lv for lv in levels if lv.backend == label and lv.failed]
+            if failed and s.status == "ok":  # a level that mostly failed is not a result: the command exits 1
+                s.status, s.error = "failed", f"level {failed[0].stage} failed: {failed[0].failed}"
             summaries.append(s)
         return LoadAnalysis(summaries, levels, analysis, levels_mod.workload_facts(spec, header.workload, records))
 
@@ -308,6 +319,21 @@ class LoadScenario(Scenario):
     def sections(self, config: LoadConfig, result) -> list[Section]:
         return [Levels(result), Lines(title="Workload and telemetry", lines=workload_lines(config, result)),
                 LoadNotes(config, result)]
+
+
+def check_open_files(config: LoadConfig) -> None:
+    """Before any level: the sockets the largest level keeps open must fit this process's open-file
+    limit (the soft limit is raised to the hard one where needed; workers inherit it). Refused in one
+    line otherwise, rather than every request failing with "Too many open files"."""
+    in_flight = in_flight_per_process(config)
+    needed = open_files_needed(in_flight)
+    fits, soft, hard = ensure_open_files(needed)
+    if not fits:
+        raise ConfigError("{concurrency} (or {warmup_requests}) keeps {got} requests in flight in one process, which"
+                          " needs about {needed} open files (a socket each, and {reserve} for the rest); this process"
+                          " may open {soft} (ulimit -n; hard limit {hard}): lower {concurrency}, raise the limit, or"
+                          " share the level with {clients}", got=f"{in_flight:,}", needed=f"{needed:,}",
+                          reserve=OPEN_FILES_RESERVE, soft=f"{soft:,}", hard=f"{hard:,}")
 
 
 def _done_stage(ctx: Context, stage: str) -> StageRecord | None:
@@ -402,7 +428,8 @@ def _hit_rates(result) -> tuple[float | None, float | None]:
 class LoadNotes(Section):
     def __init__(self, config: LoadConfig, result):
         self.notes = summary_notes(result.summaries,
-                                   config.max_new_tokens if config.output_tokens_dist == "fixed" else None)
+                                   config.max_new_tokens if config.output_tokens_dist == "fixed" else None,
+                                   count_checks=False) + level_notes(result.levels)
 
     def console(self, console: Console) -> None:
         for kind, text in self.notes:

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 from llmcompare.analysis import steady
 from llmcompare.backend import clock
 from llmcompare.errors import ConfigError
+from llmcompare.limits import MAX_LEVEL_REQUESTS
 from llmcompare.models.prompting import Prompt
 from llmcompare.records import RequestRecord, StageRecord
 from llmcompare.runner.job import Context
@@ -116,6 +117,7 @@ class LoadConfig:
         if self.requests is not None:
             check(self.requests >= 1, "{requests} must be at least 1, got {got}", got=self.requests)
         check(self.warmup_requests is None or self.warmup_requests >= 0, "{warmup_requests} must not be negative")
+        self._check_bounded(check)
         check(self.max_new_tokens >= 1, "{max_new_tokens} must be at least 1, got {got}", got=self.max_new_tokens)
         check(self.input_tokens is None or self.input_tokens >= 1, "{input_tokens} must be at least 1")
         check(self.clients >= 1, "{clients} must be at least 1")
@@ -166,6 +168,26 @@ class LoadConfig:
     def prefix_cache(self) -> bool:
         """This workload runs with the server's prefix cache on (shared prefixes, multi-turn)."""
         return self.workload_kind in ("multi-turn", "shared-prefix")
+
+
+    def _check_bounded(self, check: Callable[..., None]) -> None:
+        """Requests one level may schedule: at most :data:`llmcompare.limits.MAX_LEVEL_REQUESTS`."""
+        most = f"{MAX_LEVEL_REQUESTS:,}"
+        for c in self.concurrency:
+            check(c <= MAX_LEVEL_REQUESTS, "{concurrency} {got} is more than the {most} requests a level may keep in"
+                  " flight (llmcompare/limits.py); lower {concurrency}", got=f"{c:,}", most=most)
+        if self.duration_s is not None and math.isfinite(self.duration_s):
+            for r in self.rates:
+                n = r * self.duration_s
+                check(n <= MAX_LEVEL_REQUESTS, "{rates} × {duration_s} schedules {got} requests in one level, more than"
+                      " the {most} a level may schedule (llmcompare/limits.py); lower {rates} or {duration_s}",
+                      got=f"{n:,.0f}", most=most)
+        if self.requests is not None:
+            check(self.requests <= MAX_LEVEL_REQUESTS, "{requests} {got} is more than the {most} requests a level may"
+                  " schedule (llmcompare/limits.py); lower {requests}", got=f"{self.requests:,}", most=most)
+        if self.warmup_requests is not None:
+            check(self.warmup_requests <= MAX_LEVEL_REQUESTS, "{warmup_requests} {got} is more than the {most}"
+                  " requests a level may schedule (llmcompare/limits.py)", got=f"{self.warmup_requests:,}", most=most)
 
 
 def parse_dist(text: str, field_name: str) -> tuple[str, int, int]:
@@ -348,6 +370,8 @@ class LevelRun:
         self.measured: list[RequestRecord] = []
         self.records: list[RequestRecord] = []
         """Every request of the level this process sent or was handed, warm-up included (the steady check)."""
+        self.warmup_sent = 0
+        self.warmup_errors = 0
         self.start: float | None = None  # scheduled time of the first measured request
         self.deadline: float | None = None
         self.warmed = False
@@ -395,6 +419,9 @@ class LevelRun:
         self.records.append(rec)
         if not warm:
             self.measured.append(rec)
+        else:
+            self.warmup_sent += 1
+            self.warmup_errors += rec.error is not None
         return rec
 
     async def warm_up(self) -> None:
@@ -524,7 +551,7 @@ class LevelRun:
                 "requests": len(self.measured), "errors": sum(errors.values()), "errors_by_kind": errors,
                 "send_rate": (len(sends) - 1) / span if span > 0 else None,
                 "max_in_flight": self.max_in_flight, "output_tok_s": out_tokens / wall if wall > 0 else 0.0,
-                "late_requests": late,
+                "late_requests": late, "warmup_requests": self.warmup_sent, "warmup_errors": self.warmup_errors,
                 "fell_behind": bool(self.level.rate) and late > LATE_SHARE * max(1, len(self.measured)),
                 "steady": check.steady if check is not None else None,
                 "steady_reason": check.reason if check is not None else None,
@@ -541,6 +568,18 @@ class _Counter:
     def take(self) -> int:
         self.next += 1
         return self.next - 1
+
+
+def in_flight_per_process(scenario: LoadConfig) -> int:
+    """The most requests one process keeps in flight at once that the configuration states: the
+    largest closed-loop concurrency (a sweep's throughput level included) or warm-up wave, shared
+    by ``clients`` processes. Open-loop levels depend on the server's latency and are not counted."""
+    levels = list(scenario.concurrency) + ([SWEEP_MAX_CONCURRENCY] if scenario.sweep and not scenario.concurrency else [])
+    warm = [scenario.warmup_requests if scenario.warmup_requests is not None else c for c in levels]
+    if scenario.warmup_requests is not None and scenario.rates:
+        warm.append(scenario.warmup_requests)
+    most = max(levels + warm, default=0)
+    return -(-most // max(1, scenario.clients))
 
 
 def planned_levels(scenario: LoadConfig) -> list[Level]:

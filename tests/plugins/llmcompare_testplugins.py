@@ -1,10 +1,11 @@
 """Backends used by the test suite, loaded through LLMCOMPARE_PLUGINS like any local plugin.
 
 ``crashy`` kills its own process (SIGKILL, as the OOM killer would) after ``crash_after`` requests,
-once per ``marker`` file; ``hangs`` never returns from its ``hang_after``-th request; ``slowserver``
-does the same with a managed server beside it that takes ``stop_s`` seconds to stop on SIGTERM;
-``tiredecho`` is echo that tires: after ``slow_after`` requests, each one's first token comes
-``slow_step_ms`` later than the one before (a server whose latency keeps rising: never steady).
+once per ``marker`` file (with an ``api_key``, its last line names the key's last four characters);
+``hangs`` never returns from its ``hang_after``-th request; ``slowserver`` does the same with a managed
+server beside it that takes ``stop_s`` seconds to stop on SIGTERM; ``tiredecho`` is echo that tires:
+after ``slow_after`` requests, each one's first token comes ``slow_step_ms`` later than the one before (a
+server whose latency keeps rising: never steady).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class CrashyBackend(EchoBackend):
         if self.calls > self.config.options["crash_after"] and not (marker and os.path.exists(marker)):
             if marker:
                 open(marker, "w").close()
+            if self.config.options.get("api_key"):  # the worker's last line: what it was handed (its end only)
+                print(f"crashy: crashing with an api_key ending in {self.config.options['api_key'][-4:]}", flush=True)
             os.kill(os.getpid(), getattr(signal, self.config.options.get("signal") or "SIGKILL"))
         return super().generate(prompt, max_new_tokens)
 
@@ -98,7 +101,8 @@ class TiredEcho(EchoBackend):
 def register_backends(register):
     register(BackendSpec(
         name="crashy", target="llmcompare_testplugins:CrashyBackend", install="(test plugin)",
-        options={"crash_after": OptionSpec(int, 3), "marker": OptionSpec(str, None), "signal": OptionSpec(str, None)},
+        options={"crash_after": OptionSpec(int, 3), "marker": OptionSpec(str, None), "signal": OptionSpec(str, None),
+                 "api_key": OptionSpec(str, None)},
         crash_hint="a test crash: read the plugin's docs",
     ))
     register(BackendSpec(
