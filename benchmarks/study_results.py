@@ -70,6 +70,10 @@ def backend_figures(s: dict) -> dict:
                                                      "bandwidth_bytes_per_s", "n_gpus", "ms_per_token",
                                                      "percent_of_floor")},
                         "source": "llmcompare's roofline in the cell's results.json"}
+    energy = info.get("energy") or {}
+    if energy.get("joules_per_token") is not None:  # NVML, over the timed requests (docs/telemetry.md)
+        out["energy"] = {k: energy.get(k) for k in ("seconds", "joules", "mean_power_w", "method", "output_tokens",
+                                                   "joules_per_token", "tokens_per_joule", "sm_util_mean_pct")}
     return out
 
 

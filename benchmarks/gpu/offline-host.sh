@@ -47,6 +47,10 @@ boot=$LLMCOMPARE_CACHE_DIR/boot
 if [ ! -e "$boot/.installed" ]; then
   say "installing llmcompare from ${packs[0]} into $boot"
   "$py" -m venv --system-site-packages "$boot"
+  # A host Python that is itself a virtual environment (torch in /opt/…/.venv): a venv made from it sees
+  # the base interpreter's packages only, so the host venv's site-packages join through a .pth file.
+  "$py" -c 'import site, sys; sys.prefix != sys.base_prefix and print("\n".join(site.getsitepackages()))' \
+    > "$("$boot/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/llmcompare-host.pth"
   "$boot/bin/python" -m pip install -q --no-index --find-links "${packs[0]}" --ignore-installed --no-deps \
     "${packs[0]}"/llmcompare-*.whl
   "$boot/bin/python" -m pip install -q --no-index --find-links "${packs[0]}" llmcompare
