@@ -7,7 +7,22 @@ and :func:`run`; ``python -m llmcompare.study ...`` works on its own (``__main__
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from llmcompare.errors import UserError
+from llmcompare.study import report
+from llmcompare.study.driver import RunOptions, plan_study, run_study
+
+DESCRIPTION = ("Which configuration should I deploy? A matrix of llmcompare runs (engines, options, models, hardware,"
+               " load levels) as one resumable study, pruned by the plan's arithmetic before anything is measured,"
+               " answered with the most cost-effective configuration that meets the SLO, the best latency and the"
+               " best throughput (docs/studies.md).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,32 +76,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from llmcompare.study.driver import RunOptions, run_study
-
     opts = RunOptions(output=args.output, resume=args.resume, executor=args.executor, address=args.address,
                       no_prune=args.no_prune, gpus=args.gpus, ray_retries=args.ray_retries, quiet=args.quiet)
     return run_study(args.study, opts)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from llmcompare.study import report
-
     paths = report.write_all(Path(args.directory))
     print("study: " + "  ·  ".join(str(p) for p in paths))
     return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
-    import json
-
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from llmcompare.study.driver import plan_study
-
     study, planned = plan_study(args.study, args.gpus, args.no_prune)
     if args.json:
         print(json.dumps([{"id": p.cell.id, "name": p.cell.name, "status": p.status, "argv": p.cell.argv,
@@ -134,11 +135,7 @@ def _n(x: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llmcompare.errors import UserError
-
-    parser = argparse.ArgumentParser(prog="llmcompare study",
-                                     description="Which configuration should I deploy? A matrix of llmcompare runs"
-                                                 " as one resumable study.")
+    parser = argparse.ArgumentParser(prog="llmcompare study", description=DESCRIPTION)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     add_arguments(parser)
     args = parser.parse_args(argv)
