@@ -24,6 +24,8 @@ DESCRIPTION = ("Which configuration should I deploy? A matrix of llmcompare runs
                " answered with the most cost-effective configuration that meets the SLO, the best latency and the"
                " best throughput (docs/studies.md).")
 
+INTERRUPTED = "llmcompare: interrupted; finished cells are kept: continue with llmcompare study run --resume DIR"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="study_command", metavar="plan|run|report")
@@ -66,12 +68,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.study_command == "plan":
-        return _plan(args)
-    if args.study_command == "run":
-        return _run(args)
-    if args.study_command == "report":
-        return _report(args)
+    try:
+        if args.study_command == "plan":
+            return _plan(args)
+        if args.study_command == "run":
+            return _run(args)
+        if args.study_command == "report":
+            return _report(args)
+    except KeyboardInterrupt:  # before the driver took over its own Ctrl-C and SIGTERM
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     raise AssertionError(args.study_command)
 
 
@@ -147,5 +153,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llmcompare: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("llmcompare: interrupted; continue with llmcompare study run --resume DIR", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130

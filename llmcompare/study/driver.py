@@ -290,7 +290,9 @@ def _run_phase(manifest: Manifest, directory: Path, study: Study, executor, even
         manifest.update(c["id"], status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         attempts=c.get("attempts", 0) + 1, **info)
         where = f" on GPUs {info['devices']}" if info.get("devices") else ""
-        events.say(f"start    {c['id']}  {c['name']}{where}")
+        # a Ray task is handed over now and starts when the cluster has its resources
+        verb = "queued" if info.get("executor") == "ray" else "start"
+        events.say(f"{verb:<8} {c['id']}  {c['name']}{where}")
 
     def finished(job: Job, out: Outcome) -> None:
         c = job.entry

@@ -87,7 +87,7 @@ def h(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-ANSWER_COLUMNS = ("deploy", "load", "ms/token (median)", "tok/s", "$/h", "minutes / 1M tokens", "$ / 1M tokens",
+ANSWER_COLUMNS = ("deployment", "load", "ms/token (median)", "tok/s", "$/h", "minutes / 1M tokens", "$ / 1M tokens",
                   "SLO met")
 
 
@@ -355,7 +355,8 @@ def plots(r: dict[str, Any], directory: Path | None = None) -> list[tuple[str, s
                     ax.scatter([x], [y], marker="x", color="black", s=40)
         fx = [g.tpot.value for g in front]
         fy = [(g.tok_s.value * 3600 / g.price) if per == "dollar" else g.tok_s.value / max(1, g.gpus) for g in front]
-        ax.plot(fx, fy, color="grey", linestyle="--", label="Pareto frontier")
+        ax.plot(fx, fy, color="grey", linestyle="--", marker="s", markersize=11, markerfacecolor="none",
+                label="Pareto frontier")  # a frontier of one point is its marker
         if "tpot_ms" in r["slo"]:
             ax.axvline(r["slo"]["tpot_ms"], color="red", linestyle=":", label="SLO tpot_ms")
         ax.set_xlabel("latency per user: median ms/token (lower is better)")
@@ -367,6 +368,9 @@ def plots(r: dict[str, Any], directory: Path | None = None) -> list[tuple[str, s
     for dep, gs in sorted(deps.items()):
         gs = sorted(gs, key=lambda g: g.level)
         ax.plot([g.level for g in gs], [g.tok_s.value for g in gs], marker="o", label=dep[:60])
+    levels = sorted({g.level for g in groups})
+    if len(levels) <= 12 and all(float(x).is_integer() for x in levels):
+        ax.set_xticks(levels)  # concurrency 1, 2: no tick at 1.5
     ax.set_xlabel("load level (concurrency, or rate)")
     ax.set_ylabel("output tok/s")
     ax.set_title("Throughput against load")
