@@ -111,6 +111,8 @@ def load(
     price_per_hour: Sequence[str] | None = None,
     request_timeout_s: float | None = None,
     clients: int = 1,
+    executor: str = "local",
+    address: str | None = None,
     model: str | None = None,
     prompts: str | None = None,
     options: Sequence[str] = (),
@@ -123,13 +125,14 @@ def load(
     progress: ProgressCallbacks | None = None,
 ) -> RunResult:
     """Drive ``backends`` under load: closed-loop ``concurrency`` levels or open-loop ``rates``
-    (requests/s, ``arrivals`` constant or poisson), each level for ``duration_s`` or ``requests``."""
+    (requests/s, ``arrivals`` constant or poisson), each level for ``duration_s`` or ``requests``; ``clients``
+    processes (``executor="local"``) or Ray actors (``executor="ray"``, ``address`` a cluster) drive each level."""
     config = LoadConfig(
         concurrency=tuple(int(c) for c in concurrency), rates=tuple(float(r) for r in rates), arrivals=arrivals,
         seed=seed, duration_s=duration_s, requests=requests, warmup_requests=warmup, max_new_tokens=max_new_tokens,
         output_tokens_dist=output_tokens_dist, input_tokens=input_tokens, input_tokens_dist=input_tokens_dist,
         sweep=sweep, sweep_levels=sweep_levels, slo=slo if isinstance(slo, dict) else parse_slo(slo), clients=clients,
-        request_timeout_s=request_timeout_s,
+        request_timeout_s=request_timeout_s, executor=executor, address=address,
     )
     return run(backends, [config], model=model, prompts=prompts, options=options, device=device, timeout_s=timeout_s,
                chat_template=chat_template, trust_remote_code=trust_remote_code, python=python,

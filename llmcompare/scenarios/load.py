@@ -3,8 +3,9 @@ rates, each level a stage (``load:c=4``, ``load:rate=2``), then the knee of each
 curve, goodput under an SLO, cost per 1M tokens and the three answers (docs/load.md).
 
 The request schedule is :mod:`llmcompare.scenarios.loadgen`; several client processes for one level
-(``--clients N``, HTTP backends only) are :mod:`llmcompare.scenarios.clients`; the figures of each
-level are :mod:`llmcompare.analysis.levels`.
+(``--clients N``, HTTP backends only) are :mod:`llmcompare.scenarios.clients`, Ray actors instead
+(``--executor ray``) :mod:`llmcompare.scenarios.ray_clients`; the figures of each level are
+:mod:`llmcompare.analysis.levels`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from llmcompare.report.levels_files import LEVELS_CSV_FIELDS, level_row, markdow
 from llmcompare.report.sections import Section
 from llmcompare.runner.job import Context
 from llmcompare.runner.session import BackendSession
+from llmcompare.scenarios import ray_clients
 from llmcompare.scenarios.base import Analysis, Plan, Progress, Scenario
 from llmcompare.scenarios.clients import run_shared
 from llmcompare.scenarios.loadgen import (
@@ -110,6 +112,12 @@ class LoadScenario(Scenario):
                        help="per-request limits for goodput and the SLO answer")
         p.add_argument("--clients", type=int, default=1, metavar="N",
                        help="client processes that drive each level together (HTTP backends; default 1)")
+        p.add_argument("--executor", default="local", choices=LoadConfig.EXECUTORS,
+                       help="local: the --clients are processes on this machine; ray: N Ray actors, on other hosts"
+                            " when a cluster is joined (pip install 'llmcompare[ray]')")
+        p.add_argument("--address", default=None, metavar="ADDR",
+                       help="with --executor ray: the Ray cluster to join (default: a local instance, inside a"
+                            " loopback-only network namespace only)")
         p.add_argument("--request-timeout", dest="request_timeout_s", type=float, default=None, metavar="SECONDS",
                        help="per-request time limit under load")
 
@@ -120,14 +128,19 @@ class LoadScenario(Scenario):
             max_new_tokens=args.max_new_tokens, output_tokens_dist=args.output_tokens_dist,
             input_tokens=args.input_tokens, input_tokens_dist=args.input_tokens_dist, sweep=args.sweep,
             sweep_levels=args.sweep_levels, slo=parse_slo(args.slo), clients=args.clients,
-            request_timeout_s=args.request_timeout_s)
+            request_timeout_s=args.request_timeout_s, executor=args.executor, address=args.address)
 
     def prepare(self, config: LoadConfig, spec, registry, model, options=()) -> LoadConfig:
-        if config.clients > 1:
+        if config.clients > 1 or config.executor == "ray":
+            where = "Ray actors" if config.executor == "ray" else "other processes"
             for r in spec.backends:
                 if registry.get(r.name).capabilities.in_process:
-                    raise UserError(f"--clients {config.clients} needs backends reached over HTTP; {r.label!r} runs in"
-                                    " its worker process, which other processes cannot share (use --clients 1 for it)")
+                    raise UserError(f"--clients {config.clients} --executor {config.executor} needs backends reached"
+                                    f" over HTTP; {r.label!r} runs in its worker process, which {where} cannot share"
+                                    " (use --clients 1 --executor local for it)")
+        if config.executor == "ray":
+            ray_clients.check_installed()
+            ray_clients.check_network(config.address)
         return config
 
     # ---- plan ----
@@ -168,7 +181,9 @@ class LoadScenario(Scenario):
                    index: int) -> StageRecord | None:
         if ctx.job.is_done(level.stage):
             return None
-        if config.clients > 1:
+        if config.executor == "ray":  # the level's clients on Ray actors (scenarios/ray_clients.py)
+            lr = ray_clients.run_level(session, ctx, writer, level, index, config.clients, config.address)
+        elif config.clients > 1:
             lr = session.run(run_shared(session, ctx, writer, level, index, config.clients))
         else:
             lr = LevelRun(session, ctx, level, index, writer.write)
