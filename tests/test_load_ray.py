@@ -26,8 +26,8 @@ PY = sys.executable
 
 #: Margins between the Ray level and the processes' level, both against the mock server's known service
 #: times (20 ms to the first token, 5 ms between tokens) on the same machine, one right after the other.
-#: Measured here (2 shared cores, 2026-12-07): output tok/s 524 vs 486 (closed loop, c=4) and 197.8 vs 197.6
-#: (open loop, 25 req/s); TPOT p50 5.05 vs 4.68 ms; TTFT p50 25.1 vs 27.9 ms.
+#: Measured here (2 shared cores, 2026-12-07, docs/load.md): output tok/s 524 vs 486 and 555 vs 535 (closed
+#: loop, c=4), 197.8 vs 197.6 (open loop, 25 req/s); TPOT p50 4.68-5.05 ms; TTFT p50 22.1-27.9 ms.
 TOK_S_REL = 0.25
 TPOT_ABS_MS = 1.5
 TTFT_ABS_MS = 15.0
