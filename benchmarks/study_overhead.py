@@ -2,7 +2,7 @@
 
 For each executor and each study size N, a study of N echo cells (batch-1 scenario, one token, one
 repeat: each cell is a full ``python -m llmcompare`` run that does almost nothing) is run with
-``python -m llmcompare.study run`` from a fresh directory, timed from outside. The driver's overhead is
+``python -m llmcompare study run`` (the registered command) from a fresh directory, timed from outside. The driver's overhead is
 the study's wall time less the time the cells' CLI subprocesses themselves took (``cli_wall_s`` in
 ``study.json``). Fitting ``overhead = fixed + per_cell × N`` over the sizes separates what a study pays
 once (for Ray: the private network namespace, starting the local instance, shutting it down) from what
@@ -44,8 +44,8 @@ def run_once(executor: str, n: int, workdir: Path) -> dict:
     study.write_text(STUDY.format(options=", ".join(f'"ttft_ms={i}"' for i in range(n))), encoding="utf-8")
     out = workdir / f"study-{executor}-{n}"
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "llmcompare.study", "run", str(study), "-O", str(out), "--executor",
-                           executor, "-q"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "llmcompare", "study", "run", str(study), "-O", str(out),
+                           "--executor", executor, "-q"], capture_output=True, text=True)
     wall = time.monotonic() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{executor} with {n} cells failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -118,6 +118,8 @@ def load(
     price_per_hour: Sequence[str] | None = None,
     request_timeout_s: float | None = None,
     clients: int = 1,
+    executor: str = "local",
+    address: str | None = None,
     model: str | None = None,
     prompts: str | None = None,
     options: Sequence[str] = (),
@@ -133,7 +135,8 @@ def load(
     (requests/s, ``arrivals`` constant or poisson), each level for ``duration_s`` or ``requests``.
     ``dataset`` (``"sharegpt"`` or a conversation file), ``multi_turn`` and ``shared_prefix_tokens``
     with ``prefix_groups`` choose the workload (docs/workloads.md); ``output_tokens_dist="auto"`` is the
-    dataset's reply lengths with a dataset, else ``max_new_tokens``."""
+    dataset's reply lengths with a dataset, else ``max_new_tokens``. ``clients``
+    processes (``executor="local"``) or Ray actors (``executor="ray"``, ``address`` a cluster) drive each level."""
     config = LoadConfig(
         concurrency=tuple(int(c) for c in concurrency), rates=tuple(float(r) for r in rates), arrivals=arrivals,
         seed=seed, duration_s=duration_s, requests=requests, warmup_requests=warmup, max_new_tokens=max_new_tokens,
@@ -141,6 +144,7 @@ def load(
         sweep=sweep, sweep_levels=sweep_levels, slo=slo if isinstance(slo, dict) else parse_slo(slo), clients=clients,
         request_timeout_s=request_timeout_s, dataset=dataset, num_prompts=num_prompts, multi_turn=multi_turn,
         shared_prefix_tokens=shared_prefix_tokens, prefix_groups=prefix_groups, metrics_interval_s=metrics_interval_s,
+        executor=executor, address=address,
     )
     return run(backends, [config], model=model, prompts=prompts, options=options, device=device, timeout_s=timeout_s,
                chat_template=chat_template, trust_remote_code=trust_remote_code, python=python,

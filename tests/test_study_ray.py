@@ -1,6 +1,6 @@
 """The Ray executor on a real local Ray instance: the same known answer as the local executor, nothing
 listening beyond the loopback, and a Ray worker killed mid-cell (the cell reruns in a fresh directory;
-nothing lost, nothing counted twice)."""
+nothing lost, nothing counted twice). A minute or two: the engine tier."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.engine
 
 from test_study_run import KNOWN, manifest, write
 

@@ -1,6 +1,7 @@
 """Studies run for real on the echo backend, whose latencies are known, so the right answer is known:
 the local executor, resume after kill -9 of the driver, a crashing cell, a pruned cell, GPU cells side by
-side on disjoint (faked) GPU sets. Each cell is a real `python -m llmcompare` subprocess (~6 s here)."""
+side on disjoint (faked) GPU sets. Each cell is a real `python -m llmcompare` subprocess (~6 s here):
+minutes in all, so the engine tier."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 
 from llmcompare.study.driver import RunOptions, run_study
 
+pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 

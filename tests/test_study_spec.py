@@ -3,13 +3,16 @@ arithmetic (isotonic fit, eligibility, ties), escaping. Nothing here runs a cell
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from llmcompare.cli.main import build_parser
 from llmcompare.errors import UserError
 from llmcompare.study import analysis
 from llmcompare.study.driver import plan_cells
@@ -51,7 +54,6 @@ def test_a_cell_is_an_argv_the_cli_parses_with_the_slo_and_the_price():
                       "--max-new-tokens", "8", "--requests", "4", "--concurrency", "1,2", "--device", "cpu",
                       "--slo", "tpot_ms=30", "--price-per-hour", "1", "-q"]
     assert c.levels == [1.0, 2.0] and c.level_kind == "concurrency" and c.gpus == 0
-    from llmcompare.cli import build_parser
 
     build_parser().parse_args(c.argv)
 
@@ -209,7 +211,7 @@ def test_isotonic_fit_is_the_non_increasing_least_squares_fit():
     assert fit == pytest.approx({1.0: 0.55, 2.0: 0.55, 4.0: 0.05, 8.0: 0.05})
     fit = analysis.isotonic_decreasing([1, 2, 2, 4], [0.5, 0.1, 0.3, 0.4])
     assert fit[1.0] == 0.5 and fit[2.0] == pytest.approx(0.8 / 3) == fit[4.0]
-    rng = __import__("numpy").random.default_rng(0)
+    rng = np.random.default_rng(0)
     for _ in range(50):
         x = list(range(8))
         y = list(rng.normal(size=8))
@@ -307,3 +309,18 @@ def test_llmcompare_and_study_plan_work_without_ray(tmp_path):
     err = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert err == ["llmcompare: error: --executor ray needs Ray, which is not installed; install it with:"
                    " pip install 'llmcompare[ray]'"]
+
+
+def test_the_study_command_is_registered_and_python_m_llmcompare_study_is_the_same(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text(BASE)
+    outs = []
+    for entry in (["-m", "llmcompare", "study"], ["-m", "llmcompare.study"]):
+        p = subprocess.run([sys.executable, *entry, "plan", str(f), "--json"], capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 0, p.stderr
+        outs.append(json.loads(p.stdout))
+    assert outs[0] == outs[1] and [c["status"] for c in outs[0]] == ["pending"]
+    bad = subprocess.run([sys.executable, "-m", "llmcompare", "study", "plan", str(tmp_path / "missing.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("llmcompare: error: ") and len(bad.stderr.splitlines()) == 1

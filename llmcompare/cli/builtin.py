@@ -19,5 +19,8 @@ def register_commands(register):
     register(CommandSpec("env", "llmcompare.cli.env", "build and list per-backend Python environments (vLLM)"))
     register(CommandSpec("verify-backend", "llmcompare.cli.verify",
                          "run the conformance kit and a short comparison on one backend"))
+    register(CommandSpec("study", "llmcompare.study.cli",
+                         "which configuration should I deploy? a matrix of runs as one resumable study (plan, run,"
+                         " report)"))
     register(CommandSpec("bandwidth", "llmcompare.cli.bandwidth",
                          "the GPU's copy bandwidth (measured once, cached), or a run's % of the decode floor"))

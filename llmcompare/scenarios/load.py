@@ -3,7 +3,8 @@ rates, each level a stage (``load:c=4``, ``load:rate=2``), then the knee of each
 curve, goodput under an SLO, cost per 1M tokens and the three answers (docs/load.md).
 
 The request schedule is :mod:`llmcompare.scenarios.loadgen`; several client processes for one level
-(``--clients N``, HTTP backends only) are :mod:`llmcompare.scenarios.clients`; the workloads (ShareGPT,
+(``--clients N``, HTTP backends only) are :mod:`llmcompare.scenarios.clients`, Ray actors instead
+(``--executor ray``) :mod:`llmcompare.scenarios.ray_clients`; the workloads (ShareGPT,
 conversation files, multi-turn, shared prefixes) are planned by :mod:`llmcompare.scenarios.load_workload`;
 the server's metrics and the GPUs' energy are sampled beside each level by
 :mod:`llmcompare.scenarios.telemetry`; the figures of each level are :mod:`llmcompare.analysis.levels`.
@@ -34,6 +35,7 @@ from llmcompare.report.levels_files import LEVELS_CSV_FIELDS, level_row, markdow
 from llmcompare.report.sections import Lines, Section
 from llmcompare.runner.job import Context
 from llmcompare.runner.session import BackendSession
+from llmcompare.scenarios import ray_clients
 from llmcompare.scenarios.base import Analysis, Plan, Progress, Scenario
 from llmcompare.scenarios.clients import run_shared
 from llmcompare.scenarios.load_workload import plan_workload
@@ -121,6 +123,12 @@ class LoadScenario(Scenario):
                        help="per-request limits for goodput and the SLO answer")
         p.add_argument("--clients", type=int, default=1, metavar="N",
                        help="client processes that drive each level together (HTTP backends; default 1)")
+        p.add_argument("--executor", default="local", choices=LoadConfig.EXECUTORS,
+                       help="local: the --clients are processes on this machine; ray: N Ray actors, on other hosts"
+                            " when a cluster is joined (pip install 'llmcompare[ray]')")
+        p.add_argument("--address", default=None, metavar="ADDR",
+                       help="with --executor ray: the Ray cluster to join (default: a local instance, inside a"
+                            " loopback-only network namespace only)")
         p.add_argument("--request-timeout", dest="request_timeout_s", type=float, default=None, metavar="SECONDS",
                        help="per-request time limit under load")
         p.add_argument("--dataset", default=None, metavar="sharegpt|FILE.jsonl",
@@ -149,14 +157,20 @@ class LoadScenario(Scenario):
             sweep_levels=args.sweep_levels, slo=parse_slo(args.slo), clients=args.clients,
             request_timeout_s=args.request_timeout_s, dataset=args.dataset, num_prompts=args.num_prompts,
             multi_turn=args.multi_turn, shared_prefix_tokens=args.shared_prefix_tokens,
-            prefix_groups=args.prefix_groups, metrics_interval_s=args.metrics_interval_s)
+            prefix_groups=args.prefix_groups, metrics_interval_s=args.metrics_interval_s,
+            executor=args.executor, address=args.address)
 
     def prepare(self, config: LoadConfig, spec, registry, model, options=()) -> LoadConfig:
-        if config.clients > 1:
+        if config.clients > 1 or config.executor == "ray":
+            where = "Ray actors" if config.executor == "ray" else "other processes"
             for r in spec.backends:
                 if registry.get(r.name).capabilities.in_process:
-                    raise UserError(f"--clients {config.clients} needs backends reached over HTTP; {r.label!r} runs in"
-                                    " its worker process, which other processes cannot share (use --clients 1 for it)")
+                    raise UserError(f"--clients {config.clients} --executor {config.executor} needs backends reached"
+                                    f" over HTTP; {r.label!r} runs in its worker process, which {where} cannot share"
+                                    " (use --clients 1 --executor local for it)")
+        if config.executor == "ray":
+            ray_clients.check_installed()
+            ray_clients.check_network(config.address)
         if any(not registry.get(r.name).capabilities.in_process for r in spec.backends):
             check_open_files(config)
         return config
@@ -226,7 +240,10 @@ class LoadScenario(Scenario):
             session.run(server.begin_level(level.stage))
         measured = server.mark_measured if server else None
         try:
-            if config.clients > 1:
+            if config.executor == "ray":  # the level's clients on Ray actors (scenarios/ray_clients.py)
+                lr = ray_clients.run_level(session, ctx, writer, level, index, config.clients, config.address,
+                                           on_measured=measured)
+            elif config.clients > 1:
                 lr = session.run(run_shared(session, ctx, writer, level, index, config.clients, on_measured=measured))
             else:
                 lr = LevelRun(session, ctx, level, index, writer.write, on_measured=measured)

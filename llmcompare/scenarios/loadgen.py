@@ -93,9 +93,14 @@ class LoadConfig:
     prefix_groups: int = 1
     metrics_interval_s: float = 1.0
     """Seconds between scrapes of the server's ``/metrics`` during a level."""
+    executor: str = "local"
+    """Where the clients run: ``local`` (processes on this machine) or ``ray`` (``clients`` Ray actors)."""
+    address: str | None = None
+    """The Ray cluster to join (``executor="ray"``); None: a local instance (loopback-only namespace only)."""
 
     SLO_KEYS: ClassVar[tuple[str, ...]] = ("ttft_ms", "tpot_ms", "e2e_ms", "itl_ms")
     ARRIVALS: ClassVar[tuple[str, ...]] = ("constant", "poisson")
+    EXECUTORS: ClassVar[tuple[str, ...]] = ("local", "ray")
 
     def __post_init__(self) -> None:
         def check(cond: bool, template: str, **values: Any) -> None:
@@ -121,6 +126,9 @@ class LoadConfig:
         check(self.max_new_tokens >= 1, "{max_new_tokens} must be at least 1, got {got}", got=self.max_new_tokens)
         check(self.input_tokens is None or self.input_tokens >= 1, "{input_tokens} must be at least 1")
         check(self.clients >= 1, "{clients} must be at least 1")
+        check(self.executor in self.EXECUTORS, "{executor} must be one of {choices}, got {got}",
+              choices=", ".join(self.EXECUTORS), got=repr(self.executor))
+        check(self.address is None or self.executor == "ray", "{address} joins a Ray cluster: give it with {executor} ray")
         check(self.sweep_levels >= 1, "{sweep_levels} must be at least 1")
         check(_finite_positive(self.request_timeout_s),
               "{request_timeout_s} must be a positive number of seconds, got {got}", got=self.request_timeout_s)

@@ -202,6 +202,17 @@ def read_points(study_dir: Path, entry: dict[str, Any], slo: dict[str, float], p
     return out
 
 
+def collect_points(cells: list[dict[str, Any]], directory: Path, slo: dict[str, float]) -> list[Point]:
+    """The points of every finished cell of a study directory (``cells``: the manifest's entries)."""
+    pts = []
+    for c in cells:
+        if c["status"] != "done":
+            continue
+        pts.extend(read_points(directory, c, slo, c.get("price_per_hour"),
+                               c.get("gpus") or c.get("plan", {}).get("gpus", 0) or 1))
+    return pts
+
+
 def _requests_csv(path: Path) -> list[dict[str, str]]:
     if not path.exists():
         return []

@@ -7,9 +7,25 @@ and :func:`run`; ``python -m llmcompare.study ...`` works on its own (``__main__
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from llmcompare.errors import UserError
+from llmcompare.study import report
+from llmcompare.study.driver import RunOptions, plan_study, run_study
 from llmcompare.study.spec import parse_only
+
+DESCRIPTION = ("Which configuration should I deploy? A matrix of llmcompare runs (engines, options, models, hardware,"
+               " load levels) as one resumable study, pruned by the plan's arithmetic before anything is measured,"
+               " answered with the most cost-effective configuration that meets the SLO, the best latency and the"
+               " best throughput (docs/studies.md).")
+
+INTERRUPTED = "llmcompare: interrupted; finished cells are kept: continue with llmcompare study run --resume DIR"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,18 +73,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.study_command == "plan":
-        return _plan(args)
-    if args.study_command == "run":
-        return _run(args)
-    if args.study_command == "report":
-        return _report(args)
+    try:
+        if args.study_command == "plan":
+            return _plan(args)
+        if args.study_command == "run":
+            return _run(args)
+        if args.study_command == "report":
+            return _report(args)
+    except KeyboardInterrupt:  # before the driver took over its own Ctrl-C and SIGTERM
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     raise AssertionError(args.study_command)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from llmcompare.study.driver import RunOptions, run_study
-
     opts = RunOptions(output=args.output, resume=args.resume, executor=args.executor, address=args.address,
                       no_prune=args.no_prune, gpus=args.gpus, ray_retries=args.ray_retries, quiet=args.quiet,
                       only=parse_only(args.only))
@@ -76,24 +94,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from llmcompare.study import report
-
     paths = report.write_all(Path(args.directory))
     print("study: " + "  ·  ".join(str(p) for p in paths))
     return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
-    import json
-
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from llmcompare.study.driver import plan_study
-
     study, planned = plan_study(args.study, args.gpus, args.no_prune, parse_only(args.only))
     if args.json:
         print(json.dumps([{"id": p.cell.id, "name": p.cell.name, "status": p.status, "argv": p.cell.argv,
@@ -144,11 +150,7 @@ def _n(x: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llmcompare.errors import UserError
-
-    parser = argparse.ArgumentParser(prog="llmcompare study",
-                                     description="Which configuration should I deploy? A matrix of llmcompare runs"
-                                                 " as one resumable study.")
+    parser = argparse.ArgumentParser(prog="llmcompare study", description=DESCRIPTION)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     add_arguments(parser)
     args = parser.parse_args(argv)
@@ -160,5 +162,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llmcompare: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("llmcompare: interrupted; continue with llmcompare study run --resume DIR", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130

@@ -17,6 +17,8 @@ the driver takes its cells down with it (PR_SET_PDEATHSIG), and the next run res
 
 from __future__ import annotations
 
+import dataclasses
+import queue
 import signal
 import sys
 import threading
@@ -27,12 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from llmcompare.errors import UserError
-from llmcompare.study import analysis
+from llmcompare.study import analysis, rayexec, report
 from llmcompare.study.cellrun import CellProcess, Outcome, read_outcome
-from llmcompare.study.hardware import HostDevices, detect
+from llmcompare.study.hardware import Hardware, HostDevices, detect
 from llmcompare.study.manifest import FORMAT, DirLock, Manifest
 from llmcompare.study.prune import Assessment, assess
-from llmcompare.study.spec import (Cell, Study, cell_id, load_study, load_study_text, select, with_level)
+from llmcompare.study.spec import (
+    Cell,
+    Study,
+    cell_id,
+    load_study,
+    load_study_text,
+    select,
+    with_level,
+    with_levels,
+)
 
 DEFAULT_ROOT = Path("llmcompare-results")
 
@@ -70,13 +81,7 @@ def plan_cells(study: Study, host: HostDevices, no_prune: bool = False) -> list[
 
 
 def _with_levels(study: Study, cell: Cell, levels: list[float]) -> Cell:
-    import dataclasses
-
-    from llmcompare.study.spec import _num, _strip_levels
-
-    argv = _strip_levels(cell.argv)
-    i = argv.index("-q") if "-q" in argv else len(argv)
-    argv[i:i] = [f"--{cell.level_kind}", ",".join(_num(x) for x in levels)]
+    argv = with_levels(cell.argv, cell.level_kind or "concurrency", levels)
     hw = study.hardware[cell.hardware]
     return dataclasses.replace(cell, argv=argv, levels=list(levels),
                                id=cell_id(argv, cell.model, hw, cell.repeat, cell.kind))
@@ -161,8 +166,6 @@ def run_study(study_path: str | None, opts: RunOptions, events: Events | None = 
     directory = study_dir_for(study, opts)
     study = select(study, opts.only)
     if opts.executor == "ray":
-        from llmcompare.study import rayexec
-
         rayexec.check_installed()
         if opts.address is None and not rayexec.in_private_network():
             # a local Ray instance listens on every interface: run the whole study in a network namespace
@@ -193,8 +196,6 @@ def run_study(study_path: str | None, opts: RunOptions, events: Events | None = 
         finally:
             executor.close()
             _restore_sigterm(prev)
-        from llmcompare.study import report
-
         paths = report.write_all(directory, console=not opts.quiet)
         events.say("study: " + "  ·  ".join(str(p) for p in paths))
         if interrupted:
@@ -323,7 +324,9 @@ def _run_phase(manifest: Manifest, directory: Path, study: Study, executor, even
         manifest.update(c["id"], status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         attempts=c.get("attempts", 0) + 1, **info)
         where = f" on GPUs {info['devices']}" if info.get("devices") else ""
-        events.say(f"start    {c['id']}  {c['name']}{where}")
+        # a Ray task is handed over now and starts when the cluster has its resources
+        verb = "queued" if info.get("executor") == "ray" else "start"
+        events.say(f"{verb:<8} {c['id']}  {c['name']}{where}")
 
     def finished(job: Job, out: Outcome) -> None:
         c = job.entry
@@ -340,7 +343,7 @@ def _run_phase(manifest: Manifest, directory: Path, study: Study, executor, even
 def _confirm_cells(manifest: Manifest, directory: Path, study: Study) -> list[dict[str, Any]]:
     """Follow-up cells: per load deployment, re-measure its highest level that meets the SLO (unless
     already re-measured). Deterministic from the finished cells, so a resumed study makes the same ones."""
-    groups = analysis.build_groups(collect_points(manifest, directory, study.slo), study.slo)
+    groups = analysis.build_groups(analysis.collect_points(manifest.cells, directory, study.slo), study.slo)
     new = []
     by_dep: dict[str, list[dict[str, Any]]] = {}
     for c in manifest.cells:
@@ -370,21 +373,9 @@ def _confirm_cells(manifest: Manifest, directory: Path, study: Study) -> list[di
     return new
 
 
-def collect_points(manifest: Manifest, directory: Path, slo: dict[str, float]) -> list[analysis.Point]:
-    pts = []
-    for c in manifest.cells:
-        if c["status"] != "done":
-            continue
-        pts.extend(analysis.read_points(directory, c, slo, c.get("price_per_hour"),
-                                        c.get("gpus") or c.get("plan", {}).get("gpus", 0) or 1))
-    return pts
-
-
 def _executor(opts: RunOptions, study: Study, host: HostDevices, directory: Path, events: Events):
     if opts.executor == "ray":
-        from llmcompare.study.rayexec import RayExecutor
-
-        return RayExecutor(study, host, directory, events, address=opts.address, retries=opts.ray_retries,
+        return rayexec.RayExecutor(study, host, directory, events, address=opts.address, retries=opts.ray_retries,
                            max_bytes=opts.ray_max_bytes)
     return LocalExecutor(host, events)
 
@@ -433,8 +424,6 @@ class LocalExecutor:
         pass
 
     def run(self, jobs: list[Job], started: Callable, finished: Callable) -> None:
-        import queue
-
         pending = list(jobs)
         done_q: queue.Queue = queue.Queue()
         free = {g.id for g in self.host.gpus}
@@ -484,8 +473,6 @@ class LocalExecutor:
         if any(not d for _, _, _, d in self.running.values()):
             return None  # a CPU cell is running alone
         hw_name = job.hardware.get("accelerator")
-        from llmcompare.study.hardware import Hardware
-
         hw = Hardware.from_dict(job.hardware)
         kinds = {g.id for g in self.host.matching(hw)} if hw_name else set(order)
         avail = [g for g in order if g in free and g in kinds]

@@ -22,6 +22,8 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from llmcompare.hardware.gpus import get_accelerator
+
 GPUS_ENV = "LLMCOMPARE_STUDY_GPUS"
 
 
@@ -47,8 +49,6 @@ class Hardware:
     def describe(self) -> str:
         if self.accelerator is None:
             return "CPU"
-        from llmcompare.hardware.gpus import get_accelerator
-
         acc = get_accelerator(self.accelerator)
         short = acc.key.upper() if acc.key != "inf2" else "Inferentia2"
         return f"{self.count}× {short}"
@@ -94,8 +94,6 @@ def gpu_matches(reported: str, accelerator: str | None, memory_mib: int | None =
     the accelerator ``accelerator`` of llmcompare's table."""
     if accelerator is None:
         return False
-    from llmcompare.hardware.gpus import get_accelerator
-
     try:
         acc = get_accelerator(reported)
         return acc.key == get_accelerator(accelerator).key

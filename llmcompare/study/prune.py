@@ -18,9 +18,11 @@ a bound, labelled as one, never a measurement.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from llmcompare.hardware.gpus import Accelerator, get_accelerator
+from llmcompare.hardware.plan import DEFAULT_RESERVE, DTYPE_BYTES, ModelConfig, load_model_config, plan
 from llmcompare.study.hardware import Hardware, HostDevices
 from llmcompare.study.spec import Cell, Study, tensor_parallel
 
@@ -64,15 +66,11 @@ class Assessment:
     max_batch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return asdict(self)
 
 
 def model_config(study: Study, model: str | None):
     """The model's shape for the planner, or (None, why not)."""
-    from llmcompare.hardware.plan import ModelConfig, load_model_config
-
     if model is not None and model in study.models:
         return ModelConfig.from_hf_config(study.models[model], name=model, source="the study file's models:"), None
     try:
@@ -83,8 +81,6 @@ def model_config(study: Study, model: str | None):
 
 def _accelerator(hw: Hardware):
     """The plan's accelerator for a hardware entry; for a CPU entry one built from memory_gb/bandwidth_gbs."""
-    from llmcompare.hardware.gpus import Accelerator, get_accelerator
-
     if hw.accelerator is not None:
         acc = get_accelerator(hw.accelerator)
         return acc.with_bandwidth(hw.bandwidth_gbs) if hw.bandwidth_gbs else acc
@@ -97,8 +93,6 @@ def _accelerator(hw: Hardware):
 
 
 def assess(study: Study, cell: Cell, host: HostDevices, cache: dict | None = None) -> Assessment:
-    from llmcompare.hardware.plan import DEFAULT_RESERVE, plan
-
     cache = cache if cache is not None else {}
     hw = study.hardware[cell.hardware]
     a = Assessment(cell.id)
@@ -197,8 +191,6 @@ def assess(study: Study, cell: Cell, host: HostDevices, cache: dict | None = Non
 
 
 def _dt_bytes(dtype: str) -> float:
-    from llmcompare.hardware.plan import DTYPE_BYTES
-
     return DTYPE_BYTES[dtype]
 
 

@@ -11,8 +11,9 @@ and resumed with the CLI's ``--resume``.
 
 Without ``--address`` a local Ray instance is started. Ray's servers listen on every interface (their
 bind address is not configurable), so ``llmcompare study run --executor ray`` first re-executes itself in
-a private network namespace whose only interface is the loopback (``unshare(CLONE_NEWNET)``, or with a
-user namespace when not root); nothing it starts can be reached from outside. Cells there reach only
+a private network namespace whose only interface is the loopback (:mod:`llmcompare.runner.netns`:
+``unshare(CLONE_NEWNET)``, or with a user namespace when not root); nothing it starts can be reached from
+outside. Cells there reach only
 127.0.0.1 (models must be local files or cached). ``--address`` joins a cluster you run: its network
 is yours to secure, and every node needs llmcompare (and the engines) installed.
 
@@ -24,11 +25,12 @@ from __future__ import annotations
 import fcntl
 import glob
 import hashlib
+import importlib.util
 import io
+import logging
 import os
 import shutil
-import signal
-import subprocess
+import socket
 import sys
 import tarfile
 import tempfile
@@ -37,75 +39,25 @@ from pathlib import Path
 from typing import Any
 
 from llmcompare.errors import UserError
+from llmcompare.runner.netns import in_private_network, run_in_private_network
 from llmcompare.study.cellrun import CellProcess, Outcome, read_outcome
 
 INSTALL = "pip install 'llmcompare[ray]'"
-NETNS_ENV = "LLMCOMPARE_STUDY_NETNS"
 #: Variables a Ray worker sets for its tasks that would change how an engine runs (OMP_NUM_THREADS=1 for
 #: a task of one CPU): a cell gets the driver's value, or none.
 RAY_INJECTED = ("OMP_NUM_THREADS", "PYTHONBREAKPOINT")
 RESOURCE_PREFIX = "llmcompare-hw-"
 CPU_SLOT = "llmcompare-cpu-slot"
 
-NETNS_LAUNCHER = r"""
-import ctypes, fcntl, os, signal, socket, struct, sys
-libc = ctypes.CDLL(None, use_errno=True)
-libc.prctl(1, signal.SIGTERM, 0, 0, 0)
-if os.getppid() != int(sys.argv[1]):
-    os._exit(3)
-uid, gid = os.getuid(), os.getgid()
-if libc.unshare(0x40000000) != 0:                      # CLONE_NEWNET
-    if libc.unshare(0x10000000 | 0x40000000) != 0:     # CLONE_NEWUSER | CLONE_NEWNET
-        err = ctypes.get_errno()
-        print("llmcompare: error: cannot give the local Ray instance a private network namespace (%s); Ray's"
-              " servers would listen on every interface: run as root or allow unprivileged user namespaces, or"
-              " start Ray yourself and pass --address" % os.strerror(err), file=sys.stderr)
-        os._exit(2)
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write("0 %d 1" % uid)
-    with open("/proc/self/gid_map", "w") as f:
-        f.write("0 %d 1" % gid)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH22x", b"lo", 0))[:18])[1]   # SIOCGIFFLAGS
-fcntl.ioctl(s, 0x8914, struct.pack("16sH22x", b"lo", flags | 1))                                 # SIOCSIFFLAGS IFF_UP
-os.environ["LLMCOMPARE_STUDY_NETNS"] = "1"
-os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
-"""
+
+def rerun_in_private_network(python_args: list[str]) -> int:
+    """Run ``python PYTHON_ARGS`` in a loopback-only network namespace; return its exit status."""
+    return run_in_private_network([sys.executable, *python_args])
 
 
 def check_installed() -> None:
-    import importlib.util
-
     if importlib.util.find_spec("ray") is None:
         raise UserError(f"--executor ray needs Ray, which is not installed; install it with: {INSTALL}")
-
-
-def in_private_network() -> bool:
-    return os.environ.get(NETNS_ENV) == "1"
-
-
-def rerun_in_private_network(python_args: list[str]) -> int:
-    """Run ``python PYTHON_ARGS`` in a new network namespace with only the loopback; return its status.
-    The child dies with this process; SIGTERM is passed on, Ctrl-C reaches it through the terminal."""
-    proc = subprocess.Popen([sys.executable, "-c", NETNS_LAUNCHER, str(os.getpid()), *python_args])
-
-    def forward(signum, frame):
-        try:
-            proc.send_signal(signum)
-        except ProcessLookupError:
-            pass
-
-    prev = signal.signal(signal.SIGTERM, forward)
-    try:
-        while True:
-            try:
-                return proc.wait()
-            except KeyboardInterrupt:
-                continue  # the child got the same Ctrl-C and is stopping its cells
-    finally:
-        signal.signal(signal.SIGTERM, prev)
 
 
 def _tar_dir(path: Path, extra: dict[str, Path] | None = None) -> bytes:
@@ -151,8 +103,6 @@ def _clean_stale(cell_id: str) -> None:
 def run_cell_task(payload: dict[str, Any], partial: bytes | None) -> dict[str, Any]:
     """The body of a cell's Ray task (also callable without Ray): run the cell in a fresh temporary
     directory and return the finished run directory as tar bytes."""
-    import socket
-
     cid = payload["id"]
     attempt = _count_attempt(payload["token"], cid)
     notes = []
@@ -214,8 +164,6 @@ class RayExecutor:
     def __init__(self, study, host, directory: Path, events, address: str | None = None, retries: int = 3,
                  max_bytes: int = 512 * 2**20):
         check_installed()
-        import logging
-
         import ray
 
         self.ray = ray

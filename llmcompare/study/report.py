@@ -8,12 +8,17 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from llmcompare.report.html import figure, png
 from llmcompare.study import analysis
 from llmcompare.study.manifest import Manifest
 
@@ -22,12 +27,10 @@ from llmcompare.study.manifest import Manifest
 # The model of the report
 # ---------------------------------------------------------------------------------------------
 def build(directory: Path) -> dict[str, Any]:
-    from llmcompare.study.driver import collect_points
-
     m = Manifest.read(directory)
     study = m.data["study"]
     slo = study.get("slo") or {}
-    points = collect_points(m, directory, slo)
+    points = analysis.collect_points(m.cells, directory, slo)
     groups = analysis.build_groups(points, slo)
     return {
         "manifest": m, "study": study, "slo": slo, "points": points, "groups": groups,
@@ -84,7 +87,7 @@ def h(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-ANSWER_COLUMNS = ("deploy", "load", "ms/token (median)", "tok/s", "$/h", "minutes / 1M tokens", "$ / 1M tokens",
+ANSWER_COLUMNS = ("deployment", "load", "ms/token (median)", "tok/s", "$/h", "minutes / 1M tokens", "$ / 1M tokens",
                   "SLO met")
 
 
@@ -320,20 +323,17 @@ def _h_table(cols, rows) -> str:
 
 
 def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
+    return "data:image/png;base64," + base64.b64encode(png(fig)).decode("ascii")
 
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+def _axes(width: float = 7.5, height: float = 4.5):
+    """One plot on its own Agg canvas (the core's :func:`llmcompare.report.html.figure`: pyplot's global
+    state is never touched)."""
+    fig = figure(width, height)
+    return fig, fig.add_subplot()
 
 
 def plots(r: dict[str, Any], directory: Path | None = None) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = []
     groups = [g for g in r["groups"] if g.tpot.value is not None and g.tok_s.value is not None]
     if not groups:
@@ -344,7 +344,7 @@ def plots(r: dict[str, Any], directory: Path | None = None) -> list[tuple[str, s
     for per, front in (("gpu", r["pareto_gpu"]), ("dollar", r["pareto_dollar"])):
         if per == "dollar" and not front:
             continue
-        fig, ax = plt.subplots(figsize=(7.5, 4.5))
+        fig, ax = _axes()
         for i, (dep, gs) in enumerate(sorted(deps.items())):
             xs = [g.tpot.value for g in gs]
             ys = [(g.tok_s.value * 3600 / g.price if g.price else math.nan) if per == "dollar"
@@ -355,7 +355,8 @@ def plots(r: dict[str, Any], directory: Path | None = None) -> list[tuple[str, s
                     ax.scatter([x], [y], marker="x", color="black", s=40)
         fx = [g.tpot.value for g in front]
         fy = [(g.tok_s.value * 3600 / g.price) if per == "dollar" else g.tok_s.value / max(1, g.gpus) for g in front]
-        ax.plot(fx, fy, color="grey", linestyle="--", label="Pareto frontier")
+        ax.plot(fx, fy, color="grey", linestyle="--", marker="s", markersize=11, markerfacecolor="none",
+                label="Pareto frontier")  # a frontier of one point is its marker
         if "tpot_ms" in r["slo"]:
             ax.axvline(r["slo"]["tpot_ms"], color="red", linestyle=":", label="SLO tpot_ms")
         ax.set_xlabel("latency per user: median ms/token (lower is better)")
@@ -363,10 +364,13 @@ def plots(r: dict[str, Any], directory: Path | None = None) -> list[tuple[str, s
         ax.set_title(f"Throughput per {'GPU' if per == 'gpu' else 'dollar'} against latency (x: misses the SLO)")
         ax.legend(fontsize=7, loc="best")
         out.append((f"pareto-{per}", _png(fig)))
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = _axes()
     for dep, gs in sorted(deps.items()):
         gs = sorted(gs, key=lambda g: g.level)
         ax.plot([g.level for g in gs], [g.tok_s.value for g in gs], marker="o", label=dep[:60])
+    levels = sorted({g.level for g in groups})
+    if len(levels) <= 12 and all(float(x).is_integer() for x in levels):
+        ax.set_xticks(levels)  # concurrency 1, 2: no tick at 1.5
     ax.set_xlabel("load level (concurrency, or rate)")
     ax.set_ylabel("output tok/s")
     ax.set_title("Throughput against load")
@@ -430,12 +434,6 @@ def _write_html(directory: Path, r: dict[str, Any]) -> Path:
 # Console
 # ---------------------------------------------------------------------------------------------
 def print_console(r: dict[str, Any], console=None) -> None:
-    import sys
-
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     console = console or (Console() if sys.stdout.isatty() else Console(width=200))
     s = r["study"]
     t = Table(title=escape(f"study {s['name']} · every cell"))

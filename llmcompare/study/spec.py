@@ -28,7 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmcompare.errors import UserError, did_you_mean
+from llmcompare.cli.main import build_parser
+from llmcompare.config.spec import parse_backends
+from llmcompare.errors import OptionError, UserError, did_you_mean
+from llmcompare.hardware.gpus import get_accelerator
+from llmcompare.plugins import get_registry
 from llmcompare.study.hardware import Hardware
 from llmcompare.study.steps import Step, parse_steps
 from llmcompare.study.yamlfile import Located, StudyFileError, dotted, load, load_file
@@ -175,7 +179,7 @@ def build_study(doc: Located, *, validate_backends: bool = True) -> Study:
     if not re.match(r"^[\w.-]+$", name):
         raise doc.error(("name",), "use letters, digits, '.', '_' or '-' (it names the study's directory)")
     scenario = _str(doc, ("scenario",), default="load")
-    parser = _parser()
+    parser = _parser(scenario)
     sub = _subparsers(parser)
     if scenario not in sub:
         raise doc.error(("scenario",), f"{scenario!r} is not an llmcompare command that runs backends"
@@ -293,9 +297,6 @@ def _slo(doc: Located) -> dict[str, float]:
 
 
 def _hardware(doc: Located) -> dict[str, Hardware]:
-    from llmcompare.errors import UserError
-    from llmcompare.hardware.gpus import get_accelerator
-
     hw = doc.data.get("hardware")
     if hw is None:
         return {"cpu": Hardware("cpu", None)}
@@ -585,7 +586,9 @@ class _Context:
         argv += ["--device", hw.device]
         if self.slo and "--slo" in _long_flags(self.sp):
             argv += ["--slo", ",".join(f"{k}={_num(v)}" for k, v in self.slo.items())]
-        if hw.price_per_hour is not None and "--price-per-hour" in _long_flags(self.sp):
+        # the price goes to load cells (their levels.csv carries the cost); a run cell's cost is the study's own
+        # arithmetic from the hardware entry, so a price edit does not change its id
+        if hw.price_per_hour is not None and self.scenario == "load" and "--price-per-hour" in _long_flags(self.sp):
             argv += ["--price-per-hour", _num(hw.price_per_hour)]
         argv.append("-q")
         self._validate(argv, pieces, backend, options, hw, where)
@@ -622,14 +625,7 @@ class _Context:
 
 def check_backend(doc: Located, where, backend: str, options: list[str], device: str) -> None:
     """Name, variant, options and device, checked by llmcompare's own parser of --backend/--option
-    (no engine is imported). Skipped when that function is not where it is today."""
-    from llmcompare.errors import OptionError, UserError
-
-    try:
-        from llmcompare.config.spec import parse_backends
-        from llmcompare.plugins import get_registry
-    except ImportError:  # the core moved: the CLI will check when the cell runs
-        return
+    (no engine is imported)."""
     try:
         parse_backends(get_registry(), [backend], options, device=device)
     except OptionError as exc:
@@ -708,12 +704,18 @@ def _strip_levels(argv: list[str]) -> list[str]:
     return out
 
 
+def with_levels(argv: list[str], level_kind: str, levels: Sequence[float]) -> list[str]:
+    """``argv`` with its load levels replaced by ``levels`` (``--concurrency 1,2`` or ``--rate 0.5``)."""
+    out = _strip_levels(argv)
+    i = out.index("-q") if "-q" in out else len(out)
+    out[i:i] = [f"--{level_kind}", ",".join(_num(x) for x in levels)]
+    return out
+
+
 def with_level(argv: list[str], level_kind: str, level: float, requests: int | None = None) -> list[str]:
     """``argv`` with its levels replaced by one level (a confirm cell), and optionally its length in
     requests."""
-    out = _strip_levels(argv)
-    i = out.index("-q") if "-q" in out else len(out)
-    out[i:i] = [f"--{level_kind}", _num(level)]
+    out = with_levels(argv, level_kind, [level])
     if requests is not None:
         for flag in ("--requests", "--duration"):
             if flag in out:
@@ -821,11 +823,10 @@ def tensor_parallel(options: Sequence[str]) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------
 # The real parser
 # ---------------------------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    # the CLI's own parser: a flag it does not take is refused here
-    from llmcompare.cli.main import build_parser
-
-    return build_parser()
+def _parser(command: str) -> argparse.ArgumentParser:
+    """The CLI's own parser, with the flags of ``command`` (the other commands list their help only):
+    a flag the CLI does not take is refused here."""
+    return build_parser(only=command)
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -855,9 +856,8 @@ def parse_error(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
 
 
 def _dym(name: str, choices) -> str:
-    from llmcompare.errors import did_you_mean
-
     return did_you_mean(name, [str(c) for c in choices])
 
 
-__all__ = ["Cell", "Study", "StudyFileError", "load_study", "load_study_text", "with_level", "cell_id"]
+__all__ = ["Cell", "Study", "StudyFileError", "load_study", "load_study_text", "with_level", "with_levels",
+           "cell_id"]
