@@ -618,3 +618,29 @@ def test_after_a_resume_requests_csv_tells_the_abandoned_attempt_apart(tmp_path)
     assert len(second) == 12 and all(r["superseded"] == "False" for r in second)
     level = json.loads((run_dir / "results.json").read_text())["levels"][0]
     assert level["requests"] == 12
+
+
+def test_a_sweep_stops_before_a_rate_level_that_would_schedule_more_than_a_level_may(caplog):
+    """The sweep's rates come from the server's own speed, so no flag bounds them: a server fast enough to
+    make one rate level schedule more than MAX_LEVEL_REQUESTS ends the sweep before that level."""
+    from types import SimpleNamespace
+
+    from llmcompare.scenarios.load import LoadScenario
+    from llmcompare.scenarios.loadgen import LoadConfig
+
+    config = LoadConfig(sweep=True, sweep_levels=3, duration_s=100.0, max_new_tokens=4)
+    ran = []
+
+    def run_level(config, session, ctx, writer, level, index, server, gpu, sweep_stops=False):
+        ran.append(level.stage)
+        # synchronous: 10 requests/s; throughput: 10,000 requests/s (so rates of 2,507 to 7,502/s follow)
+        n = 10 if index == 0 else 10_000
+        return SimpleNamespace(achieved={"requests": n, "errors": 0}, wall_s=1.0)
+
+    scenario = LoadScenario()
+    scenario._run_level = run_level
+    with caplog.at_level("WARNING", logger="llmcompare.scenarios.load"):
+        scenario._sweep(config, None, None, None, None, None)
+    # 2,507.5/s × 100 s is 250,750 requests, past the 200,000 bound: no rate level runs
+    assert len(ran) == 2 and all(s.startswith("load:c=") for s in ran), ran
+    assert f"{limits.MAX_LEVEL_REQUESTS}" in caplog.text and "lower --duration" in caplog.text

@@ -13,6 +13,7 @@ the server's metrics and the GPUs' energy are sampled beside each level by
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass, field
 from html import escape as html_escape
 from typing import Any
@@ -24,7 +25,7 @@ from llmcompare.analysis import levels as levels_mod
 from llmcompare.analysis import metrics
 from llmcompare.config.spec import parse_slo
 from llmcompare.errors import ConfigError, UserError
-from llmcompare.limits import OPEN_FILES_RESERVE, ensure_open_files, open_files_needed
+from llmcompare.limits import MAX_LEVEL_REQUESTS, OPEN_FILES_RESERVE, ensure_open_files, open_files_needed
 from llmcompare.records import StageRecord, read_records
 from llmcompare.records.rundir import RunDir
 from llmcompare.report import levels_html
@@ -58,6 +59,8 @@ from llmcompare.workloads import prefix_cache_note
 DEFINITIONS = ("Definitions: TTFT = first token time; TPOT = (e2e − TTFT)/(n − 1); output tok/s = output tokens / wall"
                " time of the level; under load TTFT, e2e and queue are counted from each request's scheduled send."
                " See docs/load.md and docs/metrics.md.")
+
+log = logging.getLogger(__name__)
 
 
 def float_list(text: str) -> list[float]:
@@ -283,6 +286,12 @@ class LoadScenario(Scenario):
         n = config.sweep_levels
         for k in range(1, n + 1):
             rate = low + (high - low) * k / (n + 1)
+            if config.duration_s is not None and rate * config.duration_s > MAX_LEVEL_REQUESTS:
+                # a server fast enough to make a rate level schedule more than a level may (limits.py)
+                log.warning("the sweep stops before %.3f requests/s: %.0f s of it would schedule %.0f requests, more"
+                            " than the %d a level may (llmcompare/limits.py); lower --duration to measure it",
+                            rate, config.duration_s, rate * config.duration_s, MAX_LEVEL_REQUESTS)
+                return
             level = open_rate(round(rate, 3))
             rec = (self._run_level(config, session, ctx, writer, level, 2 + k, server, gpu, sweep_stops=True)
                    or _done_stage(ctx, level.stage))
