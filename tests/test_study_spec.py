@@ -324,3 +324,18 @@ def test_the_study_command_is_registered_and_python_m_llmcompare_study_is_the_sa
     bad = subprocess.run([sys.executable, "-m", "llmcompare", "study", "plan", str(tmp_path / "missing.yaml")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("llmcompare: error: ") and len(bad.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("option", ["openai.url=http://user:secret-pw@127.0.0.1:8000/v1",
+                                    "url=http://127.0.0.1:8000/v1?api_key=secret-pw",
+                                    'extra_body={"api_key": "secret-pw"}'])
+def test_a_credential_in_a_study_is_refused_without_showing_it(option):
+    """A study's files are written as given (study.yaml, study.json, each cell's command): a credential in
+    one is refused, by name, never echoed; an environment variable's name is the way to pass one."""
+    text = BASE.replace("backend: [echo]", "backend: [openai]").replace(
+        "matrix:", f"options: ['{option}']\nmatrix:")
+    msg = error_of(text)
+    assert "credential" in msg and "api_key_env" in msg and "secret-pw" not in msg
+    ok = study(BASE.replace("backend: [echo]", "backend: [openai]").replace(
+        "matrix:", "options: ['url=http://127.0.0.1:8000/v1', 'api_key_env=MY_KEY']\nmatrix:"))
+    assert "api_key_env=MY_KEY" in ok.cells[0].argv

@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from llmcompare.cli.main import build_parser
-from llmcompare.config.spec import parse_backends
+from llmcompare.config.spec import is_secret_option, parse_backends
 from llmcompare.errors import OptionError, UserError, did_you_mean
 from llmcompare.hardware.gpus import get_accelerator
 from llmcompare.plugins import get_registry
+from llmcompare.redact import redact_url
 from llmcompare.study.hardware import Hardware
 from llmcompare.study.steps import Step, parse_steps
 from llmcompare.study.yamlfile import Located, StudyFileError, dotted, load, load_file
@@ -235,6 +236,11 @@ def build_study(doc: Located, *, validate_backends: bool = True) -> Study:
                 raise doc.error(origin, f"gives the same cell as {dotted(seen[cell.id])} (identical argv);"
                                         " remove one of them")
             seen[cell.id] = origin
+            secret = _credential_in(cell.argv)
+            if secret:
+                raise doc.error(origin, f"{secret} holds a credential, and a study's files (study.yaml, study.json, the"
+                                        " cells' commands) are written as given: name an environment variable"
+                                        " instead (-o api_key_env=VAR) or keep the credential out of the URL")
             cells.append(cell)
     if not cells:
         raise doc.error(("matrix",), "no cells: the matrix, include: and exclude: leave nothing to run")
@@ -852,6 +858,21 @@ def parse_error(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
         lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
         last = lines[-1] if lines else "does not parse"
         return re.sub(r"^llmcompare( \w+)?: error: ", "", last)
+    return None
+
+
+def _credential_in(argv: list[str]) -> str | None:
+    """The first option or argument of a cell's argv that holds a credential (a URL with userinfo or a
+    secret-looking query parameter, an option under a secret-looking key), named without its value."""
+    for flag, item in zip(argv, argv[1:]):
+        if flag in ("-o", "--option"):
+            key, sep, value = item.partition("=")
+            name = key.rpartition(".")[2]
+            if sep and is_secret_option(name, value):
+                return f"option {key}"
+    for i, item in enumerate(argv):
+        if "://" in item and redact_url(item.partition("=")[2] or item) != (item.partition("=")[2] or item):
+            return f"argument {argv[i - 1] if i and argv[i - 1].startswith('-') else i}"
     return None
 
 
