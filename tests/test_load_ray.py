@@ -13,8 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,31 +86,14 @@ def test_import_llmcompare_and_the_load_scenario_never_import_ray():
 @needs_model
 def test_a_level_on_two_ray_actors_is_exact_and_agrees_with_two_client_processes(tmp_path):
     pytest.importorskip("ray")
-    from test_study_ray import _name, is_loopback, listeners, tree
+    from test_study_ray import watch_ray_listeners
 
     script = tmp_path / "drive.py"
     script.write_text(SCRIPT)
     out = tmp_path / "out"
     proc = subprocess.Popen([PY, "-m", "llmcompare.runner.netns", PY, str(script), str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    checked = False
-    deadline = time.time() + 900
-    while proc.poll() is None and time.time() < deadline:
-        time.sleep(0.5)
-        procs = tree(proc.pid)
-        raylet = next((p for p in procs if _name(p) == "raylet"), None)
-        if checked or raylet is None or not any(_name(p).startswith("ray::") for p in procs):
-            continue
-        pids = {p.pid for p in procs}
-        host = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
-        for addr, owners in listeners(host):
-            assert not (owners & pids) or is_loopback(addr), (addr, owners)  # nothing of it is seen from the host
-        inside = subprocess.run(["nsenter", "-t", str(raylet.pid), "-n", "ss", "-ltn"], capture_output=True, text=True)
-        if inside.returncode == 0:  # root: look inside the namespace too
-            assert listeners(inside.stdout), inside.stdout
-            devices = [ln.split(":")[0].strip() for ln in Path(f"/proc/{raylet.pid}/net/dev").read_text().splitlines()[2:]]
-            assert devices == ["lo"], devices
-        checked = True
+    checked = watch_ray_listeners(proc, timeout_s=900)
     log = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, log
     assert checked, "never saw the Ray instance running"

@@ -52,17 +52,15 @@ def is_loopback(addr: str) -> bool:
     return host.startswith("127.") or host in ("::1", "::ffff:127.0.0.1")
 
 
-def test_known_answer_on_local_ray_and_nothing_listens_beyond_the_loopback(tmp_path):
-    f = write(tmp_path, KNOWN)
-    out = tmp_path / "study"
-    driver = subprocess.Popen([PY, "-m", "llmcompare.study", "run", str(f), "-O", str(out), "--executor", "ray", "-q"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    raylet = None
+def watch_ray_listeners(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Poll ``proc``'s process tree until it exits; once its Ray instance runs tasks, assert that nothing
+    of it listens beyond the loopback as the host sees it, and (as root) that Ray's raylet lives in a
+    network namespace of its own whose only interface is the loopback. Whether it was seen running."""
     checked = False
-    deadline = time.time() + 600
-    while driver.poll() is None and time.time() < deadline:
+    deadline = time.time() + timeout_s
+    while proc.poll() is None and time.time() < deadline:
         time.sleep(0.5)
-        procs = tree(driver.pid)
+        procs = tree(proc.pid)
         raylet = next((p for p in procs if _name(p) == "raylet"), None)
         if raylet is None or checked or not any(_name(p).startswith("ray::") for p in procs):
             continue
@@ -77,6 +75,15 @@ def test_known_answer_on_local_ray_and_nothing_listens_beyond_the_loopback(tmp_p
             assert devices == ["lo"], devices              # ...where the loopback is the only interface
             assert os.readlink(f"/proc/{raylet.pid}/ns/net") != os.readlink("/proc/self/ns/net")
         checked = True
+    return checked
+
+
+def test_known_answer_on_local_ray_and_nothing_listens_beyond_the_loopback(tmp_path):
+    f = write(tmp_path, KNOWN)
+    out = tmp_path / "study"
+    driver = subprocess.Popen([PY, "-m", "llmcompare.study", "run", str(f), "-O", str(out), "--executor", "ray", "-q"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checked = watch_ray_listeners(driver, timeout_s=600)
     log = driver.communicate(timeout=60)[0]
     assert driver.returncode == 0, log
     assert checked, "never saw the Ray instance running"
