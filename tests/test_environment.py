@@ -27,6 +27,17 @@ def test_capture_has_versions_and_hardware():
     for key in ("os", "cpu", "cpu_count_logical", "ram_bytes", "python", "llmcompare", "gpus", "packages"):
         assert key in env
     assert env["packages"]["pluggy"]
+    assert len(env["load_average"]) == 3 and all(x >= 0 for x in env["load_average"])
+
+
+def test_a_busy_host_is_named_under_the_machine_line_and_a_quiet_one_is_not():
+    from llmcompare.report.base import machine_line
+
+    base = {"cpu": "x", "cpu_count_logical": 2, "cpu_affinity": 2, "ram_bytes": 2**30, "os": "Linux", "gpus": []}
+    busy = machine_line({**base, "load_average": [1.93, 1.5, 1.2]})
+    assert "busy" in busy and "1.93" in busy and "2 CPUs" in busy
+    assert "busy" not in machine_line({**base, "load_average": [0.4, 0.5, 0.5]})
+    assert "busy" not in machine_line(base)  # a run recorded before the load average was
 
 
 @pytest.mark.engine

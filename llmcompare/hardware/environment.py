@@ -62,6 +62,8 @@ def capture(distributions: list[str] | None = None, model: dict[str, Any] | None
         "cpu_count_physical": psutil.cpu_count(logical=False),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "ram_bytes": int(vm.total),
+        # 1, 5 and 15 minutes: work already on the CPUs when the run starts slows CPU-bound engines
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "gpus": gpu_info(),
     }
     names = sorted(set(distributions or []) | {"torch", "transformers", "pluggy", "rich", "nvidia-ml-py"})

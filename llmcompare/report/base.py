@@ -59,10 +59,26 @@ def title(result: RunResult) -> str:
     return getattr(scenario, "title", None) or f"llmcompare {scenario.name} report"
 
 
+#: A 1-minute load average above this share of the run's CPUs is named under the machine line.
+BUSY_LOAD_SHARE = 0.5
+
+
 def machine_line(env: dict[str, Any]) -> str:
     return (f"Machine: {env.get('cpu')} ({env.get('cpu_count_logical')} logical CPUs), {mib(env.get('ram_bytes'))} RAM,"
             f" {env.get('os')}, Python {env.get('python')}, llmcompare {env.get('llmcompare')}."
-            + "".join(f" GPU {g.get('index')}: {g.get('name')}, driver {g.get('driver')}." for g in env.get("gpus") or []))
+            + "".join(f" GPU {g.get('index')}: {g.get('name')}, driver {g.get('driver')}." for g in env.get("gpus") or [])
+            + busy_note(env))
+
+
+def busy_note(env: dict[str, Any]) -> str:
+    """A sentence when the host was busy as the run started (1-minute load average above
+    :data:`BUSY_LOAD_SHARE` of the CPUs the run may use), else ''."""
+    load = env.get("load_average")
+    cpus = env.get("cpu_affinity") or env.get("cpu_count_logical")
+    if not load or not cpus or load[0] <= BUSY_LOAD_SHARE * cpus:
+        return ""
+    return (f" The host was busy as the run started (load average {load[0]:.2f} over the last minute on {cpus} CPUs):"
+            " CPU-bound timings may be slower than on a quiet machine.")
 
 
 def backend_lines(result: RunResult) -> list[str]:
