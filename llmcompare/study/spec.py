@@ -870,9 +870,9 @@ def _credential_in(argv: list[str]) -> str | None:
             name = key.rpartition(".")[2]
             if sep and is_secret_option(name, value):
                 return f"option {key}"
-    for i, item in enumerate(argv):
-        if "://" in item and redact_url(item.partition("=")[2] or item) != (item.partition("=")[2] or item):
-            return f"argument {argv[i - 1] if i and argv[i - 1].startswith('-') else i}"
+    for before, item in zip(["", *argv], argv):  # a URL given to another flag (--model, --prompts, ...)
+        if before not in ("-o", "--option") and "://" in item and redact_url(item) != item:
+            return f"the argument of {before}" if before.startswith("-") else "a positional argument"
     return None
 
 

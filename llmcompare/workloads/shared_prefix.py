@@ -104,17 +104,22 @@ def planned_hit_rate(prefix_tokens: int, suffix_tokens: int, block_size: int = 1
     return (prefix_tokens // block_size) * block_size / (prefix_tokens + suffix_tokens)
 
 
-def plan_shared_prefix(*, prefix_tokens: int, groups: int, requests: int, suffix_tokens: int, output_tokens: int,
-                       vocab: Sequence[int], seed: int = 0, block_size: int = 1) -> SharedPrefixPlan:
-    """Build the prime and measured requests. ``vocab``: the token ids to draw from (ordinary ids of
-    the model's tokenizer, e.g. :func:`ordinary_ids`); it needs at least ``max(groups, requests/groups
-    + 1)`` ids for the distinct first tokens. Seeded: the same arguments give the same ids."""
+def _check_shape(prefix_tokens: int, groups: int, suffix_tokens: int) -> None:
+    """The sizes both the planned and the streamed workload need, as the flags that set them."""
     if prefix_tokens < 1:
         raise UserError(f"--shared-prefix-tokens must be at least 1, got {prefix_tokens}")
     if groups < 1:
         raise UserError(f"--prefix-groups must be at least 1, got {groups}")
     if suffix_tokens < 1:
         raise UserError(f"a shared-prefix request needs a suffix of at least 1 token, got {suffix_tokens}")
+
+
+def plan_shared_prefix(*, prefix_tokens: int, groups: int, requests: int, suffix_tokens: int, output_tokens: int,
+                       vocab: Sequence[int], seed: int = 0, block_size: int = 1) -> SharedPrefixPlan:
+    """Build the prime and measured requests. ``vocab``: the token ids to draw from (ordinary ids of
+    the model's tokenizer, e.g. :func:`ordinary_ids`); it needs at least ``max(groups, requests/groups
+    + 1)`` ids for the distinct first tokens. Seeded: the same arguments give the same ids."""
+    _check_shape(prefix_tokens, groups, suffix_tokens)
     if requests < 0 or output_tokens < 1 or block_size < 1:
         raise UserError("need requests >= 0, output_tokens >= 1 and block_size >= 1")
     pool = sorted(set(int(v) for v in vocab))
@@ -160,12 +165,7 @@ class PrefixStream:
 
     def __init__(self, *, prefix_tokens: int, groups: int, suffix_tokens: int, output_tokens: int,
                  pool: Sequence[int], seed: int = 0):
-        if prefix_tokens < 1:
-            raise UserError(f"--shared-prefix-tokens must be at least 1, got {prefix_tokens}")
-        if groups < 1:
-            raise UserError(f"--prefix-groups must be at least 1, got {groups}")
-        if suffix_tokens < 1:
-            raise UserError(f"a shared-prefix request needs a suffix of at least 1 token, got {suffix_tokens}")
+        _check_shape(prefix_tokens, groups, suffix_tokens)
         self.pool = sorted(set(int(v) for v in pool))
         if len(self.pool) < max(groups, 2):
             raise UserError(f"{len(self.pool)} token ids cannot give {groups} prefixes distinct first tokens")
