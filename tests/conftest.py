@@ -12,8 +12,8 @@ from llmcompare import plugins
 PLUGIN_DIR = Path(__file__).parent / "plugins"
 
 # OpenMP's worker threads spin while they wait for work. On two cores shared with other work that spinning
-# fights the other process for the cores: CTranslate2 float32 took 130 s instead of 39 s for the same 10
-# requests beside one CPU-bound process. The suite runs engines for their answers and timing shapes, not
+# fights the other work for the cores: CTranslate2 float32 took 130 s instead of 39 s for the same 10
+# requests beside a CPU-bound process and a test run (docs/metrics.md). The suite runs engines for their answers and timing shapes, not
 # their absolute speed (benchmarks/ does that), so its engines wait passively. Set it in your shell to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
