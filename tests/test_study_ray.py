@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,19 @@ pytestmark = pytest.mark.engine
 from test_study_run import KNOWN, manifest, write
 
 PY = sys.executable
+
+
+@pytest.fixture
+def private_tmp():
+    """The driver's TMPDIR: a short directory of this test's own (Ray's socket paths must fit 107 bytes),
+    so what another run left in the system's temporary directory cannot pass or fail the checks here."""
+    d = tempfile.mkdtemp(prefix="llmcT-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def driver_env(tmp: str) -> dict[str, str]:
+    return {**os.environ, "TMPDIR": tmp}
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -78,11 +92,11 @@ def watch_ray_listeners(proc: subprocess.Popen, timeout_s: float) -> bool:
     return checked
 
 
-def test_known_answer_on_local_ray_and_nothing_listens_beyond_the_loopback(tmp_path):
+def test_known_answer_on_local_ray_and_nothing_listens_beyond_the_loopback(tmp_path, private_tmp):
     f = write(tmp_path, KNOWN)
     out = tmp_path / "study"
     driver = subprocess.Popen([PY, "-m", "llmcompare.study", "run", str(f), "-O", str(out), "--executor", "ray", "-q"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=driver_env(private_tmp))
     checked = watch_ray_listeners(driver, timeout_s=600)
     log = driver.communicate(timeout=60)[0]
     assert driver.returncode == 0, log
@@ -99,7 +113,8 @@ def test_known_answer_on_local_ray_and_nothing_listens_beyond_the_loopback(tmp_p
     for key in ("best_latency", "best_throughput"):
         both = {a[key]["winner"]["deployment"], *(t["deployment"] for t in a[key]["ties"])}
         assert both == {"cheap · per_token_ms=20", "dear · per_token_ms=20"}
-    assert not glob.glob(os.path.join(tempfile.gettempdir(), "llmc-ray-*", "session_*"))  # Ray's files are gone
+    assert glob.glob(os.path.join(private_tmp, "llmcompare-study-attempts"))  # the cells ran under this TMPDIR...
+    assert not glob.glob(os.path.join(private_tmp, "llmc-ray-*"))  # ...and Ray's session files are gone
 
 
 def _name(p: psutil.Process) -> str:
@@ -122,11 +137,11 @@ matrix:
 """
 
 
-def test_a_ray_worker_killed_mid_cell_reruns_the_cell_and_nothing_is_lost_or_counted_twice(tmp_path):
+def test_a_ray_worker_killed_mid_cell_reruns_the_cell_and_nothing_is_lost_or_counted_twice(tmp_path, private_tmp):
     f = write(tmp_path, ONE)
     out = tmp_path / "study"
     driver = subprocess.Popen([PY, "-m", "llmcompare.study", "run", str(f), "-O", str(out), "--executor", "ray", "-q"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=driver_env(private_tmp))
     killed = None
     deadline = time.time() + 300
     while driver.poll() is None and time.time() < deadline and killed is None:
@@ -138,7 +153,7 @@ def test_a_ray_worker_killed_mid_cell_reruns_the_cell_and_nothing_is_lost_or_cou
                 continue
             if not cell or "llmcompare" not in " ".join(p.cmdline()):
                 continue
-            runs = glob.glob(os.path.join(tempfile.gettempdir(), f"llmcompare-cell-{cell}-*", "run", "requests.jsonl"))
+            runs = glob.glob(os.path.join(private_tmp, f"llmcompare-cell-{cell}-*", "run", "requests.jsonl"))
             if runs and Path(runs[0]).read_text().count('"request"') >= 4:  # mid-cell: some requests finished
                 worker = p.parent()
                 assert _name(worker).startswith("ray::"), _name(worker)
@@ -162,4 +177,5 @@ def test_a_ray_worker_killed_mid_cell_reruns_the_cell_and_nothing_is_lost_or_cou
     records = [json.loads(x) for x in (out / "cells" / cell / "requests.jsonl").read_text().splitlines()]
     assert len({r["session"] for r in records if r.get("type") == "request"}) == 1
     assert not os.path.exists(old_records)  # the lost attempt's directory was never sent back, and is gone
-    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"llmcompare-cell-{cell}-*"))
+    assert not glob.glob(os.path.join(private_tmp, f"llmcompare-cell-{cell}-*"))
+    assert not glob.glob(os.path.join(private_tmp, "llmc-ray-*"))

@@ -36,10 +36,8 @@ import atexit
 import importlib.util
 import logging
 import os
-import shutil
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -52,6 +50,7 @@ from llmcompare.errors import UserError
 from llmcompare.plugins import get_registry
 from llmcompare.records import RecordWriter, RequestRecord, StageRecord
 from llmcompare.records.header import Header
+from llmcompare.runner import tempdirs
 from llmcompare.runner.job import Context, Job
 from llmcompare.runner.netns import in_private_network
 from llmcompare.runner.session import BackendSession
@@ -176,7 +175,7 @@ def _init_ray(address: str | None, clients: int) -> tuple[Any, str | None]:
     if ray.is_initialized():
         return ray, None
     if address is None:
-        tmp = tempfile.mkdtemp(prefix="llmc-ray-")
+        tmp = str(tempdirs.make(tempdirs.RAY_PREFIX))
         os.environ.setdefault("RAY_worker_niceness", str(os.getpriority(os.PRIO_PROCESS, 0)))
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, num_cpus=max(clients, os.cpu_count() or 1), _temp_dir=tmp)
@@ -234,9 +233,9 @@ def _close() -> None:
             ray.kill(a)
         except Exception:
             pass
-    ray.shutdown()
+    ray.shutdown(wait_for_processes=pool.temp_dir is not None)  # a local instance's writers are gone
     if pool.temp_dir:
-        shutil.rmtree(pool.temp_dir, ignore_errors=True)
+        tempdirs.remove(pool.temp_dir)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -23,7 +23,6 @@ Ray is optional: it is imported only here, inside functions.
 from __future__ import annotations
 
 import fcntl
-import glob
 import hashlib
 import importlib.util
 import io
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from llmcompare.errors import UserError
+from llmcompare.runner import tempdirs
 from llmcompare.runner.netns import in_private_network, run_in_private_network
 from llmcompare.study.cellrun import CellProcess, Outcome, read_outcome
 
@@ -90,16 +90,6 @@ def _count_attempt(token: str, cell_id: str) -> int:
     return n
 
 
-def _clean_stale(cell_id: str) -> None:
-    """Temporary directories of this cell's earlier attempts whose process is gone (a lost worker)."""
-    for d in glob.glob(os.path.join(tempfile.gettempdir(), f"llmcompare-cell-{cell_id}-*")):
-        try:
-            pid = int(Path(d, ".owner").read_text())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
-            shutil.rmtree(d, ignore_errors=True)
-
-
 def run_cell_task(payload: dict[str, Any], partial: bytes | None) -> dict[str, Any]:
     """The body of a cell's Ray task (also callable without Ray): run the cell in a fresh temporary
     directory and return the finished run directory as tar bytes."""
@@ -115,10 +105,9 @@ def run_cell_task(payload: dict[str, Any], partial: bytes | None) -> dict[str, A
         except OSError:
             notes.append(f"the cell ran at niceness {os.getpriority(os.PRIO_PROCESS, 0)} (Ray's workers'), not"
                          f" {want}: start the nodes with RAY_worker_niceness={want}")
-    _clean_stale(cid)
-    base = Path(tempfile.mkdtemp(prefix=f"llmcompare-cell-{cid}-"))
+    # this cell's directories from attempts whose worker was lost are removed first
+    base = tempdirs.make(f"llmcompare-cell-{cid}-")
     try:
-        (base / ".owner").write_text(str(os.getpid()))
         cell_dir = base / "run"
         if partial:
             _untar(partial, base)
@@ -187,7 +176,7 @@ class RayExecutor:
                 elif hw.device == "cpu":
                     resources[RESOURCE_PREFIX + name] = 1.0
             resources[CPU_SLOT] = 1.0  # CPU cells one at a time on this host, as the local executor runs them
-            self._tmp = tempfile.mkdtemp(prefix="llmc-ray-")
+            self._tmp = str(tempdirs.make(tempdirs.RAY_PREFIX))
             os.environ.setdefault("RAY_worker_niceness", str(os.getpriority(os.PRIO_PROCESS, 0)))
             ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=max(4, os.cpu_count() or 1),
                      num_gpus=len(host.gpus), resources=resources, include_dashboard=False, log_to_driver=False,
@@ -202,10 +191,10 @@ class RayExecutor:
 
     def close(self) -> None:
         try:
-            self.ray.shutdown()
+            self.ray.shutdown(wait_for_processes=self._tmp is not None)  # a local instance's writers are gone
         finally:
             if self._tmp:
-                shutil.rmtree(self._tmp, ignore_errors=True)
+                tempdirs.remove(self._tmp)
 
     def run(self, jobs: list, started: Callable, finished: Callable) -> None:
         ray = self.ray
