@@ -179,3 +179,37 @@ def test_a_ray_worker_killed_mid_cell_reruns_the_cell_and_nothing_is_lost_or_cou
     assert not os.path.exists(old_records)  # the lost attempt's directory was never sent back, and is gone
     assert not glob.glob(os.path.join(private_tmp, f"llmcompare-cell-{cell}-*"))
     assert not glob.glob(os.path.join(private_tmp, "llmc-ray-*"))
+
+
+def _wait_mid_cell(tmp: str, driver: subprocess.Popen, timeout_s: float = 300, old: tuple = ()) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and driver.poll() is None:
+        runs = glob.glob(os.path.join(tmp, "llmcompare-cell-*", "run", "requests.jsonl"))
+        if any(os.path.dirname(os.path.dirname(r)) not in old for r in runs):
+            return
+        time.sleep(0.3)
+    raise AssertionError("never caught a cell mid-run")
+
+
+def test_a_killed_driver_s_files_go_with_the_next_run_and_sigterm_leaves_none(tmp_path, private_tmp):
+    f = write(tmp_path, KNOWN)
+    out = tmp_path / "study"
+    argv = [PY, "-m", "llmcompare.study", "run", "-q", "--executor", "ray"]
+    killed = subprocess.Popen([*argv, str(f), "-O", str(out)], env=driver_env(private_tmp), start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_mid_cell(private_tmp, killed)
+    os.killpg(killed.pid, signal.SIGKILL)  # as when the machine's session ends: nothing gets to clean up
+    killed.wait()
+    (ray_files,) = glob.glob(os.path.join(private_tmp, "llmc-ray-*"))
+    (cell_files,) = glob.glob(os.path.join(private_tmp, "llmcompare-cell-*"))
+
+    resumed = subprocess.Popen([*argv, "--resume", str(out)], env=driver_env(private_tmp),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_mid_cell(private_tmp, resumed, old=(cell_files,))
+    assert not os.path.exists(ray_files)  # the killed run's Ray files went when this one started Ray
+    resumed.send_signal(signal.SIGTERM)
+    log = resumed.communicate(timeout=120)[0]
+    assert resumed.returncode == 130, log
+    assert f"--resume {out}" in log
+    assert not glob.glob(os.path.join(private_tmp, "llmc-ray-*")), log
+    assert not glob.glob(os.path.join(private_tmp, "llmcompare-cell-*")), log  # its own and the killed run's

@@ -47,6 +47,8 @@ INSTALL = "pip install 'llmcompare[ray]'"
 #: a task of one CPU): a cell gets the driver's value, or none.
 RAY_INJECTED = ("OMP_NUM_THREADS", "PYTHONBREAKPOINT")
 RESOURCE_PREFIX = "llmcompare-hw-"
+#: A cell's directory on its node while it runs: ``<tmp>/llmcompare-cell-<id>-XXXX``.
+CELL_PREFIX = "llmcompare-cell-"
 CPU_SLOT = "llmcompare-cpu-slot"
 
 
@@ -106,7 +108,7 @@ def run_cell_task(payload: dict[str, Any], partial: bytes | None) -> dict[str, A
             notes.append(f"the cell ran at niceness {os.getpriority(os.PRIO_PROCESS, 0)} (Ray's workers'), not"
                          f" {want}: start the nodes with RAY_worker_niceness={want}")
     # this cell's directories from attempts whose worker was lost are removed first
-    base = tempdirs.make(f"llmcompare-cell-{cid}-")
+    base = tempdirs.make(f"{CELL_PREFIX}{cid}-")
     try:
         cell_dir = base / "run"
         if partial:
@@ -195,6 +197,8 @@ class RayExecutor:
         finally:
             if self._tmp:
                 tempdirs.remove(self._tmp)
+                for d in tempdirs.stale(CELL_PREFIX):  # cells of tasks the shutdown cut short
+                    tempdirs.remove(d)
 
     def run(self, jobs: list, started: Callable, finished: Callable) -> None:
         ray = self.ray
