@@ -198,7 +198,7 @@ def test_a_killed_driver_s_files_go_with_the_next_run_and_sigterm_leaves_none(tm
     killed = subprocess.Popen([*argv, str(f), "-O", str(out)], env=driver_env(private_tmp), start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_mid_cell(private_tmp, killed)
-    os.killpg(killed.pid, signal.SIGKILL)  # as when the machine's session ends: nothing gets to clean up
+    os.killpg(killed.pid, signal.SIGKILL)  # as when a host goes down: nothing gets to clean up
     killed.wait()
     (ray_files,) = glob.glob(os.path.join(private_tmp, "llmc-ray-*"))
     (cell_files,) = glob.glob(os.path.join(private_tmp, "llmcompare-cell-*"))
