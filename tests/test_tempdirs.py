@@ -54,3 +54,22 @@ def test_make_removes_the_stale_ones_and_names_its_owner(tmp_path, monkeypatch):
     assert tempdirs.stale("llmc-ray-", str(tmp_path)) == []
     (d / "session_latest").symlink_to(d / "nowhere")
     assert tempdirs.remove(d) and not d.exists()
+
+
+def test_a_zombie_owner_does_not_run():
+    """A killed owner whose new parent has not reaped it yet still has a pid: it counts as gone."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with open(f"/proc/{child.pid}/stat", "rb") as fh:
+                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the child never exited")
+        assert not tempdirs._alive(child.pid)
+    finally:
+        child.wait()
+    assert tempdirs._alive(os.getpid())
+    assert not tempdirs._alive(dead_pid())

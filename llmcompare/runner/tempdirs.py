@@ -25,7 +25,16 @@ YOUNG_S = 300.0
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (killed, not yet reaped by its new parent) does not."""
     try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        pass
+    try:  # no /proc: ask the kernel
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
@@ -71,10 +80,15 @@ def stale(prefix: str, root: str | None = None) -> list[str]:
     return out
 
 
+def sweep(prefix: str) -> None:
+    """Remove this user's directories ``<tmp>/<prefix>*`` whose owner no longer runs."""
+    for d in stale(prefix):
+        remove(d, wait_s=1.0)
+
+
 def make(prefix: str) -> Path:
     """A new directory ``<tmp>/<prefix>XXXX`` owned by this process, after removing the stale ones."""
-    for d in stale(prefix):
-        shutil.rmtree(d, ignore_errors=True)
+    sweep(prefix)
     d = Path(tempfile.mkdtemp(prefix=prefix))
     (d / OWNER).write_text(str(os.getpid()))
     return d

@@ -236,6 +236,7 @@ def _close() -> None:
     ray.shutdown(wait_for_processes=pool.temp_dir is not None)  # a local instance's writers are gone
     if pool.temp_dir:
         tempdirs.remove(pool.temp_dir)
+        tempdirs.sweep(tempdirs.RAY_PREFIX)  # what a killed run left, if its owner outlived our start
 
 
 def _one_line(exc: BaseException) -> str:

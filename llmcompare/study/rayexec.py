@@ -197,8 +197,8 @@ class RayExecutor:
         finally:
             if self._tmp:
                 tempdirs.remove(self._tmp)
-                for d in tempdirs.stale(CELL_PREFIX):  # cells of tasks the shutdown cut short
-                    tempdirs.remove(d)
+                tempdirs.sweep(CELL_PREFIX)  # cells of tasks the shutdown cut short
+                tempdirs.sweep(tempdirs.RAY_PREFIX)  # and what a killed run left, if its owner outlived our start
 
     def run(self, jobs: list, started: Callable, finished: Callable) -> None:
         ray = self.ray
