@@ -9,7 +9,6 @@ import glob
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +24,8 @@ pytestmark = pytest.mark.engine
 
 from test_study_run import KNOWN, manifest, write
 
+from llmcompare.runner import tempdirs
+
 PY = sys.executable
 
 
@@ -34,11 +35,32 @@ def private_tmp():
     so what another run left in the system's temporary directory cannot pass or fail the checks here."""
     d = tempfile.mkdtemp(prefix="llmcT-")
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    tempdirs.remove(d)
 
 
-def driver_env(tmp: str) -> dict[str, str]:
-    return {**os.environ, "TMPDIR": tmp}
+@pytest.fixture
+def start(private_tmp):
+    """Start ``llmcompare.study run ARGS`` with TMPDIR set to ``private_tmp``; a driver a failed test left
+    running is stopped (SIGTERM, then SIGKILL) before its directory goes."""
+    started: list[subprocess.Popen] = []
+
+    def run(args: list[str], **kw) -> subprocess.Popen:
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.STDOUT)
+        p = subprocess.Popen([PY, "-m", "llmcompare.study", "run", *args], env={**os.environ, "TMPDIR": private_tmp},
+                             text=True, **kw)
+        started.append(p)
+        return p
+
+    yield run
+    for p in started:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -92,11 +114,10 @@ def watch_ray_listeners(proc: subprocess.Popen, timeout_s: float) -> bool:
     return checked
 
 
-def test_known_answer_on_local_ray_and_nothing_listens_beyond_the_loopback(tmp_path, private_tmp):
+def test_known_answer_on_local_ray_and_nothing_listens_beyond_the_loopback(tmp_path, private_tmp, start):
     f = write(tmp_path, KNOWN)
     out = tmp_path / "study"
-    driver = subprocess.Popen([PY, "-m", "llmcompare.study", "run", str(f), "-O", str(out), "--executor", "ray", "-q"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=driver_env(private_tmp))
+    driver = start([str(f), "-O", str(out), "--executor", "ray", "-q"])
     checked = watch_ray_listeners(driver, timeout_s=600)
     log = driver.communicate(timeout=60)[0]
     assert driver.returncode == 0, log
@@ -137,11 +158,11 @@ matrix:
 """
 
 
-def test_a_ray_worker_killed_mid_cell_reruns_the_cell_and_nothing_is_lost_or_counted_twice(tmp_path, private_tmp):
+def test_a_ray_worker_killed_mid_cell_reruns_the_cell_and_nothing_is_lost_or_counted_twice(tmp_path, private_tmp,
+                                                                                             start):
     f = write(tmp_path, ONE)
     out = tmp_path / "study"
-    driver = subprocess.Popen([PY, "-m", "llmcompare.study", "run", str(f), "-O", str(out), "--executor", "ray", "-q"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=driver_env(private_tmp))
+    driver = start([str(f), "-O", str(out), "--executor", "ray", "-q"])
     killed = None
     deadline = time.time() + 300
     while driver.poll() is None and time.time() < deadline and killed is None:
@@ -191,20 +212,18 @@ def _wait_mid_cell(tmp: str, driver: subprocess.Popen, timeout_s: float = 300, o
     raise AssertionError("never caught a cell mid-run")
 
 
-def test_a_killed_driver_s_files_go_with_the_next_run_and_sigterm_leaves_none(tmp_path, private_tmp):
+def test_a_killed_driver_s_files_go_with_the_next_run_and_sigterm_leaves_none(tmp_path, private_tmp, start):
     f = write(tmp_path, KNOWN)
     out = tmp_path / "study"
-    argv = [PY, "-m", "llmcompare.study", "run", "-q", "--executor", "ray"]
-    killed = subprocess.Popen([*argv, str(f), "-O", str(out)], env=driver_env(private_tmp), start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = start(["-q", "--executor", "ray", str(f), "-O", str(out)], start_new_session=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_mid_cell(private_tmp, killed)
     os.killpg(killed.pid, signal.SIGKILL)  # as when a host goes down: nothing gets to clean up
     killed.wait()
     (ray_files,) = glob.glob(os.path.join(private_tmp, "llmc-ray-*"))
     (cell_files,) = glob.glob(os.path.join(private_tmp, "llmcompare-cell-*"))
 
-    resumed = subprocess.Popen([*argv, "--resume", str(out)], env=driver_env(private_tmp),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    resumed = start(["-q", "--executor", "ray", "--resume", str(out)])
     _wait_mid_cell(private_tmp, resumed, old=(cell_files,))
     resumed.send_signal(signal.SIGTERM)
     log = resumed.communicate(timeout=120)[0]
