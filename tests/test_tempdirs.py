@@ -7,7 +7,10 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 from llmcompare.runner import tempdirs
+from llmcompare.servers.managed import pid_alive
 
 
 def dead_pid() -> int:
@@ -56,20 +59,18 @@ def test_make_removes_the_stale_ones_and_names_its_owner(tmp_path, monkeypatch):
     assert tempdirs.remove(d) and not d.exists()
 
 
-def test_a_zombie_owner_does_not_run():
+def test_a_zombie_owner_does_not_run(tmp_path):
     """A killed owner whose new parent has not reaped it yet still has a pid: it counts as gone."""
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
         deadline = time.time() + 30
-        while time.time() < deadline:
-            with open(f"/proc/{child.pid}/stat", "rb") as fh:
-                if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    break
+        while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.time() < deadline, "the child never exited"
             time.sleep(0.05)
-        else:
-            raise AssertionError("the child never exited")
-        assert not tempdirs._alive(child.pid)
+        assert not pid_alive(child.pid)
+        zombie = owned(tmp_path, "llmc-ray-zombie", child.pid)
+        assert tempdirs.stale("llmc-ray-", str(tmp_path)) == [str(zombie)]
     finally:
         child.wait()
-    assert tempdirs._alive(os.getpid())
-    assert not tempdirs._alive(dead_pid())
+    assert pid_alive(os.getpid())
+    assert not pid_alive(dead_pid())

@@ -12,9 +12,12 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
+
+from llmcompare.servers.managed import pid_alive
 
 OWNER = ".owner"
 #: A local Ray instance's session files: ``<tmp>/llmc-ray-XXXX`` (short: Ray's socket paths must fit
@@ -24,37 +27,12 @@ RAY_PREFIX = "llmc-ray-"
 YOUNG_S = 300.0
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs: a zombie (killed, not yet reaped by its new parent) does not."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[1].split()[0]
-        return state not in (b"Z", b"X")
-    except FileNotFoundError:
-        return False
-    except (OSError, IndexError):
-        pass
-    try:  # no /proc: ask the kernel
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it runs, as another user (or from another user namespace)
-        return True
-    return True
-
-
 def _named_by_a_process(path: str) -> bool:
     """Whether a running process names ``path`` on its command line (a Ray raylet names its session
     directory there)."""
-    needle = path.encode()
-    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            with open(cmdline, "rb") as fh:
-                if needle in fh.read():
-                    return True
-        except OSError:
-            continue
-    return False
+    import psutil
+
+    return any(path in arg for p in psutil.process_iter(["cmdline"]) for arg in p.info["cmdline"] or ())
 
 
 def stale(prefix: str, root: str | None = None) -> list[str]:
@@ -63,7 +41,7 @@ def stale(prefix: str, root: str | None = None) -> list[str]:
     for d in glob.glob(os.path.join(root or tempfile.gettempdir(), glob.escape(prefix) + "*")):
         try:
             st = os.lstat(d)
-            if not os.path.isdir(d) or os.path.islink(d) or st.st_uid != os.getuid():
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():  # a link is not followed
                 continue
             try:
                 pid = int(Path(d, OWNER).read_text().strip())
@@ -73,7 +51,7 @@ def stale(prefix: str, root: str | None = None) -> list[str]:
                 pid = None
             if pid is None and _named_by_a_process(d):
                 continue
-            if pid is None or not _alive(pid):
+            if pid is None or not pid_alive(pid):  # a zombie (killed, not yet reaped) counts as gone
                 out.append(d)
         except (OSError, ValueError):
             continue

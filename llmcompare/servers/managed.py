@@ -365,7 +365,7 @@ def _alive(p) -> bool:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """:func:`_alive` for a pid (a zombie counts as gone: its tree has been torn down)."""
     import psutil
 
@@ -444,10 +444,10 @@ def wait_for_guards(pids_file: str | os.PathLike, timeout_s: float) -> list[int]
     except OSError:
         return []
     deadline = time.monotonic() + timeout_s
-    live = [p for p in pids if _pid_alive(p)]
+    live = [p for p in pids if pid_alive(p)]
     while live and time.monotonic() < deadline:
         time.sleep(_POLL_S)
-        live = [p for p in live if _pid_alive(p)]
+        live = [p for p in live if pid_alive(p)]
     for pid in live:
         _killpg(pid)
     path.unlink(missing_ok=True)
